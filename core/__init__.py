@@ -1,0 +1,1 @@
+"""srs-code core: hookspecs, plugin manager, registry, types, config, engine, ledger, CLI."""
