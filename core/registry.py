@@ -33,6 +33,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "srscode.plugins.subprocess_evaluator",
     "srscode.plugins.xdist_evaluator",
     "srscode.plugins.sm2",
+    "srscode.plugins.null_memory",
     "srscode.plugins.ratio_scheduler",
     "srscode.plugins.uniform_scheduler",
     "srscode.plugins.null_trainer",

@@ -178,7 +178,6 @@ class ReviewState:
     interval: int = 0
     streak: int = 0
     repeat_fail: int = 0
-    zero_streak: int = 0
     due: int = 0
     reviews: int = 0
     graduated: bool = False

@@ -1,0 +1,460 @@
+"""The round loop: schedule -> prompt -> generate -> evaluate -> memory -> train -> pairs.
+
+Everything a round produces is written to its folder and committed to the ledger
+before the next round starts, so a run can stop at any point and resume with exactly
+the schedule and memory of an uninterrupted run (the scheduler's state, the memory
+and the adapter come back from the last committed round; nothing random is carried
+in process memory: every seed derives from the run seed and the round number).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import signal
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import yaml
+
+from .config import RunConfig, diff_keys
+from .context import StageContext
+from .errors import DataError, Interrupted, LedgerError, StageError
+from .ledger import Ledger, RunLock, config_hash, read_jsonl, write_json, write_jsonl
+from .pairs import build_pairs
+from .registry import Registry, make_plugin_manager
+from .types import AdapterRef, Candidate, DPOPair, Prompt, ReviewState, Task, Verdict
+from .validation import summarize
+
+log = logging.getLogger("srscode.engine")
+
+FINAL_DPO = "dpo-final"
+
+
+def split_tasks(task_ids: Sequence[str], train_ratio: float, seed: int) -> tuple[list[str], list[str]]:
+    """Fixed train/validation split: a task's side depends only on (seed, id), so it is
+    stable across resumes and unaffected by row order or by rows added later."""
+    train, val = [], []
+    for tid in sorted(task_ids):
+        h = int.from_bytes(hashlib.sha256(f"split:{seed}:{tid}".encode()).digest()[:8], "big")
+        (train if h / 2**64 < train_ratio else val).append(tid)
+    return train, val
+
+
+def round_seed(seed: int, round_: int, purpose: str = "generate") -> int:
+    return int.from_bytes(hashlib.sha256(f"{purpose}:{seed}:{round_}".encode()).digest()[:4], "big") >> 1
+
+
+class Engine:
+    def __init__(
+        self,
+        config: RunConfig,
+        config_dict: Mapping[str, Any],
+        run_dir: str | Path,
+        *,
+        force_keys: Sequence[str] = (),
+        quiet: bool = False,
+        extra_plugins: Sequence[Any] = (),
+        registry: Registry | None = None,
+    ):
+        self.config = config
+        self.config_dict = dict(config_dict)
+        self.run_dir = Path(run_dir)
+        self.force_keys = tuple(force_keys)
+        self.registry = registry or make_plugin_manager(extra_plugins)
+        self.ctx = StageContext(config=config, run_dir=self.run_dir, registry=self.registry, quiet=quiet)
+        self.stage_seconds: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- hooks
+    def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.registry.pm.hook, hook_name)(**kwargs)
+        except Exception as exc:  # observers must never stop a run
+            log.warning("lifecycle hook %s raised %s: %s", hook_name, type(exc).__name__, exc)
+
+    @contextlib.contextmanager
+    def _stage(self, round_: int, name: str, info: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        info = {} if info is None else info
+        self._notify("srscode_stage_start", round=round_, stage=name)
+        start = time.perf_counter()
+        try:
+            yield info
+        except BaseException as exc:
+            self._notify("srscode_stage_error", round=round_, stage=name, error=exc)
+            raise
+        seconds = time.perf_counter() - start
+        self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
+        self._notify("srscode_stage_finish", round=round_, stage=name, seconds=seconds, info=info)
+
+    # ----------------------------------------------------------------- setup
+    def _build(self, stage: str, ref: Any, key: str) -> Any:
+        return self.registry.build(stage, ref.name, ref.params, self.ctx, key)
+
+    def _check_config(self, ledger: Ledger) -> None:
+        stored = ledger.get_meta("config")
+        if stored is None:
+            ledger.set_meta(
+                config=self.config_dict,
+                config_hash=config_hash(self.config_dict),
+                created=time.time(),
+                schema=1,
+            )
+            write_json(self.run_dir / "config.json", self.config_dict)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config_dict, sort_keys=False))
+            return
+        changed = diff_keys(stored, self.config_dict)
+        if not changed:
+            return
+        allowed = {k for k in self.force_keys}
+        refused = [k for k in changed if not any(k == a or k.startswith(a + ".") for a in allowed)]
+        if refused:
+            raise LedgerError(
+                f"{self.run_dir} was started with a different config: {', '.join(refused)} changed "
+                f"(stored in {self.run_dir / 'config.yaml'}). Resume with the same config, use a new "
+                f"--run-dir, or allow the change with --force {','.join(refused)}."
+            )
+        history = ledger.get_meta("config_changes") or []
+        history.append({"at": time.time(), "keys": changed, "after_round": ledger.last_round()})
+        ledger.set_meta(config=self.config_dict, config_hash=config_hash(self.config_dict), config_changes=history)
+        write_json(self.run_dir / "config.json", self.config_dict)
+        log.warning("config keys changed with --force: %s", ", ".join(changed))
+
+    def _load_tasks(self) -> dict[str, Task]:
+        cfg = self.config.data
+        source = self.registry.build("dataset", cfg.source, cfg.params, self.ctx, "data.source")
+        report = source.load(cfg.path)
+        for reason, count in sorted(report.skipped.items()):
+            examples = ", ".join(report.examples.get(reason, [])[:3])
+            log.warning("data: skipped %d rows: %s%s", count, reason, f" (e.g. {examples})" if examples else "")
+        tasks = {t.task_id: t for t in report.tasks}
+        if cfg.limit is not None and len(tasks) > cfg.limit:
+            keep = sorted(tasks, key=lambda t: hashlib.sha256(f"limit:{self.config.seed}:{t}".encode()).digest())
+            tasks = {t: tasks[t] for t in sorted(keep[: cfg.limit])}
+        if not tasks:
+            raise DataError(
+                f"data: source {cfg.source!r} gave no usable tasks from {cfg.path or '(its default)'}; "
+                f"skipped: {dict(report.skipped) or 'none'}."
+            )
+        self.load_report = report
+        return tasks
+
+    # ----------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(self.run_dir)
+        lock.acquire()
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
+
+        def _on_term(signum: int, frame: Any) -> None:
+            raise Interrupted(f"received signal {signum}")
+
+        signal.signal(signal.SIGTERM, _on_term)
+        ledger = Ledger(self.run_dir)
+        components: list[Any] = []
+        try:
+            return self._run(ledger, components)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+        finally:
+            for c in components:
+                close = getattr(c, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
+            for s, h in previous.items():
+                signal.signal(s, h)
+            ledger.close()
+            lock.release()
+
+    def _run(self, ledger: Ledger, components: list[Any]) -> dict[str, Any]:
+        cfg = self.config
+        self._check_config(ledger)
+        last = ledger.last_round()
+        if last:
+            ledger.verify_round(last)
+        removed = ledger.remove_uncommitted()
+        if removed:
+            log.warning("removed %d uncommitted round folder(s) from an interrupted attempt: %s",
+                        len(removed), ", ".join(p.name for p in removed))
+
+        self.tasks = self._load_tasks()
+        train_ids, val_ids = split_tasks(list(self.tasks), cfg.data.train_ratio, cfg.seed)
+        if cfg.validation.limit is not None:
+            val_ids = val_ids[: cfg.validation.limit]
+        self.train_ids, self.val_ids = train_ids, val_ids
+        split_digest = hashlib.sha256("\n".join(train_ids).encode()).hexdigest()
+        stored_split = ledger.get_meta("split_sha256")
+        if stored_split is None:
+            ledger.set_meta(split_sha256=split_digest, n_train=len(train_ids), n_val=len(val_ids))
+        elif stored_split != split_digest and "data" not in self.force_keys:
+            raise LedgerError(
+                f"{self.run_dir}: the training split differs from the one the run started with "
+                "(the dataset changed). Use the same data, a new --run-dir, or --force data."
+            )
+
+        self.prompt_builder = self._build("prompt", cfg.stages.prompt, "stages.prompt")
+        self.generator = self._build("generator", cfg.stages.generator, "stages.generator")
+        self.evaluator = self._build("evaluator", cfg.stages.evaluator, "stages.evaluator")
+        self.memory = self._build("memory", cfg.stages.memory, "stages.memory")
+        self.scheduler = self._build("scheduler", cfg.stages.scheduler, "stages.scheduler")
+        self.trainer = self._build("trainer", cfg.stages.trainer, "stages.trainer")
+        self.dpo_trainer = None
+        if cfg.dpo.every != "never":
+            self.dpo_trainer = self.registry.build("trainer", cfg.dpo.name, cfg.dpo.params, self.ctx, "dpo.name")
+            if not hasattr(self.dpo_trainer, "train_pairs"):
+                raise StageError(f"dpo.name: trainer {cfg.dpo.name!r} cannot train on preference pairs")
+        components.extend([self.generator, self.evaluator, self.trainer, self.dpo_trainer])
+        self.ctx.cache["tasks"] = self.tasks
+        self.ctx.cache["prompt_builder"] = self.prompt_builder
+
+        self.scheduler.setup(train_ids, cfg.seed)
+        adapter: AdapterRef | None = None
+        if last:
+            row = ledger.round_row(last)
+            assert row is not None
+            self.scheduler.load_state_dict(row["scheduler_state"])
+            if row["adapter_path"]:
+                adapter = AdapterRef(row["adapter_path"], row["adapter_sha"])
+        self._notify("srscode_run_start", run_dir=str(self.run_dir), config=self.config_dict, resumed_from=last)
+        if last:
+            log.info("resuming %s after round %d", self.run_dir, last)
+
+        if cfg.validation.at_start and self.val_ids and 0 not in ledger.validations():
+            self._validate(ledger, 0, adapter, "before")
+        for r in range(last + 1, cfg.rounds + 1):
+            adapter = self._round(ledger, r, adapter)
+
+        if self.dpo_trainer is not None and cfg.dpo.every == "end" and ledger.stage(FINAL_DPO) is None:
+            adapter = self._final_dpo(ledger, adapter)
+        elif ledger.stage(FINAL_DPO) is not None:
+            adapter = ledger.stage(FINAL_DPO)["adapter"]  # type: ignore[index]
+        final_key = cfg.rounds + 1
+        if cfg.validation.at_end and self.val_ids and final_key not in ledger.validations():
+            self._validate(ledger, final_key, adapter, "final")
+        summary = self.summary(ledger)
+        self._notify("srscode_run_finish", run_dir=str(self.run_dir), summary=summary)
+        return summary
+
+    # ----------------------------------------------------------------- one round
+    def _generate(self, round_: int, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int) -> list[Candidate]:
+        candidates = self.generator.generate(prompts, n, adapter, seed)
+        expected = {(p.task_id, i) for p in prompts for i in range(n)}
+        got = {(c.task_id, c.index) for c in candidates}
+        if got != expected:
+            raise StageError(
+                f"round {round_}: generator {self.config.stages.generator.name!r} returned "
+                f"{len(candidates)} candidates; expected {n} for each of {len(prompts)} prompts."
+            )
+        want = adapter.sha256 if adapter else None
+        for c in candidates:
+            used = c.adapter.sha256 if c.adapter else None
+            if used != want:
+                raise StageError(
+                    f"round {round_}: candidate {c.candidate_id} was generated with adapter "
+                    f"{c.adapter.path + ' ' + used[:12] if c.adapter and used else 'none (the base model)'}, "
+                    f"but the trainer's latest adapter is "
+                    f"{adapter.path + ' ' + adapter.sha256[:12] if adapter else 'none'}. The generator "
+                    "did not apply the adapter it was given; refusing to continue with silent base-model rollouts."
+                )
+        return sorted(candidates, key=lambda c: (c.task_id, c.index))
+
+    def _round(self, ledger: Ledger, r: int, adapter: AdapterRef | None) -> AdapterRef | None:
+        cfg = self.config
+        self.stage_seconds = {}
+        rdir = ledger.prepare_round_dir(r)
+
+        with self._stage(r, "schedule") as info:
+            sched = self.scheduler.schedule(r, cfg.batch_size, ledger)
+            states = ledger.get_states(sched.review)
+            for tid in sched.new:
+                states[tid] = self.memory.initial(self.tasks[tid])
+            info.update(new=len(sched.new), review=len(sched.review))
+            write_json(rdir / "schedule.json", {"round": r, "new": list(sched.new), "review": list(sched.review)})
+        ids = list(sched.task_ids)
+        if not ids:
+            log.info("round %d: nothing to schedule (all tasks graduated or skipped)", r)
+
+        with self._stage(r, "prompt"):
+            prompts = {tid: self.prompt_builder.build(self.tasks[tid]) for tid in ids}
+            write_jsonl(rdir / "prompts.jsonl", (asdict(p) for p in prompts.values()))
+
+        with self._stage(r, "generate") as info:
+            candidates = self._generate(r, [prompts[t] for t in ids], cfg.candidates, adapter, round_seed(cfg.seed, r))
+            info["candidates"] = len(candidates)
+            write_jsonl(rdir / "candidates.jsonl", (asdict(c) for c in candidates))
+
+        with self._stage(r, "evaluate") as info:
+            verdicts = self.evaluator.evaluate(self.tasks, candidates) if candidates else []
+            if len(verdicts) != len(candidates):
+                raise StageError(f"round {r}: evaluator returned {len(verdicts)} verdicts for {len(candidates)} candidates")
+            info["passed"] = sum(v.passed for v in verdicts)
+            write_jsonl(rdir / "verdicts.jsonl", (asdict(v) for v in verdicts))
+
+        with self._stage(r, "memory"):
+            rates: dict[str, list[float]] = {}
+            for v in verdicts:
+                rates.setdefault(v.task_id, []).append(v.pass_rate)
+            task_rate = {t: sum(x) / len(x) for t, x in rates.items()}
+            before = {t: states[t] for t in ids}
+            after = {t: self.memory.update(states[t], task_rate.get(t, 0.0), r) for t in ids}
+            write_jsonl(rdir / "memory.jsonl", (asdict(after[t]) for t in ids))
+
+        with self._stage(r, "train") as info:
+            examples = [
+                _sft_example(self.tasks[t], prompts[t], self.memory.weight(after[t])) for t in ids
+            ]
+            result = self.trainer.train_sft(examples, adapter, rdir / "adapter") if examples else None
+            if result is not None:
+                adapter = result.adapter
+                info.update(result.metrics)
+            train_metrics = dict(result.metrics) if result else {}
+
+        with self._stage(r, "pairs") as info:
+            pairs = build_pairs(
+                prompts, candidates, verdicts, cfg.dpo.max_pairs_per_task, cfg.seed,
+                tasks=self.tasks, reference_as_chosen=cfg.dpo.reference_as_chosen,
+            )
+            info["pairs"] = len(pairs)
+            write_jsonl(rdir / "pairs.jsonl", (asdict(p) for p in pairs))
+
+        dpo_metrics: dict[str, float] = {}
+        if self.dpo_trainer is not None and isinstance(cfg.dpo.every, int) and r % cfg.dpo.every == 0:
+            with self._stage(r, "dpo") as info:
+                window = self._pairs_since(ledger, r - cfg.dpo.every + 1, r, extra=pairs)
+                if window:
+                    res = self.dpo_trainer.train_pairs(window, adapter, rdir / "adapter-dpo")
+                    adapter = res.adapter
+                    dpo_metrics = {f"dpo_{k}": v for k, v in res.metrics.items()}
+                dpo_metrics["dpo_pairs_trained"] = float(len(window))
+                info.update(dpo_metrics)
+
+        validation = None
+        if cfg.validation.every and r % cfg.validation.every == 0 and self.val_ids and r != cfg.rounds:
+            validation = self._validate(ledger, r, adapter, "round")
+
+        metrics = self._metrics(ledger, r, sched, before, after, task_rate, verdicts, pairs)
+        metrics.update(train_metrics)
+        metrics.update(dpo_metrics)
+        if validation:
+            metrics["validation"] = validation
+        metrics["seconds"] = dict(self.stage_seconds)
+        write_json(rdir / "metrics.json", metrics)
+        ledger.commit_round(r, sched.new, sched.review, metrics, self.scheduler.state_dict(), list(after.values()), adapter)
+        metrics.update(ledger.memory_counts(r + 1))
+        self._notify("srscode_round_end", round=r, metrics=metrics)
+        log.info(
+            "round %d: %d new + %d review, pass rate %.3f, graduated %d, skipped %d, due %d, pairs %d, loss %s",
+            r, len(sched.new), len(sched.review), metrics["pass_rate"], metrics["graduated"],
+            metrics["skipped"], metrics["due"], len(pairs), train_metrics.get("train_loss", "-"),
+        )
+        return adapter
+
+    def _metrics(
+        self,
+        ledger: Ledger,
+        r: int,
+        sched: Any,
+        before: Mapping[str, ReviewState],
+        after: Mapping[str, ReviewState],
+        task_rate: Mapping[str, float],
+        verdicts: Sequence[Verdict],
+        pairs: Sequence[DPOPair],
+    ) -> dict[str, Any]:
+        def mean(xs: Sequence[float]) -> float:
+            return sum(xs) / len(xs) if xs else 0.0
+
+        ids = list(sched.task_ids)
+        statuses = Counter(v.status for v in verdicts)
+        return {
+            "round": r,
+            "new": len(sched.new),
+            "review": len(sched.review),
+            "candidates": len(verdicts),
+            "pass_rate": mean([task_rate.get(t, 0.0) for t in ids]),
+            "pass_rate_new": mean([task_rate.get(t, 0.0) for t in sched.new]),
+            "pass_rate_review": mean([task_rate.get(t, 0.0) for t in sched.review]),
+            "candidate_pass_rate": mean([float(v.passed) for v in verdicts]),
+            "tasks_solved": sum(1 for t in ids if any(v.passed for v in verdicts if v.task_id == t)),
+            "statuses": dict(sorted(statuses.items())),
+            "timeout_rate": statuses.get("timeout", 0) / len(verdicts) if verdicts else 0.0,
+            "newly_graduated": sum(1 for t in ids if after[t].graduated and not before[t].graduated),
+            "newly_skipped": sum(1 for t in ids if after[t].skipped and not before[t].skipped),
+            "lapses": sum(1 for t in sched.review if (before[t].last_pass_rate or 0) > 0 and task_rate.get(t, 0.0) == 0),
+            "dpo_pairs": len(pairs),
+        }
+
+    def _pairs_since(self, ledger: Ledger, first: int, last: int, extra: Sequence[DPOPair] = ()) -> list[DPOPair]:
+        """DPO pairs of committed rounds first..last-1 plus ``extra`` (the current round's)."""
+        out: list[DPOPair] = []
+        for r in range(max(1, first), last):
+            path = ledger.round_dir(r) / "pairs.jsonl"
+            if path.exists():
+                out.extend(DPOPair(**row) for row in read_jsonl(path))
+        out.extend(extra)
+        return out
+
+    def _final_dpo(self, ledger: Ledger, adapter: AdapterRef | None) -> AdapterRef | None:
+        r = self.config.rounds
+        out = self.run_dir / "final" / "adapter-dpo"
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)  # an abandoned attempt
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with self._stage(r, "dpo") as info:
+            pairs = self._pairs_since(ledger, 1, r + 1)
+            metrics: dict[str, float] = {"dpo_pairs_trained": float(len(pairs))}
+            if pairs:
+                assert self.dpo_trainer is not None
+                res = self.dpo_trainer.train_pairs(pairs, adapter, out)
+                adapter = res.adapter
+                metrics.update({f"dpo_{k}": v for k, v in res.metrics.items()})
+            info.update(metrics)
+        ledger.commit_stage(FINAL_DPO, metrics, adapter)
+        log.info("final DPO stage: %d pairs", len(pairs))
+        return adapter
+
+    def _validate(self, ledger: Ledger, key: int, adapter: AdapterRef | None, label: str) -> dict[str, Any]:
+        cfg = self.config.validation
+        with self._stage(key, "validate") as info:
+            prompts = [self.prompt_builder.build(self.tasks[t]) for t in self.val_ids]
+            cands = self._generate(key, prompts, cfg.candidates, adapter, round_seed(self.config.seed, key, "validate"))
+            verdicts = self.evaluator.evaluate(self.tasks, cands)
+            metrics: dict[str, Any] = summarize(verdicts, [k for k in cfg.k if k <= cfg.candidates])
+            metrics.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=len(cands))
+            info.update({k: v for k, v in metrics.items() if isinstance(v, float)})
+        ledger.record_validation(key, metrics)
+        log.info("validation (%s): %s", label, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@") and "ci" not in k))
+        return metrics
+
+    def summary(self, ledger: Ledger) -> dict[str, Any]:
+        return status_summary(ledger)
+
+
+def _sft_example(task: Task, prompt: Prompt, weight: float) -> Any:
+    from .types import SFTExample
+
+    return SFTExample(task.task_id, prompt.text, f"```python\n{task.solution.strip()}\n```", weight)
+
+
+def status_summary(ledger: Ledger) -> dict[str, Any]:
+    last = ledger.last_round()
+    row = ledger.round_row(last) if last else None
+    config = ledger.get_meta("config") or {}
+    vals = ledger.validations()
+    dpo = ledger.stage(FINAL_DPO)
+    return {
+        "run_dir": str(ledger.run_dir),
+        "round": last,
+        "rounds_planned": config.get("rounds"),
+        "memory": ledger.memory_counts(last + 1),
+        "n_train": ledger.get_meta("n_train"),
+        "n_val": ledger.get_meta("n_val"),
+        "last_metrics": row["metrics"] if row else {},
+        "adapter": row["adapter_path"] if row else None,
+        "validations": vals,
+        "final_dpo": dpo["metrics"] if dpo else None,
+    }

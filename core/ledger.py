@@ -1,0 +1,422 @@
+"""The run directory: an SQLite ledger plus one folder of artifacts per round.
+
+SQLite (stdlib, WAL) gives transactions and crash safety instead of hand-rolled ones.
+A round is committed when its row exists in ``rounds``: the row, the memory updates
+of that round and the scheduler state go in one transaction, after the round's files
+were written atomically and listed with their checksums in ``COMMIT``. A round folder
+without a row is an abandoned attempt and is removed on resume; a committed round
+whose files fail their checksums stops the run.
+
+Layout::
+
+    RUN_DIR/ledger.sqlite        meta, rounds, memory (current), memory_log (deltas), validations
+    RUN_DIR/config.yaml          the config the run was started with (for people)
+    RUN_DIR/lock                 flock + pid of the running process
+    RUN_DIR/rounds/000001/       schedule.json prompts.jsonl candidates.jsonl verdicts.jsonl
+                                 memory.jsonl pairs.jsonl metrics.json adapter/ COMMIT
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from .errors import LedgerError
+from .types import AdapterRef, ReviewState
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY,
+    committed_at REAL NOT NULL,
+    new_ids TEXT NOT NULL,
+    review_ids TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    scheduler_state TEXT NOT NULL,
+    adapter_path TEXT,
+    adapter_sha TEXT,
+    commit_sha TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS memory (
+    task_id TEXT PRIMARY KEY,
+    active INTEGER NOT NULL,
+    graduated INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    due INTEGER NOT NULL,
+    priority REAL NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memory_due ON memory (active, due, priority, task_id);
+CREATE INDEX IF NOT EXISTS memory_order ON memory (active, priority, task_id);
+CREATE TABLE IF NOT EXISTS memory_log (
+    round INTEGER NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (round, task_id)
+);
+CREATE TABLE IF NOT EXISTS validations (
+    round INTEGER PRIMARY KEY,
+    metrics TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stages (
+    name TEXT PRIMARY KEY,
+    committed_at REAL NOT NULL,
+    metrics TEXT NOT NULL,
+    adapter_path TEXT,
+    adapter_sha TEXT
+);
+"""
+
+_STATE_FIELDS = {f.name for f in dataclasses.fields(ReviewState)}
+
+
+def state_to_json(state: ReviewState) -> str:
+    return json.dumps(dataclasses.asdict(state), sort_keys=True)
+
+
+def state_from_json(text: str) -> ReviewState:
+    data = json.loads(text)
+    return ReviewState(**{k: v for k, v in data.items() if k in _STATE_FIELDS})
+
+
+# ----------------------------------------------------------------------- atomic files
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=1, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    lines = [json.dumps(r, sort_keys=True, default=_json_default) for r in rows]
+    write_atomic(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------- lock
+
+
+class RunLock:
+    """An flock on RUN_DIR/lock: released by the kernel if the holder dies."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LedgerError(
+                f"run dir {self.path.parent} is in use by another srscode process (pid {holder}); "
+                "wait for it to finish or stop it before starting another run here."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+class Ledger:
+    """One run directory. Only the process holding the lock writes."""
+
+    def __init__(self, run_dir: str | Path, create: bool = True):
+        self.run_dir = Path(run_dir)
+        db_path = self.run_dir / "ledger.sqlite"
+        if not create and not db_path.exists():
+            raise LedgerError(f"{self.run_dir} is not a srscode run dir (no ledger.sqlite)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "rounds").mkdir(exist_ok=True)
+        try:
+            self.db = sqlite3.connect(db_path, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+            self.db.execute("PRAGMA integrity_check").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"{db_path} is damaged ({exc}). Restore it from a backup or start a new run dir; "
+                "round folders under rounds/ hold the artifacts."
+            ) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ meta
+    def get_meta(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, **items: Any) -> None:
+        with self.transaction():
+            for k, v in items.items():
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (k, json.dumps(v, sort_keys=True)))
+
+    def transaction(self) -> "_Tx":
+        return _Tx(self.db)
+
+    # ------------------------------------------------------------------ rounds
+    def round_dir(self, round_: int) -> Path:
+        return self.run_dir / "rounds" / f"{round_:06d}"
+
+    def last_round(self) -> int:
+        row = self.db.execute("SELECT MAX(round) FROM rounds").fetchone()
+        return int(row[0] or 0)
+
+    def round_row(self, round_: int) -> dict[str, Any] | None:
+        cur = self.db.execute("SELECT * FROM rounds WHERE round=?", (round_,))
+        row = cur.fetchone()
+        if row is None:
+            return None
+        out = dict(zip([d[0] for d in cur.description], row))
+        for key in ("new_ids", "review_ids", "metrics", "scheduler_state"):
+            out[key] = json.loads(out[key])
+        return out
+
+    def rounds(self) -> list[dict[str, Any]]:
+        return [self.round_row(r) for (r,) in self.db.execute("SELECT round FROM rounds ORDER BY round")]  # type: ignore[misc]
+
+    def prepare_round_dir(self, round_: int) -> Path:
+        """A clean folder for an uncommitted round (an abandoned attempt is removed)."""
+        if self.round_row(round_) is not None:
+            raise LedgerError(f"round {round_} is already committed in {self.run_dir}")
+        d = self.round_dir(round_)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        return d
+
+    def remove_uncommitted(self) -> list[Path]:
+        """Delete round folders that never got their commit row (crash mid-round)."""
+        committed = {f"{r:06d}" for (r,) in self.db.execute("SELECT round FROM rounds")}
+        removed = []
+        for d in sorted((self.run_dir / "rounds").iterdir()):
+            if d.name not in committed:
+                shutil.rmtree(d) if d.is_dir() else d.unlink()
+                removed.append(d)
+        return removed
+
+    def seal_round_files(self, round_: int) -> str:
+        """Write COMMIT listing each file's sha256; returns the COMMIT file's own hash."""
+        d = self.round_dir(round_)
+        files = {
+            str(p.relative_to(d)): file_sha256(p)
+            for p in sorted(d.rglob("*"))
+            if p.is_file() and p.name != "COMMIT" and not p.name.startswith(".")
+        }
+        body = json.dumps({"round": round_, "files": files}, indent=1, sort_keys=True).encode()
+        write_atomic(d / "COMMIT", body)
+        return hashlib.sha256(body).hexdigest()
+
+    def verify_round(self, round_: int) -> None:
+        """Check a committed round's files against COMMIT; raise naming the bad file."""
+        row = self.round_row(round_)
+        d = self.round_dir(round_)
+        hint = (
+            f"The round is damaged; restore {d} from a backup, or start a new run dir "
+            "(resuming from a damaged round could silently corrupt the memory)."
+        )
+        if row is None:
+            raise LedgerError(f"round {round_} has no commit row in {self.run_dir / 'ledger.sqlite'}")
+        commit = d / "COMMIT"
+        if not commit.exists():
+            raise LedgerError(f"{commit} is missing: round {round_} has no commit marker. {hint}")
+        body = commit.read_bytes()
+        if hashlib.sha256(body).hexdigest() != row["commit_sha"]:
+            raise LedgerError(f"{commit} does not match the checksum recorded in the ledger. {hint}")
+        try:
+            listing = json.loads(body)["files"]
+        except (ValueError, KeyError) as exc:
+            raise LedgerError(f"{commit} is not a valid commit marker ({exc}). {hint}") from None
+        for rel, sha in listing.items():
+            p = d / rel
+            if not p.exists():
+                raise LedgerError(f"{p} is missing (listed in {commit}). {hint}")
+            if file_sha256(p) != sha:
+                raise LedgerError(f"{p} fails its checksum (truncated or altered). {hint}")
+
+    def commit_round(
+        self,
+        round_: int,
+        new_ids: Sequence[str],
+        review_ids: Sequence[str],
+        metrics: Mapping[str, Any],
+        scheduler_state: Mapping[str, Any],
+        states: Sequence[ReviewState],
+        adapter: AdapterRef | None,
+    ) -> None:
+        commit_sha = self.seal_round_files(round_)
+        with self.transaction():
+            self._upsert_states(states, round_)
+            self.db.execute(
+                "INSERT INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
+                (
+                    round_,
+                    time.time(),
+                    json.dumps(list(new_ids)),
+                    json.dumps(list(review_ids)),
+                    json.dumps(dict(metrics), sort_keys=True, default=_json_default),
+                    json.dumps(dict(scheduler_state), sort_keys=True),
+                    adapter.path if adapter else None,
+                    adapter.sha256 if adapter else None,
+                    commit_sha,
+                ),
+            )
+
+    def _upsert_states(self, states: Sequence[ReviewState], round_: int) -> None:
+        rows = [
+            (s.task_id, int(s.active), int(s.graduated), int(s.skipped), s.due, s.priority, state_to_json(s))
+            for s in states
+        ]
+        self.db.executemany("INSERT OR REPLACE INTO memory VALUES (?,?,?,?,?,?,?)", rows)
+        self.db.executemany(
+            "INSERT OR REPLACE INTO memory_log VALUES (?,?,?)", [(round_, r[0], r[-1]) for r in rows]
+        )
+
+    # ------------------------------------------------------------------ stages / validation
+    def commit_stage(self, name: str, metrics: Mapping[str, Any], adapter: AdapterRef | None) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO stages VALUES (?,?,?,?,?)",
+                (name, time.time(), json.dumps(dict(metrics), sort_keys=True, default=_json_default),
+                 adapter.path if adapter else None, adapter.sha256 if adapter else None),
+            )
+
+    def stage(self, name: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT metrics, adapter_path, adapter_sha FROM stages WHERE name=?", (name,)).fetchone()
+        if row is None:
+            return None
+        return {"metrics": json.loads(row[0]), "adapter": AdapterRef(row[1], row[2]) if row[1] else None}
+
+    def record_validation(self, round_: int, metrics: Mapping[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO validations VALUES (?, ?)",
+                (round_, json.dumps(dict(metrics), sort_keys=True, default=_json_default)),
+            )
+
+    def validations(self) -> dict[int, dict[str, Any]]:
+        return {r: json.loads(m) for r, m in self.db.execute("SELECT round, metrics FROM validations ORDER BY round")}
+
+    # ------------------------------------------------------------------ memory
+    def get_state(self, task_id: str) -> ReviewState | None:
+        row = self.db.execute("SELECT state FROM memory WHERE task_id=?", (task_id,)).fetchone()
+        return state_from_json(row[0]) if row else None
+
+    def get_states(self, task_ids: Sequence[str]) -> dict[str, ReviewState]:
+        out: dict[str, ReviewState] = {}
+        ids = list(task_ids)
+        for i in range(0, len(ids), 900):  # SQLite's host-parameter limit
+            chunk = ids[i : i + 900]
+            q = f"SELECT task_id, state FROM memory WHERE task_id IN ({','.join('?' * len(chunk))})"
+            for tid, text in self.db.execute(q, chunk):
+                out[tid] = state_from_json(text)
+        return out
+
+    def all_states(self) -> Iterator[ReviewState]:
+        for (text,) in self.db.execute("SELECT state FROM memory ORDER BY task_id"):
+            yield state_from_json(text)
+
+    def memory_counts(self, step: int) -> dict[str, int]:
+        row = self.db.execute(
+            "SELECT COUNT(*), SUM(graduated), SUM(skipped),"
+            " SUM(CASE WHEN active=1 AND due<=? THEN 1 ELSE 0 END) FROM memory",
+            (step,),
+        ).fetchone()
+        seen, grad, skip, due = (int(x or 0) for x in row)
+        return {"seen": seen, "graduated": grad, "skipped": skip, "due": due, "active": seen - grad - skip}
+
+    # MemoryView for schedulers
+    def is_seen(self, task_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM memory WHERE task_id=?", (task_id,)).fetchone() is not None
+
+    def due(self, step: int, limit: int) -> list[str]:
+        q = "SELECT task_id FROM memory WHERE active=1 AND due<=? ORDER BY priority, task_id LIMIT ?"
+        return [r[0] for r in self.db.execute(q, (step, limit))]
+
+    def count_due(self, step: int) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM memory WHERE active=1 AND due<=?", (step,)).fetchone()[0])
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
