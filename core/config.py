@@ -94,13 +94,17 @@ class RunConfig(_Strict):
     hardware: HardwareConfig = HardwareConfig()
 
 
-def _set_path(data: dict[str, Any], key_path: str, value: Any) -> None:
+def _set_path(data: dict[str, Any], key_path: str, value: Any, defaults: Mapping[str, Any]) -> None:
+    """Set a dotted key; a missing parent is filled from the defaults first, so
+    ``--set stages.scheduler.params.x=1`` keeps the default scheduler's name."""
     keys = key_path.split(".")
     node = data
+    default: Any = defaults
     for i, key in enumerate(keys[:-1]):
+        default = default.get(key) if isinstance(default, Mapping) else None
         child = node.get(key)
         if child is None:
-            child = node[key] = {}
+            child = node[key] = copy.deepcopy(default) if isinstance(default, dict) else {}
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key_path}: {'.'.join(keys[: i + 1])} is {child!r}, not a mapping")
         node = child
@@ -153,9 +157,10 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     """Load, override and validate; returns the model and the plain dict (stored with the run)."""
     data = load_raw(path) if path is not None else {}
     data = copy.deepcopy(data)
+    defaults = RunConfig().model_dump(mode="json")
     for text in overrides:
         key, value = parse_override(text)
-        _set_path(data, key, value)
+        _set_path(data, key, value, defaults)
     cfg = validate(data, str(path) if path else "config")
     return cfg, cfg.model_dump(mode="json")
 

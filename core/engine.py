@@ -141,8 +141,25 @@ class Engine:
         self.load_report = report
         return tasks
 
+    def _build_components(self) -> list[Any]:
+        """Validate every stage's name and params before touching the run dir."""
+        cfg = self.config
+        self.prompt_builder = self._build("prompt", cfg.stages.prompt, "stages.prompt")
+        self.generator = self._build("generator", cfg.stages.generator, "stages.generator")
+        self.evaluator = self._build("evaluator", cfg.stages.evaluator, "stages.evaluator")
+        self.memory = self._build("memory", cfg.stages.memory, "stages.memory")
+        self.scheduler = self._build("scheduler", cfg.stages.scheduler, "stages.scheduler")
+        self.trainer = self._build("trainer", cfg.stages.trainer, "stages.trainer")
+        self.dpo_trainer = None
+        if cfg.dpo.every != "never":
+            self.dpo_trainer = self.registry.build("trainer", cfg.dpo.name, cfg.dpo.params, self.ctx, "dpo.name")
+            if not hasattr(self.dpo_trainer, "train_pairs"):
+                raise StageError(f"dpo.name: trainer {cfg.dpo.name!r} cannot train on preference pairs")
+        return [self.generator, self.evaluator, self.trainer, self.dpo_trainer]
+
     # ----------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
+        components = self._build_components()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(self.run_dir)
         lock.acquire()
@@ -151,9 +168,9 @@ class Engine:
         def _on_term(signum: int, frame: Any) -> None:
             raise Interrupted(f"received signal {signum}")
 
-        signal.signal(signal.SIGTERM, _on_term)
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, _on_term)
         ledger = Ledger(self.run_dir)
-        components: list[Any] = []
         try:
             return self._run(ledger, components)
         except KeyboardInterrupt:
@@ -165,7 +182,8 @@ class Engine:
                     with contextlib.suppress(Exception):
                         close()
             for s, h in previous.items():
-                signal.signal(s, h)
+                with contextlib.suppress(ValueError):
+                    signal.signal(s, h)
             ledger.close()
             lock.release()
 
@@ -179,6 +197,7 @@ class Engine:
         if removed:
             log.warning("removed %d uncommitted round folder(s) from an interrupted attempt: %s",
                         len(removed), ", ".join(p.name for p in removed))
+
 
         self.tasks = self._load_tasks()
         train_ids, val_ids = split_tasks(list(self.tasks), cfg.data.train_ratio, cfg.seed)
@@ -195,18 +214,6 @@ class Engine:
                 "(the dataset changed). Use the same data, a new --run-dir, or --force data."
             )
 
-        self.prompt_builder = self._build("prompt", cfg.stages.prompt, "stages.prompt")
-        self.generator = self._build("generator", cfg.stages.generator, "stages.generator")
-        self.evaluator = self._build("evaluator", cfg.stages.evaluator, "stages.evaluator")
-        self.memory = self._build("memory", cfg.stages.memory, "stages.memory")
-        self.scheduler = self._build("scheduler", cfg.stages.scheduler, "stages.scheduler")
-        self.trainer = self._build("trainer", cfg.stages.trainer, "stages.trainer")
-        self.dpo_trainer = None
-        if cfg.dpo.every != "never":
-            self.dpo_trainer = self.registry.build("trainer", cfg.dpo.name, cfg.dpo.params, self.ctx, "dpo.name")
-            if not hasattr(self.dpo_trainer, "train_pairs"):
-                raise StageError(f"dpo.name: trainer {cfg.dpo.name!r} cannot train on preference pairs")
-        components.extend([self.generator, self.evaluator, self.trainer, self.dpo_trainer])
         self.ctx.cache["tasks"] = self.tasks
         self.ctx.cache["prompt_builder"] = self.prompt_builder
 

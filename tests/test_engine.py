@@ -34,7 +34,8 @@ def snapshot(run_dir):
         memory = [s for s in led.all_states()]
         log = list(led.db.execute("SELECT round, task_id, state FROM memory_log ORDER BY round, task_id"))
         vals = {k: {m: v for m, v in d.items()} for k, d in led.validations().items()}
-        return rounds, memory, log, vals, led.stage("dpo-final")
+        dpo = led.stage("dpo-final")
+        return rounds, memory, log, vals, dpo and (dpo["metrics"], dpo["adapter"].sha256)
     finally:
         led.close()
 

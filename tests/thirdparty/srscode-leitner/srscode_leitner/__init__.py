@@ -1,0 +1,1 @@
+"""A tiny third-party srs-code plugin used by the test suite."""
