@@ -9,6 +9,7 @@ in process memory: every seed derives from the run seed and the round number).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import signal
@@ -23,6 +24,7 @@ import yaml
 from .config import RunConfig, diff_keys
 from .context import StageContext
 from .errors import DataError, Interrupted, LedgerError, StageError
+from .faults import checkpoint
 from .ledger import Ledger, RunLock, config_hash, read_jsonl, write_json, write_jsonl
 from .pairs import build_pairs
 from .registry import Registry, make_plugin_manager
@@ -79,12 +81,14 @@ class Engine:
     def _stage(self, round_: int, name: str, info: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         info = {} if info is None else info
         self._notify("srscode_stage_start", round=round_, stage=name)
+        checkpoint(f"stage-start:{name}")
         start = time.perf_counter()
         try:
             yield info
         except BaseException as exc:
             self._notify("srscode_stage_error", round=round_, stage=name, error=exc)
             raise
+        checkpoint(f"stage-end:{name}")
         seconds = time.perf_counter() - start
         self.stage_seconds[name] = self.stage_seconds.get(name, 0.0) + seconds
         self._notify("srscode_stage_finish", round=round_, stage=name, seconds=seconds, info=info)
@@ -166,7 +170,9 @@ class Engine:
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
 
         def _on_term(signum: int, frame: Any) -> None:
-            raise Interrupted(f"received signal {signum}")
+            # abandon the current stage: the round in progress is not committed and is
+            # redone on resume; the lock is released in ``finally``
+            raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
 
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
             signal.signal(signal.SIGTERM, _on_term)
@@ -174,7 +180,15 @@ class Engine:
         try:
             return self._run(ledger, components)
         except KeyboardInterrupt:
-            raise Interrupted("interrupted") from None
+            raise Interrupted(f"interrupted; the run stopped at round {ledger.last_round() + 1}") from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise LedgerError(
+                    f"no space left on the device while writing {exc.filename or self.run_dir}: the run "
+                    f"stopped cleanly and round {ledger.last_round()} (the last committed one) is intact. "
+                    "Free some space and run the same command again to resume."
+                ) from None
+            raise
         finally:
             for c in components:
                 close = getattr(c, "close", None)

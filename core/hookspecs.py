@@ -37,7 +37,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def srscode_prompt_builders() -> Iterable[ComponentSpec]:
     """Yield prompt builders: ``factory(params, ctx)`` returns a ``PromptBuilder``
-    (``build(task) -> Prompt`` and ``extract(output) -> str``). Config: ``stages.prompt``."""
+    (``build(task) -> Prompt`` and ``extract(output, prompt) -> str``). Config: ``stages.prompt``."""
 
 
 @hookspec

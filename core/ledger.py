@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .errors import LedgerError
+from .faults import checkpoint
 from .types import AdapterRef, ReviewState
 
 SCHEMA_VERSION = 1
@@ -107,8 +108,10 @@ def write_atomic(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
+    checkpoint("write-tmp")
     os.replace(tmp, path)
     fsync_dir(path.parent)
+    checkpoint("write-renamed")
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -315,6 +318,7 @@ class Ledger:
         adapter: AdapterRef | None,
     ) -> None:
         commit_sha = self.seal_round_files(round_)
+        checkpoint("commit-files")
         with self.transaction():
             self._upsert_states(states, round_)
             self.db.execute(
@@ -331,6 +335,7 @@ class Ledger:
                     commit_sha,
                 ),
             )
+        checkpoint("commit-db")
 
     def _upsert_states(self, states: Sequence[ReviewState], round_: int) -> None:
         rows = [

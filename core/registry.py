@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import logging
+import os
 import warnings
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Iterable, Mapping
@@ -209,7 +210,9 @@ def make_plugin_manager(extra_plugins: Iterable[Any] = (), load_entry_points: bo
                 continue
             pm.register(obj, name=ep.name)
             plugins.append(PluginInfo(ep.name, dist, dver, False))
-    for extra in extra_plugins:
+    # like PYTEST_PLUGINS: extra plugin modules by name, for tests and subprocess harnesses
+    env_plugins = [m.strip() for m in os.environ.get("SRSCODE_PLUGINS", "").split(",") if m.strip()]
+    for extra in [*env_plugins, *extra_plugins]:
         obj = importlib.import_module(extra) if isinstance(extra, str) else extra
         name = extra if isinstance(extra, str) else getattr(obj, "__name__", repr(obj))
         pm.register(obj, name=name)

@@ -253,8 +253,9 @@ class LoadReport:
 class PromptBuilder(Protocol):
     def build(self, task: Task) -> Prompt: ...
 
-    def extract(self, output: str) -> str:
-        """Turn raw model output into the source of ``solution.py``."""
+    def extract(self, output: str, prompt: Prompt | None = None) -> str:
+        """Turn raw model output into the source of ``solution.py``; ``prompt`` lets a
+        completion format put back the declaration the prompt ended with."""
         ...
 
 

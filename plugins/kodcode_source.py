@@ -22,14 +22,21 @@ import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from srscode.core.errors import DataError
 from srscode.core.hookspecs import hookimpl
-from srscode.core.types import ComponentSpec, FunctionInfo, LoadReport, RecordedTrial, Task
+from srscode.core.types import (
+    ComponentSpec,
+    FunctionInfo,
+    LoadReport,
+    RecordedTrial,
+    Task,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ import logging
 import re
 import symtable
 import typing
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -156,7 +157,7 @@ def user_message(task: Task) -> str:
 
 # --------------------------------------------------------------------------- extraction
 
-_DEF = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(?!test)\w+|^[ \t]*class[ \t]+(?!Test)\w+", re.M)
+_DEF = re.compile(r"^[ \t]*(?:async[ \t]+)?def[ \t]+(?!test)\w+|^[ \t]*class[ \t]+(?!Test)\w+", re.MULTILINE)
 
 
 def _is_python(lang: str) -> bool:
@@ -319,7 +320,7 @@ class BaseBuilder(TemplateBuilder):
             return _tidy(text)
         prefix = self.prefix(prompt)
         name = re.match(r"\s*(?:async\s+)?def\s+(\w+)", prefix)
-        if name and re.search(rf"^(?:async\s+)?def\s+{re.escape(name.group(1))}\b", text, re.M):
+        if name and re.search(rf"^(?:async\s+)?def\s+{re.escape(name.group(1))}\b", text, re.MULTILINE):
             return _tidy(text)  # the model restarted with the declaration itself
         return _tidy(prefix + text)
 

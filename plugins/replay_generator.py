@@ -27,8 +27,9 @@ import json
 import logging
 import random
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,7 +47,7 @@ class ReplayParams(BaseModel):
     run_dir: str | None = Field(None, description="A previous run directory (source: ledger).")
 
     @model_validator(mode="after")
-    def _run_dir_for_ledger(self) -> "ReplayParams":
+    def _run_dir_for_ledger(self) -> ReplayParams:
         if self.source == "ledger" and not self.run_dir:
             raise ValueError("source 'ledger' needs run_dir (a previous run directory)")
         return self
