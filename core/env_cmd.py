@@ -16,7 +16,7 @@ def _isolation() -> dict[str, Any] | str:
         return "unavailable"
     try:
         return dict(isolation_status())
-    except Exception as exc:  # a diagnostic command reports, it does not crash
+    except Exception as exc:  # noqa: BLE001 - a diagnostic command reports, it does not crash
         return f"error: {type(exc).__name__}: {exc}"
 
 

@@ -4,8 +4,8 @@ A record is plain data plus three small callables; nothing here imports torch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Callable, MutableMapping
 
 
 @dataclass(frozen=True)

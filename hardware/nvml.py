@@ -23,7 +23,7 @@ def _first_visible_index() -> int:
         import torch.cuda
 
         return int(torch.cuda._get_nvml_device_index(0))  # private but stable since torch 1.13
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "use NVML index 0"
         return 0
 
 
