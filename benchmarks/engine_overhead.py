@@ -21,7 +21,7 @@ from pathlib import Path
 from srscode.core.config import validate
 from srscode.core.engine import Engine
 from srscode.core.hookspecs import hookimpl
-from srscode.core.ledger import Ledger, state_to_json
+from srscode.core.ledger import Ledger, memory_row
 from srscode.core.types import Candidate, ComponentSpec, LoadReport, ReviewState, Task, TrainResult, Verdict
 
 
@@ -69,8 +69,9 @@ def prefill(run_dir: Path, seen: int, seed: int) -> None:
         for i in range(seen):
             s = ReviewState(f"K{i:07d}", ef=round(rng.uniform(1.3, 2.6), 3), due=rng.randint(1, 40), streak=1, reviews=1)
             s.priority = s.ef
-            rows.append((s.task_id, 1, 0, 0, s.due, s.priority, state_to_json(s)))
-        led.db.executemany("INSERT INTO memory VALUES (?,?,?,?,?,?,?)", rows)
+            s.last_pass_rate = round(rng.random(), 2)
+            rows.append(memory_row(s))
+        led.db.executemany("INSERT INTO memory VALUES (?,?,?,?,?,?,?,?,?)", rows)
     led.close()
 
 

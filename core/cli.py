@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate_cmd", "add_evaluate_parser"),
         ("evaluate_cmd", "add_check_data_parser"),
         ("env_cmd", "add_env_parser"),
+        ("report_cmd", "add_report_parser"),
     ):
         try:
             mod = __import__(f"srscode.core.{modname}", fromlist=[fn])
@@ -147,7 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    from .progress import configure_logging  # log lines that do not tear live progress bars
+
+    configure_logging(level, quiet=args.quiet)
     if not args.debug:
         for noisy in ("httpx", "urllib3", "filelock", "datasets"):
             logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -92,6 +92,10 @@ class RunConfig(_Strict):
     dpo: DPOConfig = DPOConfig()
     validation: ValidationConfig = ValidationConfig()
     hardware: HardwareConfig = HardwareConfig()
+    log_with: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list,
+        description="Experiment trackers for the round metrics (accelerate's): tensorboard, wandb.",
+    )
 
 
 def _set_path(data: dict[str, Any], key_path: str, value: Any, defaults: Mapping[str, Any]) -> None:

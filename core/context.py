@@ -42,3 +42,10 @@ class StageContext:
     @property
     def hook(self) -> Any:
         return self.registry.pm.hook if self.registry is not None else None
+
+    def progress(self, name: str, total: int | None = None, unit: str = "it") -> Any:
+        """A progress bar for a long stage (see :mod:`srscode.core.progress`): live bars in a
+        terminal, rate-limited plain log lines otherwise, driven by ``quiet`` and the env."""
+        from .progress import make_progress
+
+        return make_progress(name, total, unit, quiet=self.quiet)

@@ -13,6 +13,7 @@ import errno
 import hashlib
 import logging
 import signal
+import sqlite3
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -25,9 +26,12 @@ from .config import RunConfig, diff_keys
 from .context import StageContext
 from .errors import DataError, Interrupted, LedgerError, StageError
 from .faults import checkpoint
-from .ledger import Ledger, RunLock, config_hash, read_jsonl, write_json, write_jsonl
+from .ledger import (
+    Ledger, RunLock, config_hash, is_io_error, read_jsonl, remove_stale_temp, write_atomic, write_json, write_jsonl,
+)
 from .pairs import build_pairs
 from .registry import Registry, make_plugin_manager
+from .retention import retention_metrics
 from .types import AdapterRef, Candidate, DPOPair, Prompt, ReviewState, Task, Verdict
 from .validation import summarize
 
@@ -100,14 +104,16 @@ class Engine:
     def _check_config(self, ledger: Ledger) -> None:
         stored = ledger.get_meta("config")
         if stored is None:
+            # files first, the ledger row last: a crash in between leaves no stored config,
+            # so the resumed run writes the files again
+            write_json(self.run_dir / "config.json", self.config_dict)
+            write_atomic(self.run_dir / "config.yaml", yaml.safe_dump(self.config_dict, sort_keys=False).encode())
             ledger.set_meta(
                 config=self.config_dict,
                 config_hash=config_hash(self.config_dict),
                 created=time.time(),
                 schema=1,
             )
-            write_json(self.run_dir / "config.json", self.config_dict)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(self.config_dict, sort_keys=False))
             return
         changed = diff_keys(stored, self.config_dict)
         if not changed:
@@ -164,9 +170,20 @@ class Engine:
     # ----------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
         components = self._build_components()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission: a user error, not a bug
+            raise LedgerError(
+                f"run dir {self.run_dir} cannot be created ({exc.strerror}): give --run-dir a "
+                "directory path that is not a file and that you can write to."
+            ) from None
         lock = RunLock(self.run_dir)
         lock.acquire()
+        try:
+            ledger = Ledger(self.run_dir)
+        except BaseException:  # a damaged ledger: say so, but leave the run dir unlocked
+            lock.release()
+            raise
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
 
         def _on_term(signum: int, frame: Any) -> None:
@@ -176,18 +193,20 @@ class Engine:
 
         with contextlib.suppress(ValueError):  # only the main thread may set handlers
             signal.signal(signal.SIGTERM, _on_term)
-        ledger = Ledger(self.run_dir)
         try:
             return self._run(ledger, components)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted; the run stopped at round {ledger.last_round() + 1}") from None
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise LedgerError(
-                    f"no space left on the device while writing {exc.filename or self.run_dir}: the run "
-                    f"stopped cleanly and round {ledger.last_round()} (the last committed one) is intact. "
-                    "Free some space and run the same command again to resume."
-                ) from None
+            # EFBIG: a file-size limit (RLIMIT_FSIZE, some filesystems) stops writes like a full disk
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise LedgerError(_write_failed(ledger, exc.filename or self.run_dir, exc.strerror)) from None
+            raise
+        except sqlite3.OperationalError as exc:
+            # SQLite reports a full disk as SQLITE_FULL, a refused write as SQLITE_IOERR_*; the
+            # transaction was rolled back, so the ledger still ends at the last committed round
+            if is_io_error(exc):
+                raise LedgerError(_write_failed(ledger, self.run_dir / "ledger.sqlite", str(exc))) from None
             raise
         finally:
             for c in components:
@@ -205,12 +224,15 @@ class Engine:
         cfg = self.config
         self._check_config(ledger)
         last = ledger.last_round()
-        if last:
-            ledger.verify_round(last)
+        # every committed round, not only the last: earlier rounds' files are read again
+        # (DPO pairs), and a damaged one must stop the run before anything builds on it
+        for r in range(1, last + 1):
+            ledger.verify_round(r)
         removed = ledger.remove_uncommitted()
         if removed:
             log.warning("removed %d uncommitted round folder(s) from an interrupted attempt: %s",
                         len(removed), ", ".join(p.name for p in removed))
+        remove_stale_temp(self.run_dir)  # we hold the lock: any temp file is a dead writer's
 
 
         self.tasks = self._load_tasks()
@@ -362,15 +384,11 @@ class Engine:
         if validation:
             metrics["validation"] = validation
         metrics["seconds"] = dict(self.stage_seconds)
+        metrics.update(retention_metrics(ledger, r, after, task_rate, pairs=len(pairs)))
         write_json(rdir / "metrics.json", metrics)
         ledger.commit_round(r, sched.new, sched.review, metrics, self.scheduler.state_dict(), list(after.values()), adapter)
         metrics.update(ledger.memory_counts(r + 1))
         self._notify("srscode_round_end", round=r, metrics=metrics)
-        log.info(
-            "round %d: %d new + %d review, pass rate %.3f, graduated %d, skipped %d, due %d, pairs %d, loss %s",
-            r, len(sched.new), len(sched.review), metrics["pass_rate"], metrics["graduated"],
-            metrics["skipped"], metrics["due"], len(pairs), train_metrics.get("train_loss", "-"),
-        )
         return adapter
 
     def _metrics(
@@ -448,11 +466,23 @@ class Engine:
             metrics.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=len(cands))
             info.update({k: v for k, v in metrics.items() if isinstance(v, float)})
         ledger.record_validation(key, metrics)
-        log.info("validation (%s): %s", label, ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k.startswith("pass@") and "ci" not in k))
         return metrics
 
     def summary(self, ledger: Ledger) -> dict[str, Any]:
         return status_summary(ledger)
+
+
+def _write_failed(ledger: Ledger, path: Any, why: str | None) -> str:
+    try:
+        last = ledger.last_round()
+        state = f"round {last} (the last committed one) is intact" if last else "no round had been committed yet"
+    except sqlite3.Error:
+        state = "the last committed round is intact"
+    return (
+        f"cannot write {path} ({why or 'write failed'}): the disk is full or a quota or file-size "
+        f"limit was reached. The run stopped cleanly and {state}. "
+        "Free some space and run the same command again to resume."
+    )
 
 
 def _sft_example(task: Task, prompt: Prompt, weight: float) -> Any:

@@ -6,6 +6,10 @@ checkpoint of any kind). Unset — the normal case — a checkpoint costs one di
 Points: ``stage-start:<stage>``, ``stage-end:<stage>``, ``write-tmp`` (temp file written,
 before its rename), ``write-renamed`` (after the rename), ``commit-files`` (round sealed,
 before the ledger transaction), ``commit-db`` (ledger transaction done).
+
+``SRSCODE_FAULT_LOG=<file>`` appends the name of every checkpoint passed to that file
+(one per line), so a harness can count the checkpoints of an uninterrupted run and pick
+kill points over that range.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import os
 import signal
 
 _SPEC = os.environ.get("SRSCODE_FAULT", "")
+_LOG = os.environ.get("SRSCODE_FAULT_LOG", "")
 _count = 0
 _target: tuple[str, int] | None = None
 if _SPEC:
@@ -22,6 +27,9 @@ if _SPEC:
 
 def checkpoint(name: str) -> None:
     global _count
+    if _LOG:
+        with open(_LOG, "a", encoding="utf-8") as fh:
+            fh.write(name + "\n")
     if _target is None:
         return
     point, n = _target

@@ -17,6 +17,7 @@ Layout::
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -55,6 +56,8 @@ CREATE TABLE IF NOT EXISTS memory (
     skipped INTEGER NOT NULL,
     due INTEGER NOT NULL,
     priority REAL NOT NULL,
+    interval INTEGER NOT NULL,
+    last_pass_rate REAL,
     state TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS memory_due ON memory (active, due, priority, task_id);
@@ -85,6 +88,12 @@ def state_to_json(state: ReviewState) -> str:
     return json.dumps(dataclasses.asdict(state), sort_keys=True)
 
 
+def memory_row(s: ReviewState) -> tuple[Any, ...]:
+    """The ``memory`` table's row: indexed/aggregated columns, then the whole state."""
+    return (s.task_id, int(s.active), int(s.graduated), int(s.skipped), s.due, s.priority, s.interval,
+            s.last_pass_rate, state_to_json(s))
+
+
 def state_from_json(text: str) -> ReviewState:
     data = json.loads(text)
     return ReviewState(**{k: v for k, v in data.items() if k in _STATE_FIELDS})
@@ -104,14 +113,41 @@ def fsync_dir(path: Path) -> None:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    checkpoint("write-tmp")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        checkpoint("write-tmp")
+        os.replace(tmp, path)
+    except BaseException as exc:  # disk full, a signal: drop the partial temp file
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # name the file in the error (a failed write() does not)
+        raise
     fsync_dir(path.parent)
     checkpoint("write-renamed")
+
+
+def is_io_error(exc: BaseException) -> bool:
+    """An SQLite error from a refused or failed write (disk full, EFBIG, EIO), as opposed
+    to a damaged file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+
+
+def remove_stale_temp(root: Path) -> list[Path]:
+    """Delete temp files of atomic writes a killed process never renamed (call only while
+    holding the run lock, when no other writer can be mid-write). Only where the engine
+    writes: the run dir itself, rounds/ and final/."""
+    stale = [p for p in root.glob(".*.tmp-*") if p.is_file()]
+    for sub in ("rounds", "final"):
+        if (root / sub).is_dir():
+            stale += [p for p in (root / sub).rglob(".*.tmp-*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -204,8 +240,17 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(_SCHEMA)
-            self.db.execute("PRAGMA integrity_check").fetchone()
+            # damage SQLite can still open is reported as rows, not as an exception
+            problems = [r[0] for r in self.db.execute("PRAGMA integrity_check(5)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(p.replace("\n", " ") for p in problems))
         except sqlite3.DatabaseError as exc:
+            if is_io_error(exc):  # the file is fine, the disk refused: do not call it damaged
+                raise LedgerError(
+                    f"cannot read or write {db_path} ({exc}): the disk is full, a quota or file-size "
+                    "limit was reached, or the device failed. The ledger was not changed; free some "
+                    "space and run the same command again to resume."
+                ) from None
             raise LedgerError(
                 f"{db_path} is damaged ({exc}). Restore it from a backup or start a new run dir; "
                 "round folders under rounds/ hold the artifacts."
@@ -339,10 +384,9 @@ class Ledger:
 
     def _upsert_states(self, states: Sequence[ReviewState], round_: int) -> None:
         rows = [
-            (s.task_id, int(s.active), int(s.graduated), int(s.skipped), s.due, s.priority, state_to_json(s))
-            for s in states
+            memory_row(s) for s in states
         ]
-        self.db.executemany("INSERT OR REPLACE INTO memory VALUES (?,?,?,?,?,?,?)", rows)
+        self.db.executemany("INSERT OR REPLACE INTO memory VALUES (?,?,?,?,?,?,?,?,?)", rows)
         self.db.executemany(
             "INSERT OR REPLACE INTO memory_log VALUES (?,?,?)", [(round_, r[0], r[-1]) for r in rows]
         )
@@ -422,6 +466,12 @@ class _Tx:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
-            self.db.execute("COMMIT")
-        else:
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:  # e.g. disk full at commit: leave no half-open transaction
+                if self.db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.db.execute("ROLLBACK")
+                raise
+        elif self.db.in_transaction:  # after an I/O error SQLite may have rolled back already
             self.db.execute("ROLLBACK")

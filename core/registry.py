@@ -41,6 +41,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "srscode.plugins.lora_sft",
     "srscode.plugins.dpo",
     "srscode.hardware.backends",
+    "srscode.plugins.console_logger",
+    "srscode.plugins.jsonl_logger",
+    "srscode.plugins.tracker_logger",
 )
 
 # stage key used in configs and messages -> registration hook name

@@ -14,7 +14,7 @@ class NullTrainer:
         return TrainResult(adapter=init, metrics={"sft_examples": float(len(examples))})
 
     def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
-        return TrainResult(adapter=init, metrics={"dpo_pairs_trained": float(len(pairs))})
+        return TrainResult(adapter=init, metrics={"pairs_seen": float(len(pairs))})
 
 
 def _factory(params: Any, ctx: Any) -> NullTrainer:

@@ -1,0 +1,225 @@
+"""Generator ``hf``: transformers ``generate`` on any backend, with the round's LoRA via peft.
+
+* Batched: ``batch_size`` prompts per ``generate`` call, left padding, and
+  ``num_return_sequences=n`` candidates per prompt (greedy decoding generates once and
+  repeats it, since greedy samples are identical). Prompts are sorted by length inside a
+  call to waste less padding; candidates come back in the order of the prompts given.
+* Adapter: loaded through peft onto the cached base (``hf_model.load_base``; the base is
+  never reloaded between rounds) under a name derived from its content hash, then
+  ``set_adapter``; ``None`` runs with adapters disabled (the base model). The
+  ``Candidate.adapter`` it reports is hashed from the files it actually loaded
+  (``AdapterRef.from_dir``), not copied from its argument, so the engine's identity check
+  catches a stale or missing adapter.
+* Stop strings (``Prompt.stop``): both ways. transformers' ``stop_strings`` ends a
+  sequence early (saves compute), and the decoded text is then cut before the first stop
+  string (what vLLM returns with ``include_stop_str_in_output=False``), so both
+  generators give the same text. Special tokens are skipped when decoding.
+* Seeded with ``seed`` (``torch.manual_seed``) before the first batch.
+* Code is extracted with the run's prompt builder (``ctx.cache["prompt_builder"]``, set by
+  the engine), else the configured builder from ``srscode.plugins.prompts``.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+from typing import Any, Callable, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from srscode.core.errors import StageError
+from srscode.core.hookspecs import hookimpl
+from srscode.core.types import AdapterRef, Candidate, ComponentSpec, Prompt
+
+from . import hf_model
+
+log = logging.getLogger(__name__)
+
+
+class HFGeneratorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.8, ge=0.0, description="Sampling temperature; 0 means greedy.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(512, ge=1)
+    batch_size: int = Field(8, ge=1, description="Prompts per generate() call (each yields n sequences).")
+    do_sample: bool = Field(True, description="False (or temperature 0) decodes greedily.")
+
+
+def adapter_name(ref: AdapterRef) -> str:
+    """peft adapter names must be identifiers; the content hash makes them unique."""
+    return "a" + ref.sha256[:16]
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return text if cut < 0 else text[:cut]
+
+
+def resolve_extractor(ctx: Any) -> Callable[[str, Prompt], str]:
+    """``extract(output, prompt) -> code`` from the run's prompt builder."""
+    builder = ctx.cache.get("prompt_builder")
+    if builder is None:
+        from srscode.core.registry import validate_params
+        from srscode.plugins import prompts
+
+        ref = ctx.config.stages.prompt
+        for spec in prompts.srscode_prompt_builders():
+            if spec.name == ref.name:
+                params = validate_params(spec.params, ref.params, "stages.prompt.params")
+                builder = spec.factory(params, ctx)
+                break
+        else:
+            raise StageError(
+                f"stages.prompt: no prompt builder {ref.name!r} to extract code with; the engine puts "
+                "the run's builder into ctx.cache['prompt_builder'] before generating."
+            )
+        ctx.cache["prompt_builder"] = builder
+    try:
+        takes_prompt = len(inspect.signature(builder.extract).parameters) >= 2
+    except (TypeError, ValueError):
+        takes_prompt = False
+    if takes_prompt:
+        return lambda text, prompt: builder.extract(text, prompt)
+    return lambda text, prompt: builder.extract(text)
+
+
+def completion_length(ids: Sequence[int], eos_ids: set[int], pad_id: int | None) -> int:
+    """Tokens the model generated: through the first eos, else up to the padding."""
+    for i, t in enumerate(ids):
+        if t in eos_ids:
+            return i + 1
+        if t == pad_id:
+            return i
+    return len(ids)
+
+
+class HFGenerator:
+    def __init__(self, params: HFGeneratorParams, ctx: Any):
+        self.params = params
+        self.ctx = ctx
+
+    # ------------------------------------------------------------------ adapter
+    def _model_for(self, adapter: AdapterRef | None) -> tuple[Any, AdapterRef | None, Any]:
+        """The module to generate with, the adapter it applies, and a context manager."""
+        import contextlib
+
+        base, _ = hf_model.load_base(self.ctx)
+        cache = self.ctx.cache
+        pm = cache.get(hf_model.PEFT_KEY)
+        if adapter is None:
+            if pm is None:
+                return base, None, contextlib.nullcontext()
+            return pm, None, pm.disable_adapter()
+        from pathlib import Path
+
+        if not (Path(adapter.path) / "adapter_config.json").is_file():
+            raise StageError(
+                f"generator hf: the adapter folder {adapter.path!r} has no adapter_config.json; "
+                "expected a peft LoRA adapter saved by the trainer."
+            )
+        loaded = AdapterRef.from_dir(adapter.path)  # the bytes peft is about to read
+        name = adapter_name(loaded)
+        if pm is None:
+            from peft import PeftModel
+
+            pm = PeftModel.from_pretrained(base, loaded.path, adapter_name=name)
+            cache[hf_model.PEFT_KEY] = pm
+        elif name not in pm.peft_config:
+            pm.load_adapter(loaded.path, adapter_name=name)
+        pm.set_adapter(name)
+        for other in [n for n in pm.peft_config if n != name]:  # one round's adapter at a time
+            pm.delete_adapter(other)
+        pm.eval()
+        if pm.active_adapter != name:  # defensive: peft must have switched
+            raise StageError(f"generator hf: peft did not activate adapter {loaded.path!r}")
+        return pm, loaded, contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ generate
+    def generate(
+        self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
+    ) -> list[Candidate]:
+        import torch
+        from tqdm.auto import tqdm
+
+        if not prompts:
+            return []
+        p = self.params
+        model, used, context = self._model_for(adapter)
+        _, tokenizer = hf_model.load_base(self.ctx)
+        extract = resolve_extractor(self.ctx)
+        device = self.ctx.backend.device
+        greedy = not p.do_sample or p.temperature == 0.0
+        per_call = 1 if greedy else n
+
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        pad_id = tokenizer.pad_token_id
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
+        results: dict[int, list[Candidate]] = {}
+        torch.manual_seed(seed)
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=self.ctx.quiet, leave=False)
+        with context, torch.inference_mode():
+            for start in range(0, len(order), p.batch_size):
+                idx = order[start : start + p.batch_size]
+                batch = [prompts[i] for i in idx]
+                enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
+                enc = {k: v.to(device) for k, v in enc.items()}
+                stops = sorted({s for b in batch for s in b.stop if s})
+                kwargs: dict[str, Any] = dict(
+                    max_new_tokens=p.max_new_tokens,
+                    num_return_sequences=per_call,
+                    pad_token_id=pad_id,
+                )
+                if greedy:
+                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                else:
+                    kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=None)
+                if stops:
+                    kwargs.update(stop_strings=stops, tokenizer=tokenizer)
+                out = model.generate(**enc, **kwargs)
+                width = enc["input_ids"].shape[1]
+                gen = out[:, width:].tolist()
+                prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+                for j, i in enumerate(idx):
+                    rows = gen[j * per_call : (j + 1) * per_call]
+                    cands = []
+                    for k in range(n):
+                        ids = rows[k % per_call]
+                        length = completion_length(ids, eos_ids, pad_id)
+                        raw = tokenizer.decode(ids[:length], skip_special_tokens=True)
+                        text = truncate_at_stop(raw, prompts[i].stop)
+                        cands.append(
+                            Candidate(
+                                task_id=prompts[i].task_id,
+                                index=k,
+                                text=text,
+                                code=extract(text, prompts[i]),
+                                adapter=used,
+                                prompt_tokens=int(prompt_lens[j]),
+                                completion_tokens=length,
+                            )
+                        )
+                    results[i] = cands
+                bar.update(len(idx))
+        bar.close()
+        return [c for i in range(len(prompts)) for c in results[i]]
+
+
+def _factory(params: HFGeneratorParams, ctx: Any) -> HFGenerator:
+    return HFGenerator(params, ctx)
+
+
+@hookimpl
+def srscode_generators():
+    yield ComponentSpec(
+        "hf",
+        _factory,
+        HFGeneratorParams,
+        "transformers generate() with the round's LoRA through peft (any backend)",
+    )
+
+
+__all__ = ["HFGenerator", "HFGeneratorParams", "adapter_name", "completion_length", "truncate_at_stop"]

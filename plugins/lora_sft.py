@@ -1,0 +1,237 @@
+"""Trainer ``lora-sft``: peft LoRA trained with TRL's ``SFTTrainer`` on prompt -> completion.
+
+* Data: one prompt-completion row per ``SFTExample`` (the prompt as the generator saw it,
+  the reference solution as the completion); TRL masks the prompt, so the loss is on the
+  completion only (``completion_only_loss=True``) and appends the eos token.
+* Per-task weights (``SFTExample.weight``, from the memory policy): **weighted sampling**.
+  Each epoch draws ``len(examples)`` rows with replacement with probability proportional
+  to the weight (``torch.utils.data.WeightedRandomSampler``), so the expected gradient is
+  the weight-averaged one, with TRL's loss left untouched. Rows of weight 0 are dropped;
+  when all weights are equal the usual shuffled pass over the data is used. The sampler is
+  seeded, so under ``accelerate launch`` every process draws the same order and accelerate
+  shards it.
+* The adapter continues across rounds: ``init`` is loaded as trainable (its own LoRA
+  config then wins over r / alpha / target_modules); without it a fresh LoRA is made from
+  the params. The adapter is saved into ``out_dir`` (only the main process writes).
+* Precision and device from the hardware backend (``bf16`` / ``fp16`` / ``use_cpu``); no
+  device branches. Training goes through TRL's accelerate-based Trainer, so
+  ``accelerate launch`` of the same command trains data-parallel.
+* The cached base model is left clean afterwards (LoRA layers unloaded, eval mode), so the
+  generator's peft path works on it next round without reloading.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from srscode.core.errors import StageError
+from srscode.core.hookspecs import hookimpl
+from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResult
+
+from . import hf_model
+
+log = logging.getLogger(__name__)
+
+
+class LoRAParams(BaseModel):
+    """LoRA shape and optimisation settings shared by ``lora-sft`` and ``dpo``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="LoRA rank (vLLM serves ranks up to max_lora_rank).")
+    alpha: float = Field(32.0, gt=0.0, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = Field("all-linear", description="'all-linear' or module names.")
+    lr: float = Field(1.0e-4, gt=0.0)
+    epochs: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(4, ge=1, description="Per-device batch size.")
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=8, description="Tokens per example (prompt + completion), truncated.")
+    seed: int | None = Field(None, description="Training seed; default: the run's seed.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warmup, as a fraction of the steps.")
+
+
+class LoRASFTParams(LoRAParams):
+    pass
+
+
+def lora_config(p: LoRAParams) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=p.r,
+        lora_alpha=p.alpha,
+        lora_dropout=p.dropout,
+        target_modules=p.target_modules,
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
+
+
+def trainer_precision(backend: Any) -> dict[str, Any]:
+    """TrainingArguments precision/device flags from the hardware backend."""
+    mp = backend.mixed_precision
+    return {"bf16": mp == "bf16", "fp16": mp == "fp16", "use_cpu": bool(backend.use_cpu)}
+
+
+def _checkpointing_key() -> str:
+    """transformers 5.2x renamed ``gradient_checkpointing`` to ``activation_checkpointing``
+    (the old name warns); earlier 5.x only has the old one."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
+    """Arguments SFTConfig and DPOConfig share (both are transformers TrainingArguments)."""
+    return dict(
+        output_dir=scratch,
+        learning_rate=p.lr,
+        num_train_epochs=p.epochs,
+        per_device_train_batch_size=p.batch_size,
+        gradient_accumulation_steps=p.grad_accum,
+        max_length=p.max_length,
+        seed=ctx.seed if p.seed is None else p.seed,
+        **{_checkpointing_key(): p.gradient_checkpointing},
+        warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=bool(ctx.quiet),
+        dataloader_pin_memory=False,
+        include_num_input_tokens_seen="non_padding",
+        **trainer_precision(ctx.backend),
+    )
+
+
+def peft_model_for(ctx: Any, init: AdapterRef | None, p: LoRAParams) -> Any:
+    """The cached base wrapped in a ``PeftModel`` with one trainable adapter named "default":
+    ``init`` when continuing (its own LoRA config wins), else a fresh LoRA from the params.
+
+    Wrapped here rather than by the TRL trainer (``peft_config=``) so that the LoRA layers
+    can always be unloaded from the shared base afterwards, even when the trainer fails.
+    """
+    from peft import PeftModel, get_peft_model
+
+    base = hf_model.release_peft(ctx)  # the generator's LoRA layers, if any
+    if base is None:
+        base, _ = hf_model.load_base(ctx)
+    if init is None:
+        return get_peft_model(base, lora_config(p), adapter_name="default")
+    if not (Path(init.path) / "adapter_config.json").is_file():
+        raise StageError(f"trainer: the adapter to continue from, {init.path!r}, has no adapter_config.json")
+    return PeftModel.from_pretrained(base, init.path, adapter_name="default", is_trainable=True)
+
+
+def save_adapter(trainer: Any, model: Any, out_dir: Path, **save_kw: Any) -> AdapterRef:
+    """Save the trained adapter into ``out_dir`` (main process only) and hash it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.is_world_process_zero():
+        model.save_pretrained(str(out_dir), **save_kw)
+    trainer.accelerator.wait_for_everyone()
+    return AdapterRef.from_dir(out_dir)
+
+
+def restore_base(ctx: Any, model: Any) -> None:
+    """Unload LoRA and undo what training switched on, so generation sees the plain base."""
+    from peft import PeftModel
+
+    base = hf_model.unload_lora(model) if isinstance(model, PeftModel) else model
+    # transformers 5.2x: activation_*; earlier 5.x: gradient_* (now deprecated aliases)
+    new = hasattr(base, "activation_checkpointing_disable")
+    if getattr(base, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False):
+        (base.activation_checkpointing_disable if new else base.gradient_checkpointing_disable)()
+    if hasattr(base, "_require_grads_hook"):
+        base.disable_input_require_grads()
+    if getattr(base.config, "use_cache", None) is False:
+        base.config.use_cache = True
+    base.eval()
+    ctx.cache[hf_model.BASE_KEY] = base
+
+
+def quiet_logs(trainer: Any) -> None:
+    """Keep the progress bar (unless ``disable_tqdm``) but not a printed dict per logged step:
+    the engine reports the metrics; ``logging_steps=1`` only feeds ``state.log_history``."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, ProgressCallback):
+            cb.on_log = lambda *args, **kwargs: None
+
+
+def _weights_or_none(weights: Sequence[float]) -> list[float] | None:
+    return None if max(weights) - min(weights) <= 1e-12 else list(weights)
+
+
+class LoRASFTTrainer:
+    def __init__(self, params: LoRASFTParams, ctx: Any):
+        self.params = params
+        self.ctx = ctx
+
+    def train_sft(self, examples: Sequence[SFTExample], init: AdapterRef | None, out_dir: Path) -> TrainResult:
+        import torch
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        kept = [e for e in examples if e.weight > 0]
+        if not kept:
+            log.info("lora-sft: every example has weight 0; the adapter is unchanged")
+            return TrainResult(adapter=init, metrics={"train_examples": 0.0})
+        p = self.params
+        _, tokenizer = hf_model.load_base(self.ctx)
+        weights = _weights_or_none([e.weight for e in kept])
+
+        class WeightedSFTTrainer(SFTTrainer):
+            def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+                if weights is None:
+                    return super()._get_train_sampler(train_dataset)
+                gen = torch.Generator().manual_seed(self.args.seed)
+                return torch.utils.data.WeightedRandomSampler(
+                    weights, num_samples=len(weights), replacement=True, generator=gen
+                )
+
+        data = Dataset.from_dict({"prompt": [e.prompt for e in kept], "completion": [e.completion for e in kept]})
+        started = time.perf_counter()
+        model = peft_model_for(self.ctx, init, p)
+        try:
+            with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
+                args = SFTConfig(completion_only_loss=True, packing=False, **common_args(p, self.ctx, scratch))
+                trainer = WeightedSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+                quiet_logs(trainer)
+                output = trainer.train()
+                adapter = save_adapter(trainer, model, Path(out_dir))
+        finally:
+            restore_base(self.ctx, model)
+        seconds = time.perf_counter() - started
+        loop = float(output.metrics.get("train_runtime") or seconds)
+        tokens = float(trainer.state.num_input_tokens_seen or 0)  # non-padding, all processes
+        metrics = {
+            "train_loss": float(output.training_loss),
+            "train_tokens": tokens,
+            "train_examples": float(len(kept)),
+            "train_steps": float(trainer.state.global_step),
+            "train_seconds": seconds,  # the whole stage: wrap, tokenise, train, save, unload
+            "train_tokens_per_s": tokens / loop if loop > 0 else 0.0,  # the training loop alone
+            "train_weighted": float(weights is not None),
+        }
+        return TrainResult(adapter=adapter, metrics=metrics)
+
+
+@hookimpl
+def srscode_trainers():
+    yield ComponentSpec(
+        "lora-sft",
+        lambda params, ctx: LoRASFTTrainer(params, ctx),
+        LoRASFTParams,
+        "peft LoRA with TRL SFTTrainer on reference solutions (loss on the completion; weighted sampling)",
+    )

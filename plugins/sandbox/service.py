@@ -1,0 +1,320 @@
+"""What both evaluators share: expected-test learning, timeout scaling, streaming.
+
+``submit`` takes a candidate as soon as it exists. The first candidate of a test file
+whose expected ids are unknown queues a reference run (the task's reference solution
+against the same file, ahead of every candidate); candidates of that file wait for it,
+then run with a timeout scaled from the reference's runtime:
+``min(max_timeout_s, max(min_timeout_s, timeout_factor * reference_s))`` (the evalplus
+approach, so verdicts do not flip with machine load), or ``timeout_s`` when no
+reference time is known. A background thread turns raw results into verdicts, so
+reference runs complete and candidates start even while nobody is reading results.
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from srscode.core.types import Candidate, Task, Verdict
+
+from .expected import ReferenceCache, expected_key
+from .harness import static_test_ids
+from .verdicts import Expected, classify, expected_from_reference
+
+
+class TimeoutSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(10.0, gt=0, description="Per-candidate timeout when no reference runtime is known.")
+    min_timeout_s: float = Field(2.0, gt=0, description="Lower bound of a scaled timeout.")
+    timeout_factor: float = Field(5.0, gt=0, description="Scaled timeout = factor x the reference solution's runtime.")
+    max_timeout_s: float = Field(60.0, gt=0, description="Upper bound of a scaled timeout.")
+    reference_timeout_s: float = Field(60.0, gt=0, description="Timeout of a reference solution's own run.")
+
+
+def scaled_timeout(s: TimeoutSettings, ref_s: float | None) -> float:
+    if ref_s is None:
+        return min(s.timeout_s, s.max_timeout_s)
+    return min(s.max_timeout_s, max(s.min_timeout_s, s.timeout_factor * float(ref_s)))
+
+
+@dataclass
+class _Pending:
+    seq: int
+    task_id: str
+    index: int
+    solution: str
+    test: str
+    key: str
+    timeout: float = 0.0
+
+
+class EvaluationService:
+    """Streaming evaluation over a backend (fork-server pool or subprocess pool)."""
+
+    def __init__(self, backend: Any, settings: TimeoutSettings, cache: ReferenceCache) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.cache = cache
+        self._lock = threading.Lock()
+        self._seq = itertools.count()
+        self._jobs: dict[int, _Pending] = {}  # candidate jobs in flight, by seq
+        self._ref_jobs: dict[int, tuple[str, str, str]] = {}  # seq -> (key, test, reference)
+        self._ref_waiters: dict[str, list[_Pending]] = {}
+        self._ref_callbacks: dict[str, list[Any]] = {}
+        self._verdicts: queue.Queue[tuple[int, Verdict]] = queue.Queue()
+        self._outstanding = 0
+        self._unyielded = 0  # candidates submitted whose verdict was not yet yielded
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="srscode-eval-results", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ submit
+    def submit_code(self, task_id: str, index: int, solution: str, test: str, reference: str | None) -> int:
+        """Queue one candidate; returns its sequence number (see :meth:`results_with_seq`)."""
+        key = expected_key(test, reference)
+        seq = next(self._seq)
+        pend = _Pending(seq, task_id, index, solution, test, key)
+        with self._lock:
+            self._outstanding += 1
+            self._unyielded += 1
+            self._jobs[seq] = pend
+            exp = self.cache.get(key)
+            if exp is None:
+                if key in self._ref_waiters:
+                    self._ref_waiters[key].append(pend)
+                    return seq
+                if reference:
+                    self._ref_waiters[key] = [pend]
+                    self._submit_reference(key, test, reference)
+                    return seq
+                exp = self._static(test)
+                self.cache.put(key, exp)
+        self._launch(pend, exp)
+        return seq
+
+    def submit(self, task: Task, candidate: Candidate) -> None:
+        self.submit_code(task.task_id, candidate.index, candidate.code, task.test_code, task.solution)
+
+    def learn(self, test: str, reference: str | None, callback: Any = None) -> None:
+        """Make sure the expected ids of (test, reference) are known; ``callback(key,
+        expected)`` runs (in the result thread) once they are."""
+        key = expected_key(test, reference)
+        with self._lock:
+            exp = self.cache.get(key)
+            if exp is None and reference:
+                if callback is not None:
+                    self._ref_callbacks.setdefault(key, []).append(callback)
+                if key not in self._ref_waiters:
+                    self._ref_waiters[key] = []
+                    self._submit_reference(key, test, reference)
+                return
+            if exp is None:
+                exp = self._static(test)
+                self.cache.put(key, exp)
+        if callback is not None:
+            callback(key, exp)
+
+    def _static(self, test: str) -> Expected:
+        ids = static_test_ids(test)
+        return Expected(tuple(ids), "static" if ids else "none")
+
+    def _submit_reference(self, key: str, test: str, reference: str) -> None:
+        seq = next(self._seq)
+        self._ref_jobs[seq] = (key, test, reference)
+        self._outstanding += 1
+        self.backend.submit({"id": seq, "solution": reference, "test": test, "timeout": self.settings.reference_timeout_s}, priority=0)
+
+    def _launch(self, pend: _Pending, exp: Expected) -> None:
+        pend.timeout = scaled_timeout(self.settings, exp.ref_s)
+        self.backend.submit({"id": pend.seq, "solution": pend.solution, "test": pend.test, "timeout": pend.timeout}, priority=1)
+
+    # ------------------------------------------------------------------ results
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw = self.backend.results.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._handle(raw)
+            except BaseException as exc:  # never leave a candidate without a verdict
+                seq = raw.get("id")
+                with self._lock:
+                    pend = self._jobs.pop(seq, None)
+                    self._outstanding -= 1
+                if pend is not None:
+                    self._verdicts.put((pend.seq, Verdict(pend.task_id, pend.index, "sandbox-error", 0, 0, {}, 0.0, f"{type(exc).__name__}: {exc}")))
+
+    def _handle(self, raw: Mapping[str, Any]) -> None:
+        seq = raw.get("id")
+        with self._lock:
+            ref = self._ref_jobs.pop(seq, None)
+        if ref is not None:
+            key, test, _reference = ref
+            exp = expected_from_reference(raw, static_test_ids(test))
+            self.cache.put(key, exp)
+            with self._lock:
+                waiters = self._ref_waiters.pop(key, [])
+                callbacks = self._ref_callbacks.pop(key, [])
+                self._outstanding -= 1
+            for pend in waiters:
+                self._launch(pend, exp)
+            for cb in callbacks:
+                cb(key, exp)
+            return
+        with self._lock:
+            pend = self._jobs.pop(seq, None)
+        if pend is None:
+            return
+        exp = self.cache.get(pend.key) or self._static(pend.test)
+        v = classify(raw, exp, pend.task_id, pend.index, pend.timeout)
+        with self._lock:
+            self._outstanding -= 1
+        self._verdicts.put((pend.seq, v))
+
+    def results_with_seq(self) -> Iterator[tuple[int, Verdict]]:
+        """Verdicts as they finish, until every candidate submitted so far has one.
+
+        One consumer at a time: verdicts are handed out once."""
+        while True:
+            with self._lock:
+                if self._unyielded <= 0:
+                    return
+            try:
+                item = self._verdicts.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            with self._lock:
+                self._unyielded -= 1
+            yield item
+
+    def results(self) -> Iterator[Verdict]:
+        for _seq, v in self.results_with_seq():
+            yield v
+
+    def wait_references(self) -> None:
+        """Block until no reference run is in flight (used by ``check-data``)."""
+        import time
+
+        while True:
+            with self._lock:
+                if not self._ref_jobs:
+                    return
+            time.sleep(0.05)
+
+    def evaluate(self, tasks: Mapping[str, Task], candidates: Sequence[Candidate]) -> list[Verdict]:
+        order: dict[int, int] = {}
+        for i, cand in enumerate(candidates):
+            task = tasks[cand.task_id]
+            order[self.submit_code(task.task_id, cand.index, cand.code, task.test_code, task.solution)] = i
+        out: list[Verdict | None] = [None] * len(candidates)
+        for seq, v in self.results_with_seq():
+            if seq in order:
+                out[order[seq]] = v
+        self.cache.save()
+        return [v for v in out if v is not None]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.cache.save()
+        finally:
+            self.backend.close()
+
+
+class CommonParams(TimeoutSettings):
+    """Params both built-in evaluators take (unknown keys are an error)."""
+
+    workers: int | str = Field("auto", description="Parallel candidates: 'auto' (one per usable core) or a number.")
+    memory_mb: int = Field(2048, ge=64, description="Address space a candidate may add (MB).")
+    file_mb: int = Field(64, ge=1, description="Largest file a candidate may write (MB).")
+    open_files: int = Field(256, ge=16, description="Open file descriptors per candidate.")
+    processes: int = Field(64, ge=1, description="Processes and threads per candidate (where enforceable).")
+    plugins: list[str] = Field(default_factory=list, description="Extra pytest plugins (-p NAME) in each candidate's session.")
+    cache_path: str | None = Field(None, description="Reference cache file (expected test ids, reference runtimes); default ~/.cache/srscode/reference-cache.json; 'none' keeps it in memory.")
+
+    def n_workers(self) -> int:
+        from .pool import auto_workers
+
+        if isinstance(self.workers, str):
+            if self.workers != "auto":
+                raise ValueError(f"workers must be 'auto' or a positive number, got {self.workers!r}")
+            return auto_workers()
+        return max(1, int(self.workers))
+
+    def limits(self) -> Any:
+        from .limits import Limits
+
+        return Limits(memory_mb=self.memory_mb, file_mb=self.file_mb, open_files=self.open_files, processes=self.processes)
+
+    def make_cache(self) -> ReferenceCache:
+        from .expected import default_cache_path
+
+        if self.cache_path and self.cache_path.lower() == "none":
+            return ReferenceCache(None)
+        return ReferenceCache(self.cache_path or default_cache_path())
+
+    def timeouts(self) -> TimeoutSettings:
+        return TimeoutSettings(**{k: getattr(self, k) for k in TimeoutSettings.model_fields})
+
+
+class ServiceEvaluator:
+    """Evaluator + StreamingEvaluator over an :class:`EvaluationService`; the backend is
+    started on first use and stopped by :meth:`close` (also a context manager)."""
+
+    def __init__(self, params: CommonParams, ctx: Any = None) -> None:
+        self.params = params
+        self.ctx = ctx
+        self._service: EvaluationService | None = None
+        self._lock = threading.Lock()
+
+    def _make_backend(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def service(self) -> EvaluationService:
+        with self._lock:
+            if self._service is None:
+                backend = self._make_backend()
+                backend.start()
+                self._service = EvaluationService(backend, self.params.timeouts(), self.params.make_cache())
+            return self._service
+
+    @property
+    def isolation(self) -> dict[str, Any]:
+        return dict(self.service.backend.info)
+
+    def submit(self, task: Task, candidate: Candidate) -> None:
+        self.service.submit(task, candidate)
+
+    def results(self) -> Iterator[Verdict]:
+        return self.service.results()
+
+    def evaluate(self, tasks: Mapping[str, Task], candidates: Sequence[Candidate]) -> list[Verdict]:
+        if not candidates:
+            return []
+        return self.service.evaluate(tasks, candidates)
+
+    def close(self) -> None:
+        with self._lock:
+            svc, self._service = self._service, None
+        if svc is not None:
+            svc.close()
+
+    def __enter__(self) -> "ServiceEvaluator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort: never leave workers behind
+        try:
+            self.close()
+        except Exception:
+            pass
