@@ -16,7 +16,6 @@ import signal
 import sqlite3
 import time
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -27,7 +26,7 @@ from .context import StageContext
 from .errors import DataError, Interrupted, LedgerError, StageError
 from .faults import checkpoint
 from .ledger import (
-    Ledger, RunLock, config_hash, is_io_error, read_jsonl, remove_stale_temp, write_atomic, write_json, write_jsonl,
+    Ledger, RunLock, config_hash, is_io_error, read_jsonl, record, remove_stale_temp, write_atomic, write_json, write_jsonl,
 )
 from .pairs import build_pairs
 from .registry import Registry, make_plugin_manager
@@ -322,19 +321,19 @@ class Engine:
 
         with self._stage(r, "prompt"):
             prompts = {tid: self.prompt_builder.build(self.tasks[tid]) for tid in ids}
-            write_jsonl(rdir / "prompts.jsonl", (asdict(p) for p in prompts.values()))
+            write_jsonl(rdir / "prompts.jsonl", (record(p) for p in prompts.values()))
 
         with self._stage(r, "generate") as info:
             candidates = self._generate(r, [prompts[t] for t in ids], cfg.candidates, adapter, round_seed(cfg.seed, r))
             info["candidates"] = len(candidates)
-            write_jsonl(rdir / "candidates.jsonl", (asdict(c) for c in candidates))
+            write_jsonl(rdir / "candidates.jsonl", (record(c) for c in candidates))
 
         with self._stage(r, "evaluate") as info:
             verdicts = self.evaluator.evaluate(self.tasks, candidates) if candidates else []
             if len(verdicts) != len(candidates):
                 raise StageError(f"round {r}: evaluator returned {len(verdicts)} verdicts for {len(candidates)} candidates")
             info["passed"] = sum(v.passed for v in verdicts)
-            write_jsonl(rdir / "verdicts.jsonl", (asdict(v) for v in verdicts))
+            write_jsonl(rdir / "verdicts.jsonl", (record(v) for v in verdicts))
 
         with self._stage(r, "memory"):
             rates: dict[str, list[float]] = {}
@@ -343,7 +342,7 @@ class Engine:
             task_rate = {t: sum(x) / len(x) for t, x in rates.items()}
             before = {t: states[t] for t in ids}
             after = {t: self.memory.update(states[t], task_rate.get(t, 0.0), r) for t in ids}
-            write_jsonl(rdir / "memory.jsonl", (asdict(after[t]) for t in ids))
+            write_jsonl(rdir / "memory.jsonl", (record(after[t]) for t in ids))
 
         with self._stage(r, "train") as info:
             examples = [
@@ -361,7 +360,7 @@ class Engine:
                 tasks=self.tasks, reference_as_chosen=cfg.dpo.reference_as_chosen,
             )
             info["pairs"] = len(pairs)
-            write_jsonl(rdir / "pairs.jsonl", (asdict(p) for p in pairs))
+            write_jsonl(rdir / "pairs.jsonl", (record(p) for p in pairs))
 
         dpo_metrics: dict[str, float] = {}
         if self.dpo_trainer is not None and isinstance(cfg.dpo.every, int) and r % cfg.dpo.every == 0:
@@ -370,7 +369,7 @@ class Engine:
                 if window:
                     res = self.dpo_trainer.train_pairs(window, adapter, rdir / "adapter-dpo")
                     adapter = res.adapter
-                    dpo_metrics = {f"dpo_{k}": v for k, v in res.metrics.items()}
+                    dpo_metrics = _prefixed("dpo_", res.metrics)
                 dpo_metrics["dpo_pairs_trained"] = float(len(window))
                 info.update(dpo_metrics)
 
@@ -387,7 +386,6 @@ class Engine:
         metrics.update(retention_metrics(ledger, r, after, task_rate, pairs=len(pairs)))
         write_json(rdir / "metrics.json", metrics)
         ledger.commit_round(r, sched.new, sched.review, metrics, self.scheduler.state_dict(), list(after.values()), adapter)
-        metrics.update(ledger.memory_counts(r + 1))
         self._notify("srscode_round_end", round=r, metrics=metrics)
         return adapter
 
@@ -450,7 +448,7 @@ class Engine:
                 assert self.dpo_trainer is not None
                 res = self.dpo_trainer.train_pairs(pairs, adapter, out)
                 adapter = res.adapter
-                metrics.update({f"dpo_{k}": v for k, v in res.metrics.items()})
+                metrics.update(_prefixed("dpo_", res.metrics))
             info.update(metrics)
         ledger.commit_stage(FINAL_DPO, metrics, adapter)
         log.info("final DPO stage: %d pairs", len(pairs))
@@ -483,6 +481,10 @@ def _write_failed(ledger: Ledger, path: Any, why: str | None) -> str:
         f"limit was reached. The run stopped cleanly and {state}. "
         "Free some space and run the same command again to resume."
     )
+
+
+def _prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.items()}
 
 
 def _sft_example(task: Task, prompt: Prompt, weight: float) -> Any:

@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS memory (
 );
 CREATE INDEX IF NOT EXISTS memory_due ON memory (active, due, priority, task_id);
 CREATE INDEX IF NOT EXISTS memory_order ON memory (active, priority, task_id);
+-- covering index: the per-round totals (retention metrics) scan it, not the JSON states
+CREATE INDEX IF NOT EXISTS memory_stats ON memory (task_id, active, graduated, skipped, due, interval, last_pass_rate);
+-- running totals over the memory table, kept by deltas in the commit transaction so
+-- per-round statistics cost O(batch), not O(tasks)
+CREATE TABLE IF NOT EXISTS totals (key TEXT PRIMARY KEY, value REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS memory_log (
     round INTEGER NOT NULL,
     task_id TEXT NOT NULL,
@@ -86,6 +91,32 @@ _STATE_FIELDS = {f.name for f in dataclasses.fields(ReviewState)}
 
 def state_to_json(state: ReviewState) -> str:
     return json.dumps(dataclasses.asdict(state), sort_keys=True)
+
+
+# a task counts as *correct* when its latest pass rate reaches this (retention metrics)
+CORRECT_THRESHOLD = 0.5
+
+# (low, high inclusive or None, label): powers of two, the shape SM-2 intervals take
+INTERVAL_BUCKETS: tuple[tuple[int, int | None, str], ...] = (
+    (0, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 8, "5-8"), (9, 16, "9-16"), (17, 32, "17-32"), (33, None, "33+"),
+)
+
+
+def interval_bucket(interval: int) -> str:
+    for low, high, label in INTERVAL_BUCKETS:
+        if interval >= low and (high is None or interval <= high):
+            return label
+    return INTERVAL_BUCKETS[0][2]  # negative intervals: a policy bug, shown as "due next round"
+
+
+def state_totals(s: ReviewState) -> dict[str, float]:
+    """One task's contribution to the running totals."""
+    out = {"seen": 1.0, "graduated": float(s.graduated), "skipped": float(s.skipped), "active": float(s.active),
+           "correct": float(s.last_pass_rate is not None and s.last_pass_rate >= CORRECT_THRESHOLD)}
+    if s.active:
+        out["interval_sum"] = float(s.interval)
+        out[f"interval:{interval_bucket(s.interval)}"] = 1.0
+    return out
 
 
 def memory_row(s: ReviewState) -> tuple[Any, ...]:
@@ -164,6 +195,12 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield json.loads(line)
+
+
+def record(obj: Any) -> dict[str, Any]:
+    """A flat dataclass as a dict for JSON; ``dataclasses.asdict`` deep-copies every
+    field and dominated the per-round cost at a few thousand candidates."""
+    return {k: (record(v) if dataclasses.is_dataclass(v) else v) for k, v in vars(obj).items()}
 
 
 def _json_default(obj: Any) -> Any:
@@ -383,9 +420,18 @@ class Ledger:
         checkpoint("commit-db")
 
     def _upsert_states(self, states: Sequence[ReviewState], round_: int) -> None:
-        rows = [
-            memory_row(s) for s in states
-        ]
+        delta: dict[str, float] = {}
+        for old in self.get_states([s.task_id for s in states]).values():
+            for k, v in state_totals(old).items():
+                delta[k] = delta.get(k, 0.0) - v
+        for new in states:
+            for k, v in state_totals(new).items():
+                delta[k] = delta.get(k, 0.0) + v
+        self.db.executemany(
+            "INSERT INTO totals VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+            sorted(delta.items()),
+        )
+        rows = [memory_row(s) for s in states]
         self.db.executemany("INSERT OR REPLACE INTO memory VALUES (?,?,?,?,?,?,?,?,?)", rows)
         self.db.executemany(
             "INSERT OR REPLACE INTO memory_log VALUES (?,?,?)", [(round_, r[0], r[-1]) for r in rows]
@@ -434,6 +480,9 @@ class Ledger:
     def all_states(self) -> Iterator[ReviewState]:
         for (text,) in self.db.execute("SELECT state FROM memory ORDER BY task_id"):
             yield state_from_json(text)
+
+    def totals(self) -> dict[str, float]:
+        return {k: v for k, v in self.db.execute("SELECT key, value FROM totals")}
 
     def memory_counts(self, step: int) -> dict[str, int]:
         row = self.db.execute(

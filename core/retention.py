@@ -26,23 +26,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from .ledger import Ledger, state_from_json
+from .ledger import CORRECT_THRESHOLD, INTERVAL_BUCKETS, Ledger, interval_bucket, state_from_json, state_totals
 from .types import ReviewState
-
-CORRECT_THRESHOLD = 0.5
-
-# (low, high inclusive or None, label): powers of two, the shape SM-2 intervals take
-INTERVAL_BUCKETS: tuple[tuple[int, int | None, str], ...] = (
-    (0, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 8, "5-8"), (9, 16, "9-16"), (17, 32, "17-32"), (33, None, "33+"),
-)
-
-
-def interval_bucket(interval: int) -> str:
-    for low, high, label in INTERVAL_BUCKETS:
-        if interval >= low and (high is None or interval <= high):
-            return label
-    return INTERVAL_BUCKETS[0][2]  # negative intervals: a policy bug, shown as "due next round"
-
 
 def states_as_of(ledger: Ledger, round_: int) -> dict[str, ReviewState]:
     """Every seen task's state after round ``round_`` (0 = before the run)."""
@@ -77,36 +62,35 @@ def retention_metrics(
     """
     before = ledger.get_states(list(after_states))
     out = compute(round, before, after_states, task_rate, pairs=pairs, threshold=threshold)
-    # add the tasks this round did not touch
-    db = ledger.db
-    db.execute("CREATE TEMP TABLE IF NOT EXISTS round_ids (task_id TEXT PRIMARY KEY)")
-    db.execute("DELETE FROM round_ids")
-    db.executemany("INSERT INTO round_ids VALUES (?)", [(t,) for t in after_states])
-    buckets = ", ".join(
-        f"SUM(CASE WHEN active=1 AND interval>={lo}{'' if hi is None else f' AND interval<={hi}'} THEN 1 ELSE 0 END)"
-        for lo, hi, _ in INTERVAL_BUCKETS
-    )
-    row = db.execute(
-        "SELECT COUNT(*), SUM(graduated), SUM(skipped), SUM(active),"
-        " SUM(CASE WHEN active=1 AND due<=? THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN active=1 AND due<=? THEN 1 ELSE 0 END),"
-        " SUM(CASE WHEN last_pass_rate>=? THEN 1 ELSE 0 END),"
-        f" SUM(CASE WHEN active=1 THEN interval ELSE 0 END), {buckets}"
-        " FROM memory WHERE task_id NOT IN (SELECT task_id FROM round_ids)",
-        (round + 1, round, threshold),
-    ).fetchone()
-    seen, grad, skip, active, due_next, backlog, correct, interval_sum, *hist = (int(x or 0) for x in row)
-    out["seen"] += seen
-    out["graduated"] += grad
-    out["skipped"] += skip
-    out["due"] += due_next
-    out["due_backlog"] = backlog  # only untouched tasks can be overdue after the round
-    out["correct_set"] += correct
+    # the untouched tasks = the running totals minus what the round's tasks held before
+    untouched = dict(ledger.totals())
+    for state in before.values():
+        for k, v in state_totals(state).items():
+            untouched[k] = untouched.get(k, 0.0) - v
+
+    def count_due(step: int) -> int:
+        q = "SELECT COUNT(*) FROM memory WHERE active=1 AND due<=?"
+        return int(ledger.db.execute(q, (step,)).fetchone()[0]) - sum(
+            1 for s in before.values() if s.active and s.due <= step)
+
+    out["seen"] += int(untouched.get("seen", 0))
+    out["graduated"] += int(untouched.get("graduated", 0))
+    out["skipped"] += int(untouched.get("skipped", 0))
+    out["due"] += count_due(round + 1)
+    out["due_backlog"] = count_due(round)  # only untouched tasks can be overdue after the round
+    if threshold == CORRECT_THRESHOLD:
+        out["correct_set"] += int(untouched.get("correct", 0))
+    else:  # another threshold than the running total's: count it in SQL
+        q = "SELECT COUNT(*) FROM memory WHERE last_pass_rate>=?"
+        out["correct_set"] += int(ledger.db.execute(q, (threshold,)).fetchone()[0]) - sum(
+            1 for s in before.values() if s.last_pass_rate is not None and s.last_pass_rate >= threshold)
+    active = int(untouched.get("active", 0))
     total_active = out["active"] + active
-    out["mean_interval"] = (out["mean_interval"] * out["active"] + interval_sum) / total_active if total_active else 0.0
+    interval_sum = out["mean_interval"] * out["active"] + untouched.get("interval_sum", 0.0)
+    out["mean_interval"] = interval_sum / total_active if total_active else 0.0
     out["active"] = total_active
-    for (_, _, label), n in zip(INTERVAL_BUCKETS, hist):
-        out["interval_hist"][label] += n
+    for _, _, label in INTERVAL_BUCKETS:
+        out["interval_hist"][label] += int(untouched.get(f"interval:{label}", 0))
     out["turnover_rate"] = (out["turnover_lost"] + out["turnover_gained"]) / max(out["correct_set"], 1)
     return out
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 from pydantic import Field
 
+from srscode.core.errors import StageError
 from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
@@ -53,6 +54,10 @@ class DPOTrainerStage:
         if not pairs:
             return TrainResult(adapter=init, metrics={"dpo_pairs": 0.0})
         p = self.params
+        if self.ctx.quiet:
+            hf_model.quiet_libraries()
+        else:
+            hf_model.quiet_datasets()
         _, tokenizer = hf_model.load_base(self.ctx)
         data = Dataset.from_dict(
             {
@@ -68,7 +73,10 @@ class DPOTrainerStage:
                 args = DPOConfig(beta=self.beta, loss_type=[p.loss_type], **common_args(p, self.ctx, scratch))
                 trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
                 if init is not None and "ref" not in model.peft_config:
-                    raise RuntimeError("TRL did not create the frozen 'ref' adapter; the reference would be the base")
+                    raise StageError(
+                        "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
+                        "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
+                    )
                 quiet_logs(trainer)
                 output = trainer.train()
                 adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])

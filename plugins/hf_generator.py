@@ -140,6 +140,7 @@ class HFGenerator:
     ) -> list[Candidate]:
         import torch
         from tqdm.auto import tqdm
+        from transformers import GenerationConfig
 
         if not prompts:
             return []
@@ -157,6 +158,21 @@ class HFGenerator:
             eos_ids.add(tokenizer.eos_token_id)
         pad_id = tokenizer.pad_token_id
 
+        # Sampling is what the params say, as with vLLM's SamplingParams: generate() fills
+        # unset (None) fields from the checkpoint's generation_config.json (Qwen's sets
+        # top_k=20, repetition_penalty=1.05), so the neutral values are explicit.
+        gen_config = GenerationConfig(
+            max_new_tokens=p.max_new_tokens,
+            num_return_sequences=per_call,
+            do_sample=not greedy,
+            temperature=1.0 if greedy else p.temperature,
+            top_p=1.0 if greedy else p.top_p,
+            top_k=None if greedy else 0,  # 0 = no top-k (vLLM's default)
+            repetition_penalty=1.0,
+            eos_token_id=sorted(eos_ids) or None,
+            bos_token_id=getattr(model.generation_config, "bos_token_id", None),
+            pad_token_id=pad_id,
+        )
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
         results: dict[int, list[Candidate]] = {}
         torch.manual_seed(seed)
@@ -168,15 +184,7 @@ class HFGenerator:
                 enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
                 enc = {k: v.to(device) for k, v in enc.items()}
                 stops = sorted({s for b in batch for s in b.stop if s})
-                kwargs: dict[str, Any] = dict(
-                    max_new_tokens=p.max_new_tokens,
-                    num_return_sequences=per_call,
-                    pad_token_id=pad_id,
-                )
-                if greedy:
-                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-                else:
-                    kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=None)
+                kwargs: dict[str, Any] = {"generation_config": gen_config}
                 if stops:
                     kwargs.update(stop_strings=stops, tokenizer=tokenizer)
                 out = model.generate(**enc, **kwargs)
@@ -209,6 +217,7 @@ class HFGenerator:
 
 
 def _factory(params: HFGeneratorParams, ctx: Any) -> HFGenerator:
+    hf_model.ensure_tokenizer(ctx)  # the chat prompt builder needs it before the first prompt
     return HFGenerator(params, ctx)
 
 

@@ -209,41 +209,69 @@ def model_source(ctx: Any) -> ModelSource:
     return src
 
 
+def _load_error(src: ModelSource, exc: Exception) -> ConfigError:
+    return ConfigError(
+        f"model.name_or_path: cannot load {src.origin!r} ({type(exc).__name__}: {exc}). It must be a "
+        "local folder with a Hugging Face checkpoint or a hub id reachable from this machine."
+    )
+
+
+def ensure_tokenizer(ctx: Any) -> Any:
+    """The tokenizer alone, cached in ``ctx.cache["tokenizer"]``.
+
+    The ``chat`` prompt builder renders prompts with it, before anything is generated, so
+    the generator factories call this when they are built (which also turns a bad
+    ``model.name_or_path`` into a ConfigError before the run starts).
+    """
+    tok = ctx.cache.get(TOKENIZER_KEY)
+    if tok is None:
+        src = model_source(ctx)
+        try:
+            tok = load_tokenizer(src)
+        except (OSError, ValueError) as exc:
+            raise _load_error(src, exc) from exc
+        ctx.cache[TOKENIZER_KEY] = tok
+    return tok
+
+
 def load_base(ctx: Any) -> tuple[Any, Any]:
     """The base model (eval mode, on the backend's device and dtype) and its tokenizer."""
-    if BASE_KEY in ctx.cache and TOKENIZER_KEY in ctx.cache:
-        return ctx.cache[BASE_KEY], ctx.cache[TOKENIZER_KEY]
+    if BASE_KEY in ctx.cache:
+        return ctx.cache[BASE_KEY], ensure_tokenizer(ctx)
     from transformers import AutoModelForCausalLM
 
-    src = model_source(ctx)
-    backend = ctx.backend
     if ctx.quiet:  # transformers' and datasets' own bars ("Loading weights", "Tokenizing")
         quiet_libraries()
+    tokenizer = ensure_tokenizer(ctx)
+    src = model_source(ctx)
+    backend = ctx.backend
     try:
-        tokenizer = load_tokenizer(src)
         model = AutoModelForCausalLM.from_pretrained(
             src.path, revision=src.revision, trust_remote_code=src.trust_remote_code, dtype=backend.torch_dtype
         )
     except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"model.name_or_path: cannot load {src.origin!r} ({type(exc).__name__}: {exc}). It must be a "
-            "local folder with a Hugging Face checkpoint or a hub id reachable from this machine."
-        ) from exc
+        raise _load_error(src, exc) from exc
     model.to(backend.device)
     model.eval()
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     ctx.cache[BASE_KEY] = model
-    ctx.cache[TOKENIZER_KEY] = tokenizer
     log.info("loaded base model %s (%s, %s)", src.origin, backend.dtype_name, backend.device)
     return model, tokenizer
 
 
 def quiet_libraries() -> None:
-    import datasets
+    """No progress bars from transformers (e.g. "Loading weights") or datasets."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+    quiet_datasets()
+
+
+def quiet_datasets() -> None:
+    """datasets' per-map bars ("Tokenizing train dataset") are noise next to the trainer's own."""
+    import datasets
+
     datasets.disable_progress_bars()
 
 

@@ -107,7 +107,7 @@ def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
         save_strategy="no",
         report_to=[],
         disable_tqdm=bool(ctx.quiet),
-        dataloader_pin_memory=False,
+        dataloader_pin_memory=not ctx.backend.use_cpu,
         include_num_input_tokens_seen="non_padding",
         **trainer_precision(ctx.backend),
     )
@@ -188,6 +188,10 @@ class LoRASFTTrainer:
             log.info("lora-sft: every example has weight 0; the adapter is unchanged")
             return TrainResult(adapter=init, metrics={"train_examples": 0.0})
         p = self.params
+        if self.ctx.quiet:
+            hf_model.quiet_libraries()
+        else:
+            hf_model.quiet_datasets()
         _, tokenizer = hf_model.load_base(self.ctx)
         weights = _weights_or_none([e.weight for e in kept])
 

@@ -62,7 +62,9 @@ class VLLMParams(BaseModel):
     max_model_len: int | None = Field(None, ge=16, description="Context length (default: the model's).")
     tensor_parallel_size: int = Field(1, ge=1, description="Keep 1 with LoRA on vllm-ascend.")
     max_loras: int = Field(1, ge=1)
-    max_lora_rank: int | None = Field(None, description="Default: the trainer's r, rounded up to vLLM's ranks.")
+    max_lora_rank: int | None = Field(
+        None, ge=1, description="Default: the trainers' largest r; rounded up to a rank vLLM accepts."
+    )
     enforce_eager: bool = False
     sleep_between_calls: bool = Field(
         False, description="enable_sleep_mode; sleep(level=1) after each generate, wake_up() before the next."
@@ -114,7 +116,7 @@ class VLLMGenerator:
             vllm, _ = import_vllm()
             p = self.params
             src = hf_model.model_source(self.ctx)
-            self._max_rank = p.max_lora_rank or vllm_lora_rank(trainer_lora_rank(self.ctx.config))
+            self._max_rank = vllm_lora_rank(p.max_lora_rank or trainer_lora_rank(self.ctx.config))
             kwargs: dict[str, Any] = dict(
                 revision=src.revision,
                 trust_remote_code=src.trust_remote_code,
@@ -211,11 +213,16 @@ class VLLMGenerator:
         return cands
 
 
+def _factory(params: VLLMParams, ctx: Any) -> VLLMGenerator:
+    hf_model.ensure_tokenizer(ctx)  # the chat prompt builder needs it before the first prompt
+    return VLLMGenerator(params, ctx)
+
+
 @hookimpl
 def srscode_generators():
     yield ComponentSpec(
         "vllm",
-        lambda params, ctx: VLLMGenerator(params, ctx),
+        _factory,
         VLLMParams,
         f"vLLM offline engine (targets {VLLM_VERSION_TARGETED}) with the round's LoRA as a LoRARequest",
     )

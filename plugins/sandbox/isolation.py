@@ -247,22 +247,31 @@ def _readonly_except(writable: str) -> list[str]:
 
 
 def enter_worker_namespaces(plan: Plan) -> None:
-    """In the worker before it forks its long-lived self: create the namespaces."""
-    if not plan.namespaces:
+    """In the worker's first process, before it forks the serving worker: the user
+    namespace (which the fork inherits) and the PID namespace (which only children
+    enter). The mount and network namespaces are the serving worker's own
+    (:func:`setup_worker_mounts`), so this first process keeps the normal file system
+    and can remove the worker's directory when the worker ends."""
+    flags = plan.namespaces & (CLONE_NEWUSER | CLONE_NEWPID)
+    if not flags:
         return
     uid, gid = os.geteuid(), os.getegid()
-    unshare(plan.namespaces)
-    if plan.namespaces & CLONE_NEWUSER:
+    unshare(flags)
+    if flags & CLONE_NEWUSER:
         map_ids(uid, gid)
 
 
 def setup_worker_mounts(plan: Plan, cand_dir: str) -> None:
-    """In the worker (PID 1 of its namespace): /proc, hidden home, read-only mounts."""
+    """In the serving worker (PID 1 of its namespace): its own mount and network
+    namespaces, a fresh /proc, the hidden home, read-only mounts."""
     if LINUX and plan.namespaces:
         try:
             prctl(PR_SET_DUMPABLE, 0)  # candidates of the same uid must not ptrace us
         except OSError:
             pass
+    own = plan.namespaces & (CLONE_NEWNS | CLONE_NEWNET)
+    if own:
+        unshare(own)
     if not plan.namespaces & CLONE_NEWNS:
         return
     mount(None, "/", None, MS_REC | MS_PRIVATE)

@@ -33,7 +33,7 @@ class TimeoutSettings(BaseModel):
     min_timeout_s: float = Field(2.0, gt=0, description="Lower bound of a scaled timeout.")
     timeout_factor: float = Field(5.0, gt=0, description="Scaled timeout = factor x the reference solution's runtime.")
     max_timeout_s: float = Field(60.0, gt=0, description="Upper bound of a scaled timeout.")
-    reference_timeout_s: float = Field(60.0, gt=0, description="Timeout of a reference solution's own run.")
+    reference_timeout_s: float | None = Field(None, gt=0, description="Timeout of a reference solution's own run (default: max_timeout_s; a reference slower than any candidate may be is of no use).")
 
 
 def scaled_timeout(s: TimeoutSettings, ref_s: float | None) -> float:
@@ -67,7 +67,6 @@ class EvaluationService:
         self._ref_waiters: dict[str, list[_Pending]] = {}
         self._ref_callbacks: dict[str, list[Any]] = {}
         self._verdicts: queue.Queue[tuple[int, Verdict]] = queue.Queue()
-        self._outstanding = 0
         self._unyielded = 0  # candidates submitted whose verdict was not yet yielded
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="srscode-eval-results", daemon=True)
@@ -80,7 +79,6 @@ class EvaluationService:
         seq = next(self._seq)
         pend = _Pending(seq, task_id, index, solution, test, key)
         with self._lock:
-            self._outstanding += 1
             self._unyielded += 1
             self._jobs[seq] = pend
             exp = self.cache.get(key)
@@ -126,8 +124,8 @@ class EvaluationService:
     def _submit_reference(self, key: str, test: str, reference: str) -> None:
         seq = next(self._seq)
         self._ref_jobs[seq] = (key, test, reference)
-        self._outstanding += 1
-        self.backend.submit({"id": seq, "solution": reference, "test": test, "timeout": self.settings.reference_timeout_s}, priority=0)
+        limit = self.settings.reference_timeout_s or self.settings.max_timeout_s
+        self.backend.submit({"id": seq, "solution": reference, "test": test, "timeout": limit}, priority=0)
 
     def _launch(self, pend: _Pending, exp: Expected) -> None:
         pend.timeout = scaled_timeout(self.settings, exp.ref_s)
@@ -146,7 +144,6 @@ class EvaluationService:
                 seq = raw.get("id")
                 with self._lock:
                     pend = self._jobs.pop(seq, None)
-                    self._outstanding -= 1
                 if pend is not None:
                     self._verdicts.put((pend.seq, Verdict(pend.task_id, pend.index, "sandbox-error", 0, 0, {}, 0.0, f"{type(exc).__name__}: {exc}")))
 
@@ -156,12 +153,14 @@ class EvaluationService:
             ref = self._ref_jobs.pop(seq, None)
         if ref is not None:
             key, test, _reference = ref
-            exp = expected_from_reference(raw, static_test_ids(test))
+            try:
+                exp = expected_from_reference(raw, static_test_ids(test))
+            except Exception as exc:  # the waiting candidates must still run
+                exp = Expected(tuple(static_test_ids(test)), "static", None, "sandbox-error", f"{type(exc).__name__}: {exc}")
             self.cache.put(key, exp)
             with self._lock:
                 waiters = self._ref_waiters.pop(key, [])
                 callbacks = self._ref_callbacks.pop(key, [])
-                self._outstanding -= 1
             for pend in waiters:
                 self._launch(pend, exp)
             for cb in callbacks:
@@ -173,8 +172,6 @@ class EvaluationService:
             return
         exp = self.cache.get(pend.key) or self._static(pend.test)
         v = classify(raw, exp, pend.task_id, pend.index, pend.timeout)
-        with self._lock:
-            self._outstanding -= 1
         self._verdicts.put((pend.seq, v))
 
     def results_with_seq(self) -> Iterator[tuple[int, Verdict]]:

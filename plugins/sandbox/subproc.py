@@ -114,7 +114,10 @@ def run_one(job: dict[str, Any], limits: Limits, plugins: tuple[str, ...] = ()) 
         if remaining <= 0:
             timed_out = True
             break
-        ready, _, _ = select.select(list(open_fds), [], [], min(remaining, 0.05)) if open_fds else ([], [], time.sleep(min(remaining, 0.05)))
+        if not open_fds:  # both pipes closed: only the exit is left to wait for
+            time.sleep(min(remaining, 0.05))
+            continue
+        ready, _, _ = select.select(list(open_fds), [], [], min(remaining, 0.05))
         for fd in ready:
             if _read_all_nonblocking(fd, sinks[fd]):
                 open_fds.discard(fd)

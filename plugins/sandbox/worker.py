@@ -275,8 +275,8 @@ class Worker:
             tree = ast.parse(data, filename=self.test_path)
             rewrite.rewrite_asserts(tree, data, self.test_path, self.config)
             co = compile(tree, self.test_path, "exec", dont_inherit=True)
-            if len(self.code_cache) > 512:
-                self.code_cache.clear()
+            if len(self.code_cache) >= 128:  # a bigger worker heap makes every fork dearer
+                self.code_cache.pop(next(iter(self.code_cache)))
             self.code_cache[key] = co
         return co
 
@@ -573,6 +573,7 @@ def main() -> None:
             os.close(ctl_in)
             os.close(ctl_out)
             _, st = os.waitpid(pid, 0)
+            _remove_own_files(work, cfg.get("log"))
             os._exit(os.waitstatus_to_exitcode(st) & 0xFF)
         isolation.set_pdeathsig(signal.SIGKILL)
     if plan.namespaces:
@@ -581,6 +582,24 @@ def main() -> None:
         os.chown(cand, plan.drop_uid, plan.drop_uid)
     worker = Worker(cfg, plan, report, ctl_in, ctl_out)
     worker.serve()
+    if not plan.pidns:
+        sweep_children()
+        _remove_own_files(work, cfg.get("log"))
+
+
+def _remove_own_files(work: str, log: str | None) -> None:
+    """When the pool's process died without closing us (killed test run, crash), stdin
+    reaches EOF and we exit: leave no directory behind either."""
+    remove_tree(work)
+    if log:
+        try:
+            os.unlink(log)
+        except OSError:
+            pass
+    try:
+        os.rmdir(os.path.dirname(work))  # the pool's base dir, once its last worker is gone
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

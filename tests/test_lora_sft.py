@@ -1,0 +1,186 @@
+"""The ``lora-sft`` trainer on the tiny random Qwen2: saves a real adapter, continues from
+the previous one, weights tasks by sampling, leaves the shared base clean for the
+generator, and trains data-parallel under ``accelerate launch``."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from model_fixtures import *  # noqa: F401,F403
+from model_fixtures import make_ctx, make_lora_adapter
+
+from srscode.core.types import AdapterRef, Prompt, SFTExample
+
+PROMPT = "<|im_start|>user\nWrite {name}.<|im_end|>\n<|im_start|>assistant\n"
+
+
+def examples(n: int = 4, weight: float = 1.0) -> list[SFTExample]:
+    return [
+        SFTExample(f"t{i}", PROMPT.format(name=f"f{i}"), f"def f{i}(x):\n    return x + {i}\n", weight)
+        for i in range(n)
+    ]
+
+
+def trainer(ctx, **params):
+    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+
+    base = dict(r=4, alpha=8, lr=1e-2, epochs=1, batch_size=2, max_length=64)
+    base.update(params)
+    return LoRASFTTrainer(LoRASFTParams(**base), ctx)
+
+
+def lora_modules(model) -> list[str]:
+    return [name for name, _ in model.named_modules() if "lora_" in name]
+
+
+def adapter_tensors(path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(path) / "adapter_model.safetensors"))
+
+
+@pytest.fixture
+def ctx(tiny_model_dir):
+    return make_ctx(tiny_model_dir)
+
+
+def test_trains_saves_adapter_and_leaves_the_base_clean(ctx, tmp_path):
+    from srscode.plugins import hf_model
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+
+    g = HFGenerator(HFGeneratorParams(max_new_tokens=8, do_sample=False), ctx)
+    prompts = [Prompt("t0", PROMPT.format(name="f0"))]
+    before = [c.text for c in g.generate(prompts, 1, None, 0)]
+    base = ctx.cache[hf_model.BASE_KEY]
+
+    result = trainer(ctx).train_sft(examples(), None, tmp_path / "adapter")
+
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert result.adapter == AdapterRef.from_dir(tmp_path / "adapter")
+    m = result.metrics
+    assert math.isfinite(m["train_loss"]) and m["train_loss"] > 0
+    assert m["train_tokens"] > 0 and m["train_examples"] == 4 and m["train_steps"] == 2
+    assert m["train_weighted"] == 0.0  # equal weights: plain shuffled epoch
+
+    # the same base object, without LoRA layers, in eval mode: not reloaded, not modified
+    assert ctx.cache[hf_model.BASE_KEY] is base
+    assert lora_modules(base) == [] and not base.training
+    assert hf_model.PEFT_KEY not in ctx.cache
+    assert [c.text for c in g.generate(prompts, 1, None, 0)] == before
+    # and the generator serves the new adapter next round, reporting its hash
+    assert g.generate(prompts, 1, result.adapter, 0)[0].adapter == result.adapter
+    assert ctx.cache[hf_model.BASE_KEY] is base
+
+
+def test_continues_from_the_previous_adapter(ctx, tiny_model_dir, tmp_path):
+    init = AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / "init", seed=3, r=4))
+    # r=8 asked for, but the adapter continues with its own shape; a tiny lr keeps its weights
+    result = trainer(ctx, r=8, lr=1e-9).train_sft(examples(), init, tmp_path / "next")
+    assert json.loads((tmp_path / "next" / "adapter_config.json").read_text())["r"] == 4
+    start, end = adapter_tensors(init.path), adapter_tensors(result.adapter.path)
+    assert start.keys() == end.keys()
+    for k in start:
+        assert (start[k] - end[k]).abs().max() < 1e-5, k
+    # a fresh adapter would start from B = 0, so this really is init's weights
+    assert any("lora_B" in k and start[k].abs().max() > 0.1 for k in start)
+    assert result.adapter.sha256 != init.sha256  # a new folder and file, same weights
+
+
+def _tokens(ctx, ex: SFTExample) -> int:
+    from srscode.plugins import hf_model
+
+    _, tok = hf_model.load_base(ctx)
+    return len(tok(ex.prompt + ex.completion + tok.eos_token)["input_ids"])
+
+
+def test_weights_act_through_sampling(ctx, tmp_path):
+    short = SFTExample("short", PROMPT.format(name="s"), "def s():\n    return 1\n")
+    long = SFTExample("long", PROMPT.format(name="l"), "def l(a, b, c):\n" + "    a = a + b * c\n" * 8 + "    return a\n")
+    t_short, t_long = _tokens(ctx, short), _tokens(ctx, long)
+    assert t_long > t_short
+
+    # one epoch draws 2 rows, with probability proportional to the weight
+    m_short = trainer(ctx, batch_size=1, max_length=256).train_sft(
+        [SFTExample(**{**short.__dict__, "weight": 1.0}), SFTExample(**{**long.__dict__, "weight": 1e-9})],
+        None, tmp_path / "a",
+    ).metrics
+    m_long = trainer(ctx, batch_size=1, max_length=256).train_sft(
+        [SFTExample(**{**short.__dict__, "weight": 1e-9}), SFTExample(**{**long.__dict__, "weight": 1.0})],
+        None, tmp_path / "b",
+    ).metrics
+    assert m_short["train_weighted"] == m_long["train_weighted"] == 1.0
+    assert m_short["train_tokens"] == 2 * t_short
+    assert m_long["train_tokens"] == 2 * t_long
+
+
+def test_zero_weight_examples_are_dropped(ctx, tmp_path):
+    init = AdapterRef("/somewhere/adapter", "abc")
+    result = trainer(ctx).train_sft(examples(weight=0.0), init, tmp_path / "out")
+    assert result.adapter == init and result.metrics["train_examples"] == 0
+    assert not (tmp_path / "out").exists()
+
+
+def test_registered_with_strict_params():
+    from srscode.core.errors import ConfigError
+    from srscode.core.registry import validate_params
+    from srscode.plugins import lora_sft
+
+    (spec,) = list(lora_sft.srscode_trainers())
+    assert spec.name == "lora-sft"
+    p = validate_params(spec.params, {"r": 8, "target_modules": ["q_proj", "v_proj"]}, "stages.trainer.params")
+    assert p.r == 8 and p.target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="learning_rate"):
+        validate_params(spec.params, {"learning_rate": 1e-4}, "stages.trainer.params")
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, {tests!r})
+    from pathlib import Path
+    from model_fixtures import make_ctx
+    from srscode.core.types import SFTExample
+    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from accelerate import PartialState
+
+    state = PartialState(cpu=True)
+    ctx = make_ctx({model!r})
+    ex = [SFTExample(f"t{{i}}", "<|im_start|>user\\nWrite f{{i}}<|im_end|>\\n<|im_start|>assistant\\n",
+                     f"def f{{i}}():\\n    return {{i}}\\n") for i in range(8)]
+    tr = LoRASFTTrainer(LoRASFTParams(r=4, alpha=8, lr=1e-2, batch_size=2, max_length=64), ctx)
+    res = tr.train_sft(ex, None, Path({out!r}))
+    import torch.distributed as dist
+    print("RESULT", json.dumps({{"rank": state.process_index, "world": state.num_processes,
+                                "backend": dist.get_backend(),
+                                "sha": res.adapter.sha256, "steps": res.metrics["train_steps"]}}))
+    """
+)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_dir, tmp_path):
+    script = tmp_path / "train.py"
+    out = tmp_path / "adapter"
+    tests = str(Path(__file__).parent)
+    script.write_text(DDP_SCRIPT.format(tests=tests, model=str(tiny_model_dir), out=str(out)))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=tests)
+    # accelerate's multi-process launcher (torch elastic) is named --multi_gpu; its `--cpu`
+    # flag means one process. The processes run on the CPU because the trainer passes the
+    # backend's use_cpu=True, so accelerate joins them with gloo.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if "RESULT " in line]
+    assert sorted(r["rank"] for r in rows) == [0, 1] and {r["world"] for r in rows} == {2}
+    assert {r["backend"] for r in rows} == {"gloo"}
+    # one adapter, saved once, seen identically by both ranks; 8 rows / (2 ranks x 2) = 2 steps
+    assert len({r["sha"] for r in rows}) == 1 and rows[0]["sha"] == AdapterRef.from_dir(out).sha256
+    assert {r["steps"] for r in rows} == {2.0}

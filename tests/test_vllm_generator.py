@@ -1,0 +1,176 @@
+"""The ``vllm`` generator against a fake ``vllm`` 0.23.0 (tests/fakes/vllm) that records every
+call and rejects argument names, kinds and values the real API would reject. vLLM itself
+cannot run on these machines."""
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from model_fixtures import *  # noqa: F401,F403
+from model_fixtures import cpu_backend, make_ctx, make_lora_adapter
+
+from srscode.core.errors import StageError
+from srscode.core.types import AdapterRef, Prompt
+
+FAKES = Path(__file__).parent / "fakes"
+PROMPTS = [Prompt("t1", "def add(a, b):", stop=("|1",)), Prompt("t2", "x = 1")]
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """Import the fake as ``vllm`` for one test, and forget it afterwards."""
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(FAKES))
+    vllm = importlib.import_module("vllm")
+    vllm.reset()
+    yield vllm
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("vllm-adapters")
+    return (
+        AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, root / "adA", seed=1, r=4)),
+        AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, root / "adB", seed=2, r=4)),
+    )
+
+
+def generator(ctx, **params):
+    from srscode.plugins.vllm_generator import VLLMGenerator, VLLMParams
+
+    return VLLMGenerator(VLLMParams(**params), ctx)
+
+
+def calls(vllm, kind):
+    return [args for name, args in vllm.CALLS if name == kind]
+
+
+def test_engine_built_once_with_the_documented_arguments(fake_vllm, tiny_model_dir):
+    backend = cpu_backend()
+    backend.dtype_name = "bf16"
+    ctx = make_ctx(tiny_model_dir, seed=11, stages={"trainer": {"name": "lora-sft", "params": {"r": 12}}})
+    ctx._backend = backend
+    g = generator(ctx, gpu_memory_utilization=0.4, max_model_len=2048, temperature=0.7, top_p=0.9, max_tokens=64)
+    g.generate(PROMPTS, 3, None, seed=5)
+    g.generate(PROMPTS, 3, None, seed=6)
+    (llm,) = calls(fake_vllm, "LLM")
+    assert llm["model"] == str(tiny_model_dir)
+    assert llm["dtype"] == "bfloat16" and llm["seed"] == 11 and llm["gpu_memory_utilization"] == 0.4
+    assert llm["enable_lora"] is True and llm["max_loras"] == 1
+    assert llm["max_lora_rank"] == 16  # r=12 rounded up to a rank vLLM accepts
+    assert llm["max_model_len"] == 2048 and llm["enable_sleep_mode"] is False
+    first = calls(fake_vllm, "generate")[0]
+    assert first["prompts"] == [p.text for p in PROMPTS]
+    sp = first["sampling_params"]
+    assert [s.n for s in sp] == [3, 3] and {(s.temperature, s.top_p, s.max_tokens, s.seed) for s in sp} == {(0.7, 0.9, 64, 5)}
+    assert sp[0].stop == ["|1"] and sp[1].stop == []
+    assert first["lora_request"] is None and first["use_tqdm"] is False  # ctx.quiet
+
+
+def test_candidates_text_tokens_and_stop(fake_vllm, tiny_model_dir):
+    ctx = make_ctx(tiny_model_dir)
+    cands = generator(ctx).generate(PROMPTS, 2, None, seed=0)
+    assert [(c.task_id, c.index) for c in cands] == [("t1", 0), ("t1", 1), ("t2", 0), ("t2", 1)]
+    assert cands[0].text == "base|0|b):" and cands[1].text == "base"  # "|1" stops the second
+    assert all(c.adapter is None for c in cands)
+    assert cands[2].prompt_tokens == 3 and all(c.completion_tokens > 0 for c in cands)
+    assert cands[2].code == "base|0|1\n"  # extracted by the run's prompt builder
+
+
+def test_lora_requests_unique_per_adapter_and_reported_from_the_output(fake_vllm, tiny_model_dir, adapters):
+    a, b = adapters
+    ctx = make_ctx(tiny_model_dir)
+    g = generator(ctx)
+    ca = g.generate(PROMPTS, 1, a, 0)
+    cb = g.generate(PROMPTS, 1, b, 0)
+    ca2 = g.generate(PROMPTS, 1, a, 0)
+    reqs = [c["lora_request"] for c in calls(fake_vllm, "generate")]
+    assert [r.lora_int_id for r in reqs] == [1, 2, 1]  # new content -> new id; same content -> same id
+    assert reqs[0].lora_name != reqs[1].lora_name
+    assert all(Path(r.lora_path).is_absolute() for r in reqs)
+    assert {c.adapter for c in ca} == {a} and {c.adapter for c in cb} == {b} and {c.adapter for c in ca2} == {a}
+    # the fake serves by id like vLLM: B really was served, not A's cached weights
+    assert cb[0].text.startswith("adB|") and ca2[0].text.startswith("adA|")
+
+
+def test_new_weights_in_the_same_folder_get_a_new_id(fake_vllm, tiny_model_dir, tmp_path):
+    """Reusing an id for changed weights would make vLLM serve the stale cached adapter."""
+    ctx = make_ctx(tiny_model_dir)
+    g = generator(ctx)
+    folder = make_lora_adapter(tiny_model_dir, tmp_path / "adapter", seed=1)
+    first = g.generate(PROMPTS[:1], 1, AdapterRef.from_dir(folder), 0)[0].adapter
+    make_lora_adapter(tiny_model_dir, folder, seed=9)  # next round writes the same path
+    second = g.generate(PROMPTS[:1], 1, AdapterRef.from_dir(folder), 0)[0].adapter
+    ids = [c["lora_request"].lora_int_id for c in calls(fake_vllm, "generate")]
+    assert ids == [1, 2] and first.sha256 != second.sha256
+
+
+def test_sleep_between_calls_frees_the_device(fake_vllm, tiny_model_dir):
+    ctx = make_ctx(tiny_model_dir)
+    g = generator(ctx, sleep_between_calls=True)
+    g.generate(PROMPTS, 1, None, 0)
+    g.generate(PROMPTS, 1, None, 1)
+    names = [n for n, _ in fake_vllm.CALLS]
+    assert names == ["LLM", "generate", "sleep", "wake_up", "generate", "sleep"]
+    assert calls(fake_vllm, "LLM")[0]["enable_sleep_mode"] is True
+    assert calls(fake_vllm, "sleep")[0] == {"level": 1, "mode": "abort"}
+
+
+def test_adapter_rank_above_max_lora_rank_is_a_clear_error(fake_vllm, tiny_model_dir, tmp_path):
+    ctx = make_ctx(tiny_model_dir, stages={"trainer": {"name": "lora-sft", "params": {"r": 8}}})
+    # max_lora_rank = 16: the largest of the SFT trainer's r=8 and the DPO default r=16
+    big = AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / "r32", seed=1, r=32))
+    with pytest.raises(StageError, match="max_lora_rank"):
+        generator(ctx).generate(PROMPTS, 1, big, 0)
+
+
+def test_missing_vllm_names_the_extras(monkeypatch, tiny_model_dir):
+    from srscode.plugins import vllm_generator
+
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
+    (spec,) = list(vllm_generator.srscode_generators())
+    ctx = make_ctx(tiny_model_dir)
+    g = spec.factory(spec.params(), ctx)  # building needs no vllm, only the tokenizer (for prompts)
+    assert "tokenizer" in ctx.cache
+    with pytest.raises(StageError) as err:
+        g.generate(PROMPTS, 1, None, 0)
+    assert "srs-code[cuda]" in str(err.value) and "srs-code[ascend]" in str(err.value)
+
+
+def test_the_fake_rejects_what_vllm_rejects(fake_vllm, tiny_model_dir):
+    """The fake is only useful if wrong calls fail: spot-check it."""
+    with pytest.raises(TypeError):
+        fake_vllm.LLM(str(tiny_model_dir), lora_rank=16)  # not an EngineArgs field
+    with pytest.raises(ValueError):
+        fake_vllm.LLM(str(tiny_model_dir), max_lora_rank=12)  # not one of MaxLoRARanks
+    with pytest.raises(TypeError):
+        fake_vllm.LLM(str(tiny_model_dir), "bfloat16")  # dtype is keyword-only
+    with pytest.raises(ValueError):
+        fake_vllm.lora.request.LoRARequest("x", 0, "/tmp")  # ids start at 1
+    llm = fake_vllm.LLM(str(tiny_model_dir))
+    with pytest.raises(ValueError):
+        llm.sleep(level=1)  # needs enable_sleep_mode=True
+    with pytest.raises(TypeError):
+        llm.generate(["p"], fake_vllm.SamplingParams(), None, True)  # lora_request is keyword-only
+
+
+def test_plugin_modules_import_no_heavy_dependency():
+    code = (
+        "import sys\n"
+        "import srscode.plugins.vllm_generator, srscode.plugins.hf_generator, srscode.plugins.lora_sft, "
+        "srscode.plugins.dpo, srscode.plugins.hf_model\n"
+        "print([m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets', 'vllm', 'vllm_ascend') "
+        "if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out.strip().replace("'", '"')) == []
+    src = (Path(__file__).parents[1] / "plugins" / "vllm_generator.py").read_text()
+    assert "import vllm_ascend" not in src and "from vllm_ascend" not in src
