@@ -49,7 +49,7 @@ NO_ID = "missing question_id"
 NO_QUESTION = "missing question"
 NO_SOLUTION = "missing solution"
 NO_TESTS = "missing tests"
-NOT_TEXT = "field is not a string"
+NOT_TEXT = "{field} is not a string"
 BAD_UTF8 = "text is not valid UTF-8"
 DUPLICATE = "duplicate task id"
 TEST_SYNTAX = "test code has a syntax error"
@@ -83,9 +83,11 @@ def _text(row: Mapping[str, Any], *keys: str, required: str | None = None) -> st
     ``required`` is the skip reason when the value is absent or blank.
     """
     value = None
+    field = keys[0]
     for key in keys:
         value = row.get(key)
         if value is not None:
+            field = key
             break
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -97,7 +99,7 @@ def _text(row: Mapping[str, Any], *keys: str, required: str | None = None) -> st
         except UnicodeDecodeError:
             raise _Skip(BAD_UTF8) from None
     if not isinstance(value, str):
-        raise _Skip(NOT_TEXT)
+        raise _Skip(NOT_TEXT.format(field=field))
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

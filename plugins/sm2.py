@@ -31,6 +31,9 @@ class SM2Params(BaseModel):
     fallback_quality: int = Field(1, ge=0, le=5)
     correct_quality: int = Field(3, ge=0, le=5)
     first_intervals: tuple[int, ...] = (1, 2, 4)
+    # not in the seed: without a cap, reviews that come before their due round (e.g.
+    # under the uniform scheduler) multiply the interval until it overflows
+    max_interval: int = Field(100_000, ge=1)
     graduate_streak: int = Field(3, ge=1)
     graduate_on_perfect: bool = True
     skip_after_zero_rounds: int = Field(5, ge=1)
@@ -75,7 +78,7 @@ class SM2Memory:
         elif s.streak <= len(self.p.first_intervals):
             s.interval = self.p.first_intervals[s.streak - 1]
         else:
-            s.interval = max(1, round(s.interval * s.ef))
+            s.interval = min(self.p.max_interval, max(1, round(s.interval * s.ef)))
         s.due = step + s.interval
         s.priority = s.ef
         s.extra["quality"] = q

@@ -87,5 +87,6 @@ def test_agreement_on_every_recorded_trial() -> None:
     agree, total, unexplained = check(load(limit_per_file=None))
     assert total == 548
     assert unexplained == []
-    # the seed-style runner (exit code 0 = pass) agrees with 544/548 here: see docs/benchmarks.md
-    assert agree >= 544
+    # the seed-style runner (exit code 0 = pass) agrees with 544-546/548 here, depending on
+    # load; the two yield-style trials are the only disagreements left: docs/benchmarks.md
+    assert agree >= 546

@@ -231,3 +231,23 @@ def test_reference_outcomes_scale_the_timeout_and_fill_the_cache(tmp_path) -> No
     entry = ReferenceCache(cache).get(expected_key(task.test_code, task.solution))
     assert entry is not None and entry.ids == ("test_solution.py::test_f",) and entry.ref_status == "passed"
     assert 0.5 <= entry.ref_s < 5
+
+
+def test_a_dead_worker_is_replaced_and_its_job_retried() -> None:
+    import os
+    import signal
+    import threading
+
+    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=2, max_timeout_s=2, min_timeout_s=2))
+    try:
+        pool = ev.service.backend
+        ev.evaluate({"add": TASK}, [cand(REF, 0)])  # reference learned, worker warm
+        victim = pool.worker_pids()[0]
+        # kill the worker (not the candidate) while it runs a slow candidate
+        threading.Timer(0.5, lambda: os.killpg(victim, signal.SIGKILL)).start()
+        slow = "import time\ndef add(a, b):\n    time.sleep(1)\n    return a + b\n"
+        vs = ev.evaluate({"add": TASK}, [cand(slow, 1), cand(REF, 2)])
+        assert pool.restarts == 1 and pool.worker_pids() != [victim]
+        assert [v.status for v in vs] == ["timeout", "passed"]  # the retry ran the job again
+    finally:
+        ev.close()

@@ -178,7 +178,7 @@ def test_every_defect_is_counted_never_silent(tmp_path):
     assert report.skipped == {
         kc.NO_TESTS: 2,
         kc.NO_SOLUTION: 1,
-        kc.NOT_TEXT: 1,
+        "question is not a string": 1,
         kc.BAD_UTF8: 1,
         kc.DUPLICATE: 1,
         kc.TEST_SYNTAX: 1,

@@ -84,3 +84,12 @@ def test_weights_favour_weak_tasks():
     strong = mem.update(mem.initial(TASK), 0.8, 1)
     assert mem.weight(weak) > mem.weight(strong) >= 1.0
     assert SM2Memory(SM2Params(weighting="uniform")).weight(weak) == 1.0
+
+
+def test_interval_is_capped_when_reviews_come_early():
+    # under the uniform scheduler a task is reviewed every round, long before it is due
+    mem = SM2Memory(SM2Params(graduate_streak=10_000))
+    state = mem.initial(TASK)
+    for step in range(1, 400):
+        state = mem.update(state, 0.9, step)
+    assert state.interval == 100_000 and state.due == 399 + 100_000

