@@ -204,7 +204,10 @@ class EvaluationService:
                     return
             time.sleep(0.05)
 
-    def evaluate(self, tasks: Mapping[str, Task], candidates: Sequence[Candidate]) -> list[Verdict]:
+    def evaluate(
+        self, tasks: Mapping[str, Task], candidates: Sequence[Candidate], progress: Any = None
+    ) -> list[Verdict]:
+        """``progress``: an optional bar (``ctx.progress``) advanced per verdict with its status."""
         order: dict[int, int] = {}
         for i, cand in enumerate(candidates):
             task = tasks[cand.task_id]
@@ -213,6 +216,8 @@ class EvaluationService:
         for seq, v in self.results_with_seq():
             if seq in order:
                 out[order[seq]] = v
+                if progress is not None:
+                    progress.advance(1, **{v.status: 1})
         self.cache.save()
         return [v for v in out if v is not None]
 
@@ -296,7 +301,10 @@ class ServiceEvaluator:
     def evaluate(self, tasks: Mapping[str, Task], candidates: Sequence[Candidate]) -> list[Verdict]:
         if not candidates:
             return []
-        return self.service.evaluate(tasks, candidates)
+        if self.ctx is None or not hasattr(self.ctx, "progress"):
+            return self.service.evaluate(tasks, candidates)
+        with self.ctx.progress("evaluate", total=len(candidates), unit="cand") as bar:
+            return self.service.evaluate(tasks, candidates, progress=bar)
 
     def close(self) -> None:
         with self._lock:
