@@ -151,8 +151,15 @@ class Engine:
         return tasks
 
     def _build_components(self) -> list[Any]:
-        """Validate every stage's name and params before touching the run dir."""
+        """Validate every stage's name and params before touching the run dir, and all of
+        them before any factory runs (a generator's factory may load a tokenizer)."""
         cfg = self.config
+        refs = [(stage, getattr(cfg.stages, stage), f"stages.{stage}") for stage in
+                ("prompt", "generator", "evaluator", "memory", "scheduler", "trainer")]
+        if cfg.dpo.every != "never":
+            refs.append(("trainer", cfg.dpo, "dpo.name"))
+        for stage, ref, key in refs:
+            self.registry.validate(stage, ref.name, ref.params, key)
         self.prompt_builder = self._build("prompt", cfg.stages.prompt, "stages.prompt")
         self.generator = self._build("generator", cfg.stages.generator, "stages.generator")
         self.evaluator = self._build("evaluator", cfg.stages.evaluator, "stages.evaluator")

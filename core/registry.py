@@ -128,12 +128,15 @@ class Registry:
             msg += f" These plugins failed to import and may provide it: {broken}."
         raise RegistryError(msg)
 
+    def validate(self, stage: str, name: str, params: Mapping[str, Any] | None, key_path: str) -> Any:
+        """The component's validated params (unknown name, key or type: an error naming the path)."""
+        spec: ComponentSpec = self.get(stage, name, key_path).spec
+        return validate_params(spec.params, params or {}, f"{key_path}.params")
+
     def build(self, stage: str, name: str, params: Mapping[str, Any] | None, ctx: Any, key_path: str) -> Any:
         """Validate ``params`` against the component's schema and call its factory."""
-        provided = self.get(stage, name, key_path)
-        spec: ComponentSpec = provided.spec
-        validated = validate_params(spec.params, params or {}, f"{key_path}.params")
-        return spec.factory(validated, ctx)
+        validated = self.validate(stage, name, params, key_path)
+        return self.get(stage, name, key_path).spec.factory(validated, ctx)
 
 
 def validate_params(schema: type | None, params: Mapping[str, Any], key_path: str) -> Any:
