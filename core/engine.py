@@ -31,7 +31,7 @@ from .ledger import (
 from .pairs import build_pairs
 from .registry import Registry, make_plugin_manager
 from .retention import retention_metrics
-from .types import AdapterRef, Candidate, DPOPair, Prompt, ReviewState, Task, Verdict
+from .types import AdapterRef, Candidate, DPOPair, Prompt, ReviewState, SFTExample, Task, Verdict
 from .validation import summarize
 
 log = logging.getLogger("srscode.engine")
@@ -494,9 +494,7 @@ def _prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.items()}
 
 
-def _sft_example(task: Task, prompt: Prompt, weight: float) -> Any:
-    from .types import SFTExample
-
+def _sft_example(task: Task, prompt: Prompt, weight: float) -> SFTExample:
     return SFTExample(task.task_id, prompt.text, f"```python\n{task.solution.strip()}\n```", weight)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import (
     Any,
     Callable,
-    Iterable,
     Iterator,
     Mapping,
     Protocol,
@@ -339,7 +338,3 @@ class StreamingEvaluator(Protocol):
 
     def results(self) -> Iterator[Verdict]: ...
 
-
-def iter_chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
