@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -164,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hint:
             print(hint, file=sys.stderr)
         if type(exc).__name__ == "Interrupted":
-            print(f"The last committed round is intact; run the same command again to resume.", file=sys.stderr)
+            print("The last committed round is intact; run the same command again to resume.", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("srscode: interrupted; run the same command again to resume from the last committed round.", file=sys.stderr)
