@@ -31,6 +31,10 @@ def _no_bf16() -> bool:
     return False
 
 
+def _no_graph_runner() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Backend:
     """One kind of hardware, as a plugin record (``registry.components["backend"][name].spec``).
@@ -41,7 +45,9 @@ class Backend:
     are the modules vLLM needs on this backend (``("vllm", "vllm_ascend")`` on Ascend,
     where vllm-ascend is vLLM's platform plugin); checked with ``find_spec``, never
     imported. ``mp_start_method`` is applied to this process's ``multiprocessing`` when
-    nothing has fixed it yet.
+    nothing has fixed it yet. ``graph_runner`` returns a :class:`~.graphs.GraphRunner`
+    (device graph capture and replay) or None where the device has none: callers then
+    run the same work eagerly.
     """
 
     name: str
@@ -58,3 +64,4 @@ class Backend:
     mp_start_method: str | None = None
     describe: Callable[[], str | None] | None = None
     summary: str = ""
+    graph_runner: Callable[[], object | None] = _no_graph_runner

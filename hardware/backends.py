@@ -25,6 +25,7 @@ from srscode.core.hookspecs import hookimpl
 
 from . import nvml
 from .backend import Backend, ProbeResult
+from .graphs import runner_factory
 
 # ----------------------------------------------------------------------------- ascend
 
@@ -86,6 +87,7 @@ ASCEND = Backend(
     generator_modules=("vllm", "vllm_ascend"),
     mp_start_method="spawn",
     describe=_ascend_name,
+    graph_runner=runner_factory("npu", "NPUGraph"),  # torch_npu's aclgraph; None where absent
     summary="Huawei Ascend NPU (910B) through torch_npu, HCCL; vLLM through vllm-ascend",
 )
 
@@ -134,6 +136,7 @@ CUDA = Backend(
     priority=20,
     generator_modules=("vllm",),
     describe=_cuda_name,
+    graph_runner=runner_factory("cuda", "CUDAGraph"),
     summary="NVIDIA GPUs (L40S, H100) through torch.cuda, NCCL; vLLM where installed",
 )
 

@@ -126,6 +126,11 @@ class ResolvedBackend:
             )
         return dev
 
+    def graph_runner(self) -> Any:
+        """A fresh :class:`~srscode.hardware.graphs.GraphRunner` for this device, or None
+        (no graph capture here: run eagerly)."""
+        return self.backend.graph_runner()
+
     @property
     def preferred_generator(self) -> str:
         """``vllm`` where vLLM (and, on Ascend, vllm-ascend) is installed on an accelerator, else ``hf``.

@@ -1,6 +1,20 @@
-"""Generator ``hf``: transformers ``generate`` on any backend, with the round's LoRA via peft.
+"""Generator ``hf``: a fast decode loop (or transformers ``generate``) on any backend, with
+the round's LoRA via peft.
 
-* Batched: ``batch_size`` prompts per ``generate`` call, left padding, and
+* Decoding (``decode``): ``fast`` = :mod:`srscode.plugins.fast_decode` (Llama-family models:
+  prefix sharing, a static KV cache, one device graph per step where the hardware backend
+  offers graph capture, exact top-p without a full vocabulary sort); ``generate`` =
+  transformers ``generate``; ``auto`` (default) = fast where the model is supported, else
+  ``generate`` with a log line saying why. Both sample the same distribution
+  (temperature, then top-p; EOS per sequence) and agree token for token when greedy.
+* Batch size: ``batch_size`` prompts per batch, each giving ``n`` rows. The default 64
+  makes 256 rows at n=4: the fast loop's step reads the weights once for all rows, so
+  tokens/s grow almost linearly with rows until the KV cache read dominates (measured in
+  benchmarks/generate.py); 256 rows x 1k tokens of a 7B model's cache is ~15 GB.
+* Streaming: :meth:`HFGenerator.generate_iter` yields each batch's candidates as soon as
+  it is decoded (prompts sorted by length inside the call); ``generate`` is their
+  concatenation in the order of the prompts given.
+* ``generate`` path batching: ``batch_size`` prompts per ``generate`` call, left padding, and
   ``num_return_sequences=n`` candidates per prompt (greedy decoding generates once and
   repeats it, since greedy samples are identical). Prompts are sorted by length inside a
   call to waste less padding; candidates come back in the order of the prompts given.
@@ -22,7 +36,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,8 +55,16 @@ class HFGeneratorParams(BaseModel):
     temperature: float = Field(0.8, ge=0.0, description="Sampling temperature; 0 means greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(512, ge=1)
-    batch_size: int = Field(8, ge=1, description="Prompts per generate() call (each yields n sequences).")
+    batch_size: int = Field(
+        64, ge=1, description="Prompts per batch (each yields n sequences); 64 x 4 candidates = 256 rows per step."
+    )
     do_sample: bool = Field(True, description="False (or temperature 0) decodes greedily.")
+    decode: Literal["auto", "fast", "generate"] = Field(
+        "auto",
+        description="auto: the fast loop where the model is a supported Llama-family model, else "
+        "transformers generate(); fast: the fast loop or an error; generate: always generate().",
+    )
+    min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed before this many new tokens (benchmarks).")
 
 
 def adapter_name(ref: AdapterRef) -> str:
@@ -99,8 +121,10 @@ class HFGenerator:
         self.ctx = ctx
 
     # ------------------------------------------------------------------ adapter
-    def _model_for(self, adapter: AdapterRef | None) -> tuple[Any, AdapterRef | None, Any]:
-        """The module to generate with, the adapter it applies, and a context manager."""
+    def _model_for(self, adapter: AdapterRef | None) -> tuple[Any, AdapterRef | None, Callable[[], Any]]:
+        """The module to generate with, the adapter it applies, and a factory of the context
+        manager to decode in (entered per batch, so nothing leaks into the caller between
+        the batches that ``generate_iter`` yields)."""
         import contextlib
 
         base, _ = hf_model.load_base(self.ctx)
@@ -108,8 +132,8 @@ class HFGenerator:
         pm = cache.get(hf_model.PEFT_KEY)
         if adapter is None:
             if pm is None:
-                return base, None, contextlib.nullcontext()
-            return pm, None, pm.disable_adapter()
+                return base, None, contextlib.nullcontext
+            return pm, None, pm.disable_adapter
         from pathlib import Path
 
         if not (Path(adapter.path) / "adapter_config.json").is_file():
@@ -132,18 +156,37 @@ class HFGenerator:
         pm.eval()
         if pm.active_adapter != name:  # defensive: peft must have switched
             raise StageError(f"generator hf: peft did not activate adapter {loaded.path!r}")
-        return pm, loaded, contextlib.nullcontext()
+        return pm, loaded, contextlib.nullcontext
 
     # ------------------------------------------------------------------ generate
     def generate(
         self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
     ) -> list[Candidate]:
+        """``n`` candidates per prompt, in the order of ``prompts``."""
+        results: dict[int, list[Candidate]] = {}
+        for idx, cands in self._batches(prompts, n, adapter, seed):
+            for j, i in enumerate(idx):
+                results[i] = cands[j * n : (j + 1) * n]
+        return [c for i in range(len(prompts)) for c in results[i]]
+
+    def generate_iter(
+        self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
+    ) -> Iterator[list[Candidate]]:
+        """Yield each batch's candidates (``n`` per prompt) as soon as the batch is decoded.
+
+        Batches hold prompts of similar length (sorted inside the call); every prompt's
+        candidates come in one batch, in index order."""
+        for _, cands in self._batches(prompts, n, adapter, seed):
+            yield cands
+
+    def _batches(
+        self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
+    ) -> Iterator[tuple[list[int], list[Candidate]]]:
+        """(indices into ``prompts``, their candidates) per batch."""
         import torch
-        from tqdm.auto import tqdm
-        from transformers import GenerationConfig
 
         if not prompts:
-            return []
+            return
         p = self.params
         model, used, context = self._model_for(adapter)
         _, tokenizer = hf_model.load_base(self.ctx)
@@ -151,18 +194,96 @@ class HFGenerator:
         device = self.ctx.backend.device
         greedy = not p.do_sample or p.temperature == 0.0
         per_call = 1 if greedy else n
+        eos_ids, pad_id = _eos_and_pad(model, tokenizer)
+        decoder = self._fast_decoder(model, prompts, tokenizer)
+        generate_batch = self._fast_batch(decoder, tokenizer, eos_ids, pad_id, greedy) if decoder else (
+            self._generate_batch(model, tokenizer, eos_ids, pad_id, greedy, per_call)
+        )
 
-        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-        eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
-        if tokenizer.eos_token_id is not None:
-            eos_ids.add(tokenizer.eos_token_id)
-        pad_id = tokenizer.pad_token_id
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
+        torch.manual_seed(seed)
+        with self.ctx.progress("generate", total=len(prompts), unit="prompt") as bar:
+            for start in range(0, len(order), p.batch_size):
+                idx = order[start : start + p.batch_size]
+                batch = [prompts[i] for i in idx]
+                enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
+                enc = {k: v.to(device) for k, v in enc.items()}
+                with context(), torch.inference_mode():
+                    rows, lengths = generate_batch(enc, batch, per_call)
+                prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+                cands: list[Candidate] = []
+                for j, prompt in enumerate(batch):
+                    for k in range(n):
+                        r = j * per_call + k % per_call
+                        length = lengths[r]
+                        raw = tokenizer.decode(rows[r][:length], skip_special_tokens=True)
+                        text = truncate_at_stop(raw, prompt.stop)
+                        cands.append(
+                            Candidate(
+                                task_id=prompt.task_id,
+                                index=k,
+                                text=text,
+                                code=extract(text, prompt),
+                                adapter=used,
+                                prompt_tokens=int(prompt_lens[j]),
+                                completion_tokens=length,
+                            )
+                        )
+                bar.advance(len(idx))
+                yield idx, cands
 
+    # ------------------------------------------------------------------ decoding paths
+    def _fast_decoder(self, model: Any, prompts: Sequence[Prompt], tokenizer: Any) -> Any:
+        """A FastDecoder for this call, or None where ``generate`` is used (and why)."""
+        from . import fast_decode
+
+        mode = self.params.decode
+        if mode == "generate":
+            return None
+        longest = max(len(tokenizer(pr.text)["input_ids"]) for pr in prompts)
+        why = fast_decode.unsupported_reason(model, longest + self.params.max_new_tokens)
+        if why is not None:
+            if mode == "fast":
+                raise StageError(f"generator hf: decode 'fast' cannot run this model: {why}")
+            log.info("generator hf: using transformers generate() (fast decode loop unsupported: %s)", why)
+            return None
+        runner_factory = getattr(self.ctx.backend, "graph_runner", None)
+        runner = runner_factory() if callable(runner_factory) else None
+        return fast_decode.FastDecoder(model, graph_runner=runner)
+
+    def _fast_batch(self, decoder: Any, tokenizer: Any, eos_ids: set[int], pad_id: int | None, greedy: bool) -> Callable:
+        from . import fast_decode
+
+        p = self.params
+        spec = fast_decode.SamplingSpec(
+            temperature=0.0 if greedy else p.temperature,
+            top_p=1.0 if greedy else p.top_p,
+            eos_ids=tuple(sorted(eos_ids)),
+            pad_id=pad_id if pad_id is not None else 0,
+            min_new_tokens=p.min_new_tokens,
+        )
+
+        def run(enc: dict[str, Any], batch: Sequence[Prompt], per_call: int) -> tuple[list[list[int]], list[int]]:
+            stops = sorted({s for b in batch for s in b.stop if s})
+            check = fast_decode.stop_lengths(tokenizer, stops, eos_ids) if stops else None
+            res = decoder.generate(enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, spec, check)
+            self.last_stats = res.stats
+            return res.tokens, res.lengths
+
+        return run
+
+    def _generate_batch(
+        self, model: Any, tokenizer: Any, eos_ids: set[int], pad_id: int | None, greedy: bool, per_call: int
+    ) -> Callable:
+        from transformers import GenerationConfig
+
+        p = self.params
         # Sampling is what the params say, as with vLLM's SamplingParams: generate() fills
         # unset (None) fields from the checkpoint's generation_config.json (Qwen's sets
         # top_k=20, repetition_penalty=1.05), so the neutral values are explicit.
         gen_config = GenerationConfig(
             max_new_tokens=p.max_new_tokens,
+            min_new_tokens=p.min_new_tokens or None,
             num_return_sequences=per_call,
             do_sample=not greedy,
             temperature=1.0 if greedy else p.temperature,
@@ -173,47 +294,25 @@ class HFGenerator:
             bos_token_id=getattr(model.generation_config, "bos_token_id", None),
             pad_token_id=pad_id,
         )
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
-        results: dict[int, list[Candidate]] = {}
-        torch.manual_seed(seed)
-        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=self.ctx.quiet, leave=False)
-        with context, torch.inference_mode():
-            for start in range(0, len(order), p.batch_size):
-                idx = order[start : start + p.batch_size]
-                batch = [prompts[i] for i in idx]
-                enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                stops = sorted({s for b in batch for s in b.stop if s})
-                kwargs: dict[str, Any] = {"generation_config": gen_config}
-                if stops:
-                    kwargs.update(stop_strings=stops, tokenizer=tokenizer)
-                out = model.generate(**enc, **kwargs)
-                width = enc["input_ids"].shape[1]
-                gen = out[:, width:].tolist()
-                prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-                for j, i in enumerate(idx):
-                    rows = gen[j * per_call : (j + 1) * per_call]
-                    cands = []
-                    for k in range(n):
-                        ids = rows[k % per_call]
-                        length = completion_length(ids, eos_ids, pad_id)
-                        raw = tokenizer.decode(ids[:length], skip_special_tokens=True)
-                        text = truncate_at_stop(raw, prompts[i].stop)
-                        cands.append(
-                            Candidate(
-                                task_id=prompts[i].task_id,
-                                index=k,
-                                text=text,
-                                code=extract(text, prompts[i]),
-                                adapter=used,
-                                prompt_tokens=int(prompt_lens[j]),
-                                completion_tokens=length,
-                            )
-                        )
-                    results[i] = cands
-                bar.update(len(idx))
-        bar.close()
-        return [c for i in range(len(prompts)) for c in results[i]]
+
+        def run(enc: dict[str, Any], batch: Sequence[Prompt], per_call: int) -> tuple[list[list[int]], list[int]]:
+            stops = sorted({s for b in batch for s in b.stop if s})
+            kwargs: dict[str, Any] = {"generation_config": gen_config}
+            if stops:
+                kwargs.update(stop_strings=stops, tokenizer=tokenizer)
+            out = model.generate(**enc, **kwargs)
+            gen = out[:, enc["input_ids"].shape[1] :].tolist()
+            return gen, [completion_length(ids, eos_ids, pad_id) for ids in gen]
+
+        return run
+
+
+def _eos_and_pad(model: Any, tokenizer: Any) -> tuple[set[int], int | None]:
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos] if eos is not None else [])
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    return eos_ids, tokenizer.pad_token_id
 
 
 def _factory(params: HFGeneratorParams, ctx: Any) -> HFGenerator:
@@ -227,7 +326,7 @@ def srscode_generators():
         "hf",
         _factory,
         HFGeneratorParams,
-        "transformers generate() with the round's LoRA through peft (any backend)",
+        "fast decode loop (Llama family) or transformers generate(), with the round's LoRA through peft (any backend)",
     )
 
 

@@ -1,0 +1,75 @@
+"""Device graph capture (CUDA graphs, Ascend NPU graphs) behind one small interface.
+
+A stage that wants to replay a fixed sequence of kernels asks the backend for a
+:class:`GraphRunner` (``ctx.backend.graph_runner()``); ``None`` means "run it eagerly"
+(the CPU, or an accelerator whose torch build has no graph API). The runner follows
+PyTorch's documented recipe: warm up on a side stream (lazy initialisation, cuBLAS
+workspaces and autotuning must not happen during capture), capture, then replay. Graphs
+captured by one runner share one memory pool, so several graphs of one decode loop
+(one per attention window) do not each reserve their own activations.
+
+A captured graph holds the addresses of every tensor it read: the caller re-captures
+when the module's tensors or Python control flow change (e.g. a peft adapter switch).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class GraphRunner:
+    """Capture ``fn`` once, replay it many times. ``device_module`` is ``torch.cuda`` or
+    ``torch.npu``; ``graph_cls`` its graph class (``CUDAGraph`` / ``NPUGraph``)."""
+
+    def __init__(self, device_module: Any, graph_cls: type, warmup: int = 2):
+        self.mod = device_module
+        self.graph_cls = graph_cls
+        self.warmup = warmup
+        self.pool: Any = None
+        self.graphs: list[Any] = []
+
+    def capture(self, fn: Callable[[], T]) -> Callable[[], T]:
+        """Warm ``fn`` up on a side stream, capture it; return ``replay() -> fn's outputs``.
+
+        ``fn`` runs ``warmup`` times for real, so it must be idempotent for its inputs
+        (a decode step that writes the same cache slot again is)."""
+        mod = self.mod
+        side = mod.Stream()
+        side.wait_stream(mod.current_stream())
+        with mod.stream(side):
+            for _ in range(self.warmup):
+                fn()
+        mod.current_stream().wait_stream(side)
+        graph = self.graph_cls()
+        with mod.graph(graph, pool=self.pool):
+            out = fn()
+        if self.pool is None:
+            self.pool = graph.pool()
+        self.graphs.append(graph)
+
+        def replay() -> T:
+            graph.replay()
+            return out
+
+        return replay
+
+
+def runner_factory(module_name: str, graph_attr: str) -> Callable[[], GraphRunner | None]:
+    """A ``Backend.graph_runner`` for ``torch.<module_name>`` with graph class ``graph_attr``;
+    the factory returns None where this torch build lacks the graph API."""
+
+    def make() -> GraphRunner | None:
+        import torch
+
+        mod = getattr(torch, module_name, None)
+        graph_cls = getattr(mod, graph_attr, None) if mod is not None else None
+        if graph_cls is None or not hasattr(mod, "graph"):
+            return None
+        return GraphRunner(mod, graph_cls)
+
+    return make
+
+
+def no_graphs() -> None:
+    return None
