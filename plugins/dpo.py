@@ -10,6 +10,10 @@ So the policy and the reference agree at step 0 and the first loss is log 2 (≈
 Without ``init`` a fresh LoRA (B = 0) is trained and the reference is the base, which is
 the same function. Only ``"default"`` is saved (``selected_adapters``).
 
+Speed: gradient checkpointing off and liger's layer kernels where available (``liger``, as
+in ``lora-sft``); TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so
+DPO batches stay padded. Progress: one ``ctx.progress("dpo")`` bar with the loss.
+
 ``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
 epochs, batch size, ...) from ``dpo.params``. Precision/device from the hardware backend.
 """
@@ -28,7 +32,7 @@ from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from . import hf_model
-from .lora_sft import LoRAParams, common_args, peft_model_for, quiet_logs, restore_base, save_adapter
+from .lora_sft import LoRAParams, common_args, peft_model_for, restore_base, save_adapter, train_with_progress
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +81,7 @@ class DPOTrainerStage:
                         "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
                         "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
                     )
-                quiet_logs(trainer)
-                output = trainer.train()
+                output = train_with_progress(trainer, self.ctx, "dpo")
                 adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
         finally:
             restore_base(self.ctx, model)
