@@ -1,0 +1,283 @@
+"""The fast decode loop (plugins/fast_decode.py) against transformers on tiny CPU models:
+greedy token-for-token equality with ``generate`` (Qwen2 and a tied-embedding Llama, with
+and without a LoRA adapter, left padding, per-row EOS, min_new_tokens), prefix sharing,
+the exact top-p restriction against transformers' own warpers, graph reuse through a
+recording runner, and the fallback to ``generate`` for other architectures."""
+from __future__ import annotations
+
+import pytest
+
+from model_fixtures import *  # noqa: F401,F403
+from model_fixtures import make_ctx
+
+from srscode.core.types import Prompt
+
+TEXTS = ["def add(a, b):", "import os\nclass Walker:\n    def walk(self, path):", "x = 1", "for i in range(10):\n"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.padding_side = "left"
+    return tok
+
+
+def _lora(model, seed: int):
+    """A peft LoRA on every linear layer with random (non-zero) B, so it changes outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    pm = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    return pm.eval()
+
+
+def _qwen_fixture(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def _tiny(kind: str, vocab: int, eos: int, pad: int):
+    """A tiny random model whose greedy outputs vary (initializer_range 0.2: the default
+    0.02 makes a 2-layer model repeat one token, which would make the test weak)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    cls, cfg = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[kind]
+    config = cfg(
+        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,  # like SmolLM2
+        initializer_range=0.2, bos_token_id=None, eos_token_id=eos, pad_token_id=pad,
+    )
+    torch.manual_seed(3)
+    return cls(config).eval()
+
+
+def _reference(model, enc, tok, max_new: int, eos: int, **kw):
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=max_new, pad_token_id=tok.pad_token_id,
+                             eos_token_id=eos, **kw)
+    return out[:, enc["input_ids"].shape[1]:].tolist()
+
+
+def _fast(model, enc, tok, n: int, max_new: int, eos: int, runner=None, min_new: int = 0):
+    import torch
+
+    from srscode.plugins.fast_decode import FastDecoder, SamplingSpec
+
+    spec = SamplingSpec(0.0, 1.0, (eos,), tok.pad_token_id, min_new_tokens=min_new)
+    with torch.inference_mode():
+        return FastDecoder(model, graph_runner=runner).generate(enc["input_ids"], enc["attention_mask"], n, max_new, spec)
+
+
+def _padded(rows: list[list[int]], width: int, pad: int) -> list[list[int]]:
+    return [r + [pad] * (width - len(r)) for r in rows]
+
+
+@pytest.mark.parametrize("kind", ["qwen2-fixture", "qwen2", "llama"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_greedy_matches_generate_token_for_token(kind, lora, tiny_model_dir, tokenizer):
+    import torch
+
+    torch.set_num_threads(1)
+    tok = tokenizer
+    if kind == "qwen2-fixture":
+        model = _qwen_fixture(tiny_model_dir)
+    else:
+        model = _tiny(kind, len(tok), tok.eos_token_id, tok.pad_token_id)
+    if lora:
+        base_out = _reference(model, tok(TEXTS, return_tensors="pt", padding=True), tok, 12, tok.eos_token_id)
+        model = _lora(model, seed=5)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    assert enc["attention_mask"].min() == 0  # left padding is exercised
+    max_new = 24
+    ref = _reference(model, enc, tok, max_new, tok.eos_token_id)
+    if lora:
+        assert [r[:12] for r in ref] != base_out  # the adapter changes the output
+    if kind != "qwen2-fixture" or lora:
+        assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
+    got = _fast(model, enc, tok, 1, max_new, tok.eos_token_id)
+    assert _padded(got.tokens, max_new, tok.pad_token_id) == _padded(ref, max_new, tok.pad_token_id)
+
+
+def test_per_row_eos_and_min_new_tokens_match_generate(tokenizer):
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    free = _reference(model, enc, tok, 16, eos=-1 % len(tok))  # an id that never wins: no early stop
+    # an "EOS" that one row emits mid-way (and not at its first step): that row must stop
+    # there, counting the EOS, while the others go on
+    row = next(i for i, r in enumerate(free) if len(set(r[2:10]) - set(r[:2])) > 0)
+    eos = next(t for t in free[row][2:10] if t not in free[row][:2])
+    stop = free[row].index(eos)
+    ref = _reference(model, enc, tok, 16, eos)
+    got = _fast(model, enc, tok, 1, 16, eos)
+    assert _padded(got.tokens, 16, tok.pad_token_id) == _padded(ref, 16, tok.pad_token_id)
+    assert got.lengths[row] == stop + 1 and got.tokens[row][stop] == eos
+    assert all(t == tok.pad_token_id for t in got.tokens[row][stop + 1:])
+    # min_new_tokens suppresses that EOS until after the minimum, as generate's processor does
+    ref_min = _reference(model, enc, tok, 16, eos, min_new_tokens=stop + 2)
+    got_min = _fast(model, enc, tok, 1, 16, eos, min_new=stop + 2)
+    assert _padded(got_min.tokens, 16, tok.pad_token_id) == _padded(ref_min, 16, tok.pad_token_id)
+    assert got_min.lengths[row] > stop + 1
+
+
+def test_prefix_sharing_gives_the_rows_of_separate_prefills(tokenizer):
+    tok = tokenizer
+    model = _lora(_tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id), seed=9)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    one = _fast(model, enc, tok, 1, 20, tok.eos_token_id)
+    three = _fast(model, enc, tok, 3, 20, tok.eos_token_id)
+    assert three.tokens == [row for row in one.tokens for _ in range(3)]
+    assert three.lengths == [n for n in one.lengths for _ in range(3)]
+
+
+class RecordingRunner:
+    """Stands in for a device graph runner on the CPU: counts captures, replays eagerly."""
+
+    def __init__(self):
+        self.captures = 0
+
+    def capture(self, fn):
+        self.captures += 1
+        fn()  # a real runner warms up: the step must be idempotent
+        return fn
+
+
+def test_steps_go_through_the_graph_runner_once_per_window(tokenizer, monkeypatch):
+    from srscode.plugins import fast_decode
+
+    tok = tokenizer
+    monkeypatch.setattr(fast_decode, "WINDOW", 16)  # several attention windows in a short run
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    plain = _fast(model, enc, tok, 2, 40, tok.eos_token_id)
+    runner = RecordingRunner()
+    graphed = _fast(model, enc, tok, 2, 40, tok.eos_token_id, runner=runner)
+    assert graphed.tokens == plain.tokens  # warm-up runs did not disturb the cache
+    width = fast_decode._round_up(enc["input_ids"].shape[1], fast_decode.WIDTH_BUCKET)
+    last_window = fast_decode._round_up(width + graphed.stats["steps"] - 1, 16)
+    assert runner.captures == (last_window - fast_decode._round_up(width + 1, 16)) // 16 + 1
+
+
+# ----------------------------------------------------------------------------- sampling
+
+
+def _reference_top_p(logits, temperature: float, top_p: float):
+    """transformers' own warpers: temperature, then top-p; softmax of what survives."""
+    import torch
+    from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+    scores = TemperatureLogitsWarper(temperature)(None, logits.clone())
+    scores = TopPLogitsWarper(top_p)(None, scores)
+    return torch.softmax(scores, dim=-1)
+
+
+def _dense(parts, rows: int, vocab: int):
+    import torch
+
+    dense = torch.zeros(rows, vocab)
+    for r, ids, w in parts:
+        block = torch.zeros(ids.shape[0], vocab).scatter(1, ids, w)
+        if r is None:
+            dense = block
+        else:
+            dense[r] = block
+    return dense / dense.sum(-1, keepdim=True)
+
+
+@pytest.mark.parametrize("probe", [128, 4])  # 4: the flat rows need the full-sort fallback
+def test_top_p_restriction_is_transformers_distribution(probe):
+    import torch
+
+    from srscode.plugins.fast_decode import top_p_candidates
+
+    gen = torch.Generator().manual_seed(0)
+    peaked = torch.randn(3, 500, generator=gen) * 4.0
+    flat = torch.randn(3, 500, generator=gen) * 0.1  # top-4 mass far below top_p
+    logits = torch.cat([peaked, flat])
+    for temperature, top_p in [(0.8, 0.95), (1.3, 0.5), (0.5, 0.99)]:
+        probs = torch.softmax(logits / temperature, dim=-1)
+        parts = top_p_candidates(probs, top_p, probe)
+        if probe == 4:
+            assert any(r is not None for r, _, _ in parts)  # the fallback ran
+        ref = _reference_top_p(logits, temperature, top_p)
+        got = _dense(parts, logits.shape[0], logits.shape[1])
+        assert torch.equal(got > 0, ref > 0), (temperature, top_p)  # the same kept set
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_samples_follow_temperature_and_top_p():
+    import torch
+
+    from srscode.plugins.fast_decode import SamplingSpec, sample_tokens
+
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20000, 1)
+    torch.manual_seed(0)
+    for temperature, top_p in [(1.0, 0.9), (0.5, 0.9), (2.0, 1.0)]:
+        ref = _reference_top_p(logits[:1], temperature, top_p)[0]
+        toks = sample_tokens(logits, SamplingSpec(temperature, top_p), probe=3)
+        freq = torch.bincount(toks, minlength=6).float() / toks.numel()
+        assert set(toks.unique().tolist()) <= set(ref.nonzero().flatten().tolist())
+        torch.testing.assert_close(freq, ref, atol=0.015, rtol=0)
+    greedy = sample_tokens(logits[:2], SamplingSpec(0.0))
+    assert greedy.tolist() == [0, 0]
+
+
+# ----------------------------------------------------------------------------- fallback
+
+
+def _gpt2(vocab: int):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_embd=32, n_layer=1, n_head=2, n_positions=256)).eval()
+
+
+def test_unsupported_models_fall_back_to_generate(tiny_model_dir, tokenizer):
+    from srscode.core.errors import StageError
+    from srscode.plugins import fast_decode, hf_model
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+
+    gpt2 = _gpt2(len(tokenizer))
+    assert "gpt2" in fast_decode.unsupported_reason(gpt2, 64)
+    assert fast_decode.unsupported_reason(_tiny("llama", len(tokenizer), 1, 0), 64) is None
+    ctx = make_ctx(tiny_model_dir)
+    ctx.cache[hf_model.TOKENIZER_KEY] = tokenizer
+    ctx.cache[hf_model.BASE_KEY] = gpt2
+    prompts = [Prompt("t1", TEXTS[0]), Prompt("t2", TEXTS[1])]
+    auto = HFGenerator(HFGeneratorParams(max_new_tokens=6, do_sample=False), ctx)
+    assert auto._fast_decoder(gpt2, prompts, tokenizer) is None
+    cands = auto.generate(prompts, 2, None, seed=0)  # through generate(): it must still work
+    enc = tokenizer([p.text for p in prompts], return_tensors="pt", padding=True)
+    ref = _reference(gpt2, enc, tokenizer, 6, tokenizer.eos_token_id)
+    assert [c.text for c in cands] == [tokenizer.decode(r, skip_special_tokens=True) for r in ref for _ in range(2)]
+    with pytest.raises(StageError, match="gpt2"):
+        HFGenerator(HFGeneratorParams(decode="fast"), ctx).generate(prompts, 1, None, 0)
+
+
+def test_generate_iter_streams_batches_and_generate_concatenates_them(tiny_model_dir):
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+
+    ctx = make_ctx(tiny_model_dir)
+    prompts = [Prompt(f"t{i}", t) for i, t in enumerate(TEXTS)]
+    g = HFGenerator(HFGeneratorParams(max_new_tokens=6, batch_size=3, do_sample=False), ctx)
+    batches = list(g.generate_iter(prompts, 2, None, seed=1))
+    assert [len(b) for b in batches] == [6, 2]  # 3 prompts x 2, then 1 x 2
+    streamed = {(c.task_id, c.index): c.text for b in batches for c in b}
+    whole = g.generate(prompts, 2, None, seed=1)
+    assert [(c.task_id, c.index) for c in whole] == [(p.task_id, k) for p in prompts for k in range(2)]
+    assert {(c.task_id, c.index): c.text for c in whole} == streamed
+    slow = HFGenerator(HFGeneratorParams(max_new_tokens=6, batch_size=3, do_sample=False, decode="generate"), ctx)
+    assert [c.text for c in slow.generate(prompts, 2, None, seed=1)] == [c.text for c in whole]
