@@ -51,17 +51,13 @@ class DPOTrainerStage:
     def beta(self) -> float:
         return float(self.ctx.config.dpo.beta)
 
-    def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
+    def build_trainer(self, pairs: Sequence[DPOPair], model: Any, scratch: str, **overrides: Any) -> Any:
+        """The TRL ``DPOTrainer`` this stage trains with; ``overrides`` replace DPOConfig
+        arguments (the benchmark sets ``max_steps``)."""
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        if not pairs:
-            return TrainResult(adapter=init, metrics={"dpo_pairs": 0.0})
         p = self.params
-        if self.ctx.quiet:
-            hf_model.quiet_libraries()
-        else:
-            hf_model.quiet_datasets()
         _, tokenizer = hf_model.load_base(self.ctx)
         data = Dataset.from_dict(
             {
@@ -70,12 +66,23 @@ class DPOTrainerStage:
                 "rejected": [x.rejected for x in pairs],
             }
         )
+        kw = {**common_args(p, self.ctx, scratch), **overrides}
+        args = DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw)
+        return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+
+    def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
+        if not pairs:
+            return TrainResult(adapter=init, metrics={"dpo_pairs": 0.0})
+        if self.ctx.quiet:
+            hf_model.quiet_libraries()
+        else:
+            hf_model.quiet_datasets()
+        hf_model.load_base(self.ctx)
         started = time.perf_counter()
-        model = peft_model_for(self.ctx, init, p)
+        model = peft_model_for(self.ctx, init, self.params)
         try:
             with tempfile.TemporaryDirectory(prefix="srscode-dpo-") as scratch:
-                args = DPOConfig(beta=self.beta, loss_type=[p.loss_type], **common_args(p, self.ctx, scratch))
-                trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+                trainer = self.build_trainer(pairs, model, scratch)
                 if init is not None and "ref" not in model.peft_config:
                     raise StageError(
                         "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
@@ -97,6 +104,7 @@ class DPOTrainerStage:
             "dpo_steps": float(trainer.state.global_step),
             "dpo_tokens": tokens,
             "dpo_seconds": seconds,
+            "dpo_liger": float(bool(trainer.args.use_liger_kernel)),
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 
