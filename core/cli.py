@@ -24,8 +24,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     force = [k.strip() for item in (args.force or ()) for k in item.split(",") if k.strip()]
     engine = Engine(cfg, data, run_dir, force_keys=force, quiet=args.quiet)
     summary = engine.run()
-    _print_status(summary, args)
+    if engine.dist.is_main:  # under `accelerate launch`, one status, not one per rank
+        _print_status(summary, args)
     return 0
+
+
+def _launched_rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 otherwise)."""
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
@@ -146,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "run" and _launched_rank() > 0:
+        args.quiet = True  # other ranks: warnings and errors only (rank 0 reports progress)
     level = logging.DEBUG if args.debug else (logging.WARNING if args.quiet else logging.INFO)
     from .progress import configure_logging  # log lines that do not tear live progress bars
 
@@ -158,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SrsError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"srscode: error: {exc}", file=sys.stderr)
+        rank = _launched_rank()
+        print(f"srscode: error{f' (rank {rank})' if rank else ''}: {exc}", file=sys.stderr)
         hint = getattr(exc, "hint", None)
         if hint:
             print(hint, file=sys.stderr)

@@ -5,6 +5,19 @@ before the next round starts, so a run can stop at any point and resume with exa
 the schedule and memory of an uninterrupted run (the scheduler's state, the memory
 and the adapter come back from the last committed round; nothing random is carried
 in process memory: every seed derives from the run seed and the round number).
+
+Data-parallel under ``accelerate launch`` (see :mod:`srscode.core.distributed`): rank 0
+holds the run lock and the ledger and is the only writer; it schedules and sends the
+schedule to every rank; each rank generates and evaluates its share of the tasks
+(``ids[rank::world]``) and the results are gathered on every rank in the order one process
+would produce; every rank trains on the same examples (the trainer shards them, rank 0
+saves the adapter, and every rank must see the same adapter hash); rank 0 commits.
+
+Streaming: when the generator has ``generate_iter`` and the evaluator ``submit`` /
+``results``, generation and evaluation overlap (each batch is submitted as it arrives).
+The round's ``seconds`` then stay a partition of wall time: ``generate`` ends when the
+last candidate exists and ``evaluate`` is only the tail after it; ``metrics["streaming"]``
+adds the evaluator's busy span and the tail as a share of generation time.
 """
 from __future__ import annotations
 
@@ -16,6 +29,7 @@ import signal
 import sqlite3
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -23,6 +37,7 @@ import yaml
 
 from .config import RunConfig, diff_keys
 from .context import StageContext
+from .distributed import Distributed, SingleProcess, connect, run_everywhere, run_on_main, shard
 from .errors import DataError, Interrupted, LedgerError, StageError
 from .faults import checkpoint
 from .ledger import (
@@ -53,6 +68,22 @@ def round_seed(seed: int, round_: int, purpose: str = "generate") -> int:
     return int.from_bytes(hashlib.sha256(f"{purpose}:{seed}:{round_}".encode()).digest()[:4], "big") >> 1
 
 
+def rank_seed(seed: int, rank: int, world: int) -> int:
+    """The generation seed of one rank: the round's seed in one process (so single-process
+    runs are unchanged), a distinct one per rank otherwise, so that ranks do not draw the
+    same random stream for their different prompts."""
+    return seed if world == 1 else round_seed(seed, rank, f"rank-of-{world}")
+
+
+@dataclass
+class GenEval:
+    """One rank's (or, gathered, every rank's) candidates and verdicts of one call."""
+
+    candidates: list[Candidate]
+    verdicts: list[Verdict]
+    timing: dict[str, float] = field(default_factory=dict)  # streaming spans, when streamed
+
+
 class Engine:
     def __init__(
         self,
@@ -72,17 +103,23 @@ class Engine:
         self.registry = registry or make_plugin_manager(extra_plugins)
         self.ctx = StageContext(config=config, run_dir=self.run_dir, registry=self.registry, quiet=quiet)
         self.stage_seconds: dict[str, float] = {}
+        self.dist: Distributed = SingleProcess()  # connected in run()
 
     # ----------------------------------------------------------------- hooks
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
+        if not self.dist.is_main:  # observers (loggers, progress) see one run, not one per rank
+            return
         try:
             getattr(self.registry.pm.hook, hook_name)(**kwargs)
         except Exception as exc:  # observers must never stop a run
             log.warning("lifecycle hook %s raised %s: %s", hook_name, type(exc).__name__, exc)
 
     @contextlib.contextmanager
-    def _stage(self, round_: int, name: str, info: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+    def _stage(self, round_: int, name: str, info: dict[str, Any] | None = None, timed: bool = True) -> Iterator[dict[str, Any]]:
         info = {} if info is None else info
+        if not timed:  # generation inside validation: counted in the validate stage
+            yield info
+            return
         self._notify("srscode_stage_start", round=round_, stage=name)
         checkpoint(f"stage-start:{name}")
         start = time.perf_counter()
@@ -175,7 +212,58 @@ class Engine:
 
     # ----------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
-        components = self._build_components()
+        # joined before any component is built: the generator and the trainer use the same
+        # process group (accelerate's PartialState) and this rank's device
+        self.dist = connect(self.ctx)
+        if not self.dist.is_main:
+            self.ctx.quiet = True  # one progress display, rank 0's
+        components: list[Any] = []
+        run_everywhere(self.dist, "building the stages", lambda: components.extend(self._build_components()))
+        opened: dict[str, Any] = {}
+        run_on_main(self.dist, "opening the run dir", lambda: opened.update(self._open_run_dir()))
+        lock: RunLock | None = opened.get("lock")
+        ledger: Ledger | None = opened.get("ledger")
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
+
+        def _on_term(signum: int, frame: Any) -> None:
+            # abandon the current stage: the round in progress is not committed and is
+            # redone on resume; the lock is released in ``finally``
+            raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+        with contextlib.suppress(ValueError):  # only the main thread may set handlers
+            signal.signal(signal.SIGTERM, _on_term)
+        try:
+            return self._run(ledger, components)
+        except KeyboardInterrupt:
+            where = f"; the run stopped at round {ledger.last_round() + 1}" if ledger is not None else ""
+            raise Interrupted(f"interrupted{where}") from None
+        except OSError as exc:
+            # EFBIG: a file-size limit (RLIMIT_FSIZE, some filesystems) stops writes like a full disk
+            if ledger is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise LedgerError(_write_failed(ledger, exc.filename or self.run_dir, exc.strerror)) from None
+            raise
+        except sqlite3.OperationalError as exc:
+            # SQLite reports a full disk as SQLITE_FULL, a refused write as SQLITE_IOERR_*; the
+            # transaction was rolled back, so the ledger still ends at the last committed round
+            if ledger is not None and is_io_error(exc):
+                raise LedgerError(_write_failed(ledger, self.run_dir / "ledger.sqlite", str(exc))) from None
+            raise
+        finally:
+            for c in components:
+                close = getattr(c, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
+            for s, h in previous.items():
+                with contextlib.suppress(ValueError):
+                    signal.signal(s, h)
+            if ledger is not None:
+                ledger.close()
+            if lock is not None:
+                lock.release()
+
+    def _open_run_dir(self) -> dict[str, Any]:
+        """Rank 0 only: the run dir, its lock and its ledger (other ranks never open them)."""
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission: a user error, not a bug
@@ -190,192 +278,306 @@ class Engine:
         except BaseException:  # a damaged ledger: say so, but leave the run dir unlocked
             lock.release()
             raise
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM,)}
+        return {"lock": lock, "ledger": ledger}
 
-        def _on_term(signum: int, frame: Any) -> None:
-            # abandon the current stage: the round in progress is not committed and is
-            # redone on resume; the lock is released in ``finally``
-            raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
-
-        with contextlib.suppress(ValueError):  # only the main thread may set handlers
-            signal.signal(signal.SIGTERM, _on_term)
-        try:
-            return self._run(ledger, components)
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted; the run stopped at round {ledger.last_round() + 1}") from None
-        except OSError as exc:
-            # EFBIG: a file-size limit (RLIMIT_FSIZE, some filesystems) stops writes like a full disk
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise LedgerError(_write_failed(ledger, exc.filename or self.run_dir, exc.strerror)) from None
-            raise
-        except sqlite3.OperationalError as exc:
-            # SQLite reports a full disk as SQLITE_FULL, a refused write as SQLITE_IOERR_*; the
-            # transaction was rolled back, so the ledger still ends at the last committed round
-            if is_io_error(exc):
-                raise LedgerError(_write_failed(ledger, self.run_dir / "ledger.sqlite", str(exc))) from None
-            raise
-        finally:
-            for c in components:
-                close = getattr(c, "close", None)
-                if callable(close):
-                    with contextlib.suppress(Exception):
-                        close()
-            for s, h in previous.items():
-                with contextlib.suppress(ValueError):
-                    signal.signal(s, h)
-            ledger.close()
-            lock.release()
-
-    def _run(self, ledger: Ledger, components: list[Any]) -> dict[str, Any]:
+    def _run(self, ledger: Ledger | None, components: list[Any]) -> dict[str, Any]:
         cfg = self.config
-        self._check_config(ledger)
-        last = ledger.last_round()
-        # every committed round, not only the last: earlier rounds' files are read again
-        # (DPO pairs), and a damaged one must stop the run before anything builds on it
-        for r in range(1, last + 1):
-            ledger.verify_round(r)
-        removed = ledger.remove_uncommitted()
-        if removed:
-            log.warning("removed %d uncommitted round folder(s) from an interrupted attempt: %s",
-                        len(removed), ", ".join(p.name for p in removed))
-        remove_stale_temp(self.run_dir)  # we hold the lock: any temp file is a dead writer's
+        dist = self.dist
 
+        def resume_point() -> int:
+            assert ledger is not None
+            self._check_config(ledger)
+            last = ledger.last_round()
+            # every committed round, not only the last: earlier rounds' files are read again
+            # (DPO pairs), and a damaged one must stop the run before anything builds on it
+            for r in range(1, last + 1):
+                ledger.verify_round(r)
+            removed = ledger.remove_uncommitted()
+            if removed:
+                log.warning("removed %d uncommitted round folder(s) from an interrupted attempt: %s",
+                            len(removed), ", ".join(p.name for p in removed))
+            remove_stale_temp(self.run_dir)  # we hold the lock: any temp file is a dead writer's
+            return last
 
-        self.tasks = self._load_tasks()
+        last = run_on_main(dist, "checking the run dir", resume_point)
+
+        def load() -> None:
+            self.tasks = self._load_tasks()
+
+        run_everywhere(dist, "loading the data", load)  # every rank builds prompts and evaluates
         train_ids, val_ids = split_tasks(list(self.tasks), cfg.data.train_ratio, cfg.seed)
         if cfg.validation.limit is not None:
             val_ids = val_ids[: cfg.validation.limit]
         self.train_ids, self.val_ids = train_ids, val_ids
         split_digest = hashlib.sha256("\n".join(train_ids).encode()).hexdigest()
-        stored_split = ledger.get_meta("split_sha256")
-        if stored_split is None:
-            ledger.set_meta(split_sha256=split_digest, n_train=len(train_ids), n_val=len(val_ids))
-        elif stored_split != split_digest and "data" not in self.force_keys:
-            raise LedgerError(
-                f"{self.run_dir}: the training split differs from the one the run started with "
-                "(the dataset changed). Use the same data, a new --run-dir, or --force data."
-            )
 
         self.ctx.cache["tasks"] = self.tasks
         self.ctx.cache["prompt_builder"] = self.prompt_builder
 
-        self.scheduler.setup(train_ids, cfg.seed)
-        adapter: AdapterRef | None = None
-        if last:
-            row = ledger.round_row(last)
-            assert row is not None
-            self.scheduler.load_state_dict(row["scheduler_state"])
-            if row["adapter_path"]:
-                adapter = AdapterRef(row["adapter_path"], row["adapter_sha"])
+        def restore() -> AdapterRef | None:
+            assert ledger is not None
+            stored_split = ledger.get_meta("split_sha256")
+            if stored_split is None:
+                ledger.set_meta(split_sha256=split_digest, n_train=len(train_ids), n_val=len(val_ids))
+            elif stored_split != split_digest and "data" not in self.force_keys:
+                raise LedgerError(
+                    f"{self.run_dir}: the training split differs from the one the run started with "
+                    "(the dataset changed). Use the same data, a new --run-dir, or --force data."
+                )
+            # only rank 0 schedules: the scheduler reads the ledger
+            self.scheduler.setup(train_ids, cfg.seed)
+            adapter: AdapterRef | None = None
+            if last:
+                row = ledger.round_row(last)
+                assert row is not None
+                self.scheduler.load_state_dict(row["scheduler_state"])
+                if row["adapter_path"]:
+                    adapter = AdapterRef(row["adapter_path"], row["adapter_sha"])
+            return adapter
+
+        adapter = run_on_main(dist, "restoring the run state", restore)
         self._notify("srscode_run_start", run_dir=str(self.run_dir), config=self.config_dict, resumed_from=last)
         if last:
             log.info("resuming %s after round %d", self.run_dir, last)
 
-        if cfg.validation.at_start and self.val_ids and 0 not in ledger.validations():
+        def not_validated(key: int) -> bool:
+            return run_on_main(dist, "reading validations", lambda: key not in ledger.validations())  # type: ignore[union-attr]
+
+        if cfg.validation.at_start and self.val_ids and not_validated(0):
             self._validate(ledger, 0, adapter, "before")
         for r in range(last + 1, cfg.rounds + 1):
             adapter = self._round(ledger, r, adapter)
 
-        if self.dpo_trainer is not None and cfg.dpo.every == "end" and ledger.stage(FINAL_DPO) is None:
+        final_done, final_adapter = run_on_main(dist, "reading the final DPO stage", lambda: _final_stage(ledger))
+        if self.dpo_trainer is not None and cfg.dpo.every == "end" and not final_done:
             adapter = self._final_dpo(ledger, adapter)
-        elif ledger.stage(FINAL_DPO) is not None:
-            adapter = ledger.stage(FINAL_DPO)["adapter"]  # type: ignore[index]
+        elif final_done:
+            adapter = final_adapter
         final_key = cfg.rounds + 1
-        if cfg.validation.at_end and self.val_ids and final_key not in ledger.validations():
+        if cfg.validation.at_end and self.val_ids and not_validated(final_key):
             self._validate(ledger, final_key, adapter, "final")
-        summary = self.summary(ledger)
-        self._notify("srscode_run_finish", run_dir=str(self.run_dir), summary=summary)
-        return summary
 
-    # ----------------------------------------------------------------- one round
-    def _generate(self, round_: int, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int) -> list[Candidate]:
-        candidates = self.generator.generate(prompts, n, adapter, seed)
+        def finish() -> dict[str, Any]:
+            assert ledger is not None
+            summary = self.summary(ledger)
+            self._notify("srscode_run_finish", run_dir=str(self.run_dir), summary=summary)
+            return summary
+
+        return run_on_main(dist, "finishing the run", finish)
+
+    # ----------------------------------------------------------------- generation + evaluation
+    def _check_candidates(
+        self, round_: int, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, candidates: Sequence[Candidate]
+    ) -> list[Candidate]:
         expected = {(p.task_id, i) for p in prompts for i in range(n)}
         got = {(c.task_id, c.index) for c in candidates}
-        if got != expected:
+        if got != expected or len(candidates) != len(expected):
             raise StageError(
                 f"round {round_}: generator {self.config.stages.generator.name!r} returned "
                 f"{len(candidates)} candidates; expected {n} for each of {len(prompts)} prompts."
             )
-        want = adapter.sha256 if adapter else None
         for c in candidates:
-            used = c.adapter.sha256 if c.adapter else None
-            if used != want:
-                raise StageError(
-                    f"round {round_}: candidate {c.candidate_id} was generated with adapter "
-                    f"{c.adapter.path + ' ' + used[:12] if c.adapter and used else 'none (the base model)'}, "
-                    f"but the trainer's latest adapter is "
-                    f"{adapter.path + ' ' + adapter.sha256[:12] if adapter else 'none'}. The generator "
-                    "did not apply the adapter it was given; refusing to continue with silent base-model rollouts."
-                )
+            self._check_adapter(round_, c, adapter)
         return sorted(candidates, key=lambda c: (c.task_id, c.index))
 
-    def _round(self, ledger: Ledger, r: int, adapter: AdapterRef | None) -> AdapterRef | None:
+    def _check_adapter(self, round_: int, c: Candidate, adapter: AdapterRef | None) -> None:
+        want = adapter.sha256 if adapter else None
+        used = c.adapter.sha256 if c.adapter else None
+        if used != want:
+            raise StageError(
+                f"round {round_}: candidate {c.candidate_id} was generated with adapter "
+                f"{c.adapter.path + ' ' + used[:12] if c.adapter and used else 'none (the base model)'}, "
+                f"but the trainer's latest adapter is "
+                f"{adapter.path + ' ' + adapter.sha256[:12] if adapter else 'none'}. The generator "
+                "did not apply the adapter it was given; refusing to continue with silent base-model rollouts."
+            )
+
+    def _streams(self) -> bool:
+        return all(callable(getattr(obj, name, None)) for obj, name in
+                   ((self.generator, "generate_iter"), (self.evaluator, "submit"), (self.evaluator, "results")))
+
+    def _generate_evaluate(
+        self, round_: int, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int,
+        rdir: Path | None = None, timed: bool = True,
+    ) -> GenEval:
+        """Candidates and verdicts of ``prompts``, each rank doing its share; every rank gets
+        all of them, sorted by (task, index) as one process would produce them. ``rdir``: the
+        round folder rank 0 writes candidates.jsonl and verdicts.jsonl into."""
+        dist = self.dist
+        mine = shard(list(prompts), dist)
+        # a generator whose draws are keyed by task (replay) samples the same whatever the
+        # shard, so it keeps the round's seed and a run on N ranks equals the 1-process run
+        if not getattr(self.generator, "seeds_per_task", False):
+            seed = rank_seed(seed, dist.rank, dist.world)
+        single = dist.world == 1
+        local_rdir = rdir if single else None  # one process writes inside the stages, as before
+
+        def local() -> GenEval:
+            if not mine:
+                return GenEval([], [])
+            if self._streams():
+                return self._stream(round_, mine, n, adapter, seed, local_rdir, timed)
+            return self._sequential(round_, mine, n, adapter, seed, local_rdir, timed)
+
+        rows = run_everywhere(dist, f"round {round_}: generation and evaluation", local)
+        if single:
+            return rows[0]
+        started = time.perf_counter()
+        cands = sorted((c for row in rows for c in row.candidates), key=lambda c: (c.task_id, c.index))
+        verdicts = sorted((v for row in rows for v in row.verdicts), key=lambda v: (v.task_id, v.index))
+        if rdir is not None and dist.is_main:
+            write_jsonl(rdir / "candidates.jsonl", (record(c) for c in cands))
+            write_jsonl(rdir / "verdicts.jsonl", (record(v) for v in verdicts))
+        timing = _merge_timings([row.timing for row in rows])
+        if timed:
+            # writing the gathered files; waiting for the slowest rank is in its stages' seconds
+            self.stage_seconds["gather"] = self.stage_seconds.get("gather", 0.0) + time.perf_counter() - started
+        return GenEval(cands, verdicts, timing)
+
+    def _sequential(
+        self, r: int, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int,
+        rdir: Path | None, timed: bool,
+    ) -> GenEval:
+        with self._stage(r, "generate", timed=timed) as info:
+            candidates = self._check_candidates(r, prompts, n, adapter, self.generator.generate(prompts, n, adapter, seed))
+            info["candidates"] = len(candidates)
+            if rdir is not None:
+                write_jsonl(rdir / "candidates.jsonl", (record(c) for c in candidates))
+        with self._stage(r, "evaluate", timed=timed) as info:
+            verdicts = self.evaluator.evaluate(self.tasks, candidates) if candidates else []
+            if len(verdicts) != len(candidates):
+                raise StageError(f"round {r}: evaluator returned {len(verdicts)} verdicts for {len(candidates)} candidates")
+            verdicts = sorted(verdicts, key=lambda v: (v.task_id, v.index))
+            info["passed"] = sum(v.passed for v in verdicts)
+            if rdir is not None:
+                write_jsonl(rdir / "verdicts.jsonl", (record(v) for v in verdicts))
+        return GenEval(candidates, verdicts)
+
+    def _stream(
+        self, r: int, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int,
+        rdir: Path | None, timed: bool,
+    ) -> GenEval:
+        """Generation and evaluation overlapped: each batch goes to the evaluator as it
+        arrives. ``generate`` ends when the last candidate exists; ``evaluate`` is the tail."""
+        start = time.perf_counter()
+        first_submit: float | None = None
+        got: list[Candidate] = []
+        with self._stage(r, "generate", timed=timed) as info:
+            for batch in self.generator.generate_iter(prompts, n, adapter, seed):  # type: ignore[attr-defined]
+                for c in batch:  # before submitting: never spend the sandbox on wrong rollouts
+                    self._check_adapter(r, c, adapter)
+                for c in batch:
+                    self.evaluator.submit(self.tasks[c.task_id], c)  # type: ignore[attr-defined]
+                if batch and first_submit is None:
+                    first_submit = time.perf_counter()
+                got.extend(batch)
+            last_candidate = time.perf_counter()
+            candidates = self._check_candidates(r, prompts, n, adapter, got)
+            info.update(candidates=len(candidates), streamed=1)
+            if rdir is not None:
+                write_jsonl(rdir / "candidates.jsonl", (record(c) for c in candidates))
+        with self._stage(r, "evaluate", timed=timed) as info:
+            by_key: dict[tuple[str, int], Verdict] = {}
+            for v in self.evaluator.results():  # type: ignore[attr-defined]
+                by_key[(v.task_id, v.index)] = v
+            last_verdict = time.perf_counter()
+            missing = [c.candidate_id for c in candidates if (c.task_id, c.index) not in by_key]
+            if missing or len(by_key) != len(candidates):
+                raise StageError(
+                    f"round {r}: evaluator {self.config.stages.evaluator.name!r} streamed {len(by_key)} verdicts "
+                    f"for {len(candidates)} candidates (missing e.g. {', '.join(missing[:3]) or 'none'})."
+                )
+            verdicts = [by_key[(c.task_id, c.index)] for c in candidates]
+            info["passed"] = sum(v.passed for v in verdicts)
+            if rdir is not None:
+                write_jsonl(rdir / "verdicts.jsonl", (record(v) for v in verdicts))
+        generate_s = last_candidate - start
+        tail = last_verdict - last_candidate
+        timing = {
+            "generate_s": generate_s,
+            "evaluate_s": last_verdict - (first_submit or last_candidate),  # busy span, overlapping generation
+            "evaluation_tail_s": tail,
+            "evaluation_tail_pct": 100.0 * tail / generate_s if generate_s > 0 else 0.0,
+        }
+        return GenEval(candidates, verdicts, timing)
+
+    # ----------------------------------------------------------------- one round
+    def _round(self, ledger: Ledger | None, r: int, adapter: AdapterRef | None) -> AdapterRef | None:
         cfg = self.config
+        dist = self.dist
+        main = dist.is_main
         self.stage_seconds = {}
-        rdir = ledger.prepare_round_dir(r)
+        rdir = self.run_dir / "rounds" / f"{r:06d}"
 
         with self._stage(r, "schedule") as info:
-            sched = self.scheduler.schedule(r, cfg.batch_size, ledger)
-            states = ledger.get_states(sched.review)
-            for tid in sched.new:
-                states[tid] = self.memory.initial(self.tasks[tid])
+            def schedule() -> tuple[Any, dict[str, ReviewState]]:
+                assert ledger is not None
+                ledger.prepare_round_dir(r)
+                sched = self.scheduler.schedule(r, cfg.batch_size, ledger)
+                states = ledger.get_states(sched.review)
+                for tid in sched.new:
+                    states[tid] = self.memory.initial(self.tasks[tid])
+                write_json(rdir / "schedule.json", {"round": r, "new": list(sched.new), "review": list(sched.review)})
+                return sched, states
+
+            sched, states = run_on_main(dist, f"round {r}: schedule", schedule)
             info.update(new=len(sched.new), review=len(sched.review))
-            write_json(rdir / "schedule.json", {"round": r, "new": list(sched.new), "review": list(sched.review)})
         ids = list(sched.task_ids)
         if not ids:
             log.info("round %d: nothing to schedule (all tasks graduated or skipped)", r)
 
         with self._stage(r, "prompt"):
             prompts = {tid: self.prompt_builder.build(self.tasks[tid]) for tid in ids}
-            write_jsonl(rdir / "prompts.jsonl", (record(p) for p in prompts.values()))
+            if main:
+                write_jsonl(rdir / "prompts.jsonl", (record(p) for p in prompts.values()))
 
-        with self._stage(r, "generate") as info:
-            candidates = self._generate(r, [prompts[t] for t in ids], cfg.candidates, adapter, round_seed(cfg.seed, r))
-            info["candidates"] = len(candidates)
-            write_jsonl(rdir / "candidates.jsonl", (record(c) for c in candidates))
-
-        with self._stage(r, "evaluate") as info:
-            verdicts = self.evaluator.evaluate(self.tasks, candidates) if candidates else []
-            if len(verdicts) != len(candidates):
-                raise StageError(f"round {r}: evaluator returned {len(verdicts)} verdicts for {len(candidates)} candidates")
-            info["passed"] = sum(v.passed for v in verdicts)
-            write_jsonl(rdir / "verdicts.jsonl", (record(v) for v in verdicts))
+        ge = self._generate_evaluate(r, [prompts[t] for t in ids], cfg.candidates, adapter, round_seed(cfg.seed, r), rdir)
+        candidates, verdicts = ge.candidates, ge.verdicts
 
         with self._stage(r, "memory"):
-            rates: dict[str, list[float]] = {}
-            for v in verdicts:
-                rates.setdefault(v.task_id, []).append(v.pass_rate)
-            task_rate = {t: sum(x) / len(x) for t, x in rates.items()}
+            def update_memory() -> tuple[dict[str, float], dict[str, ReviewState]]:
+                rates: dict[str, list[float]] = {}
+                for v in verdicts:
+                    rates.setdefault(v.task_id, []).append(v.pass_rate)
+                task_rate = {t: sum(x) / len(x) for t, x in rates.items()}
+                after = {t: self.memory.update(states[t], task_rate.get(t, 0.0), r) for t in ids}
+                write_jsonl(rdir / "memory.jsonl", (record(after[t]) for t in ids))
+                return task_rate, after
+
             before = {t: states[t] for t in ids}
-            after = {t: self.memory.update(states[t], task_rate.get(t, 0.0), r) for t in ids}
-            write_jsonl(rdir / "memory.jsonl", (record(after[t]) for t in ids))
+            # rank 0's update is the one committed; every rank trains with its weights
+            task_rate, after = run_on_main(dist, f"round {r}: memory", update_memory)
 
         with self._stage(r, "train") as info:
             examples = [
                 _sft_example(self.tasks[t], prompts[t], self.memory.weight(after[t])) for t in ids
             ]
+            # every rank trains (the trainer's accelerate shards the data); an exception here
+            # ends this process and the launcher stops the others (collectives are inside)
             result = self.trainer.train_sft(examples, adapter, rdir / "adapter") if examples else None
             if result is not None:
-                adapter = result.adapter
+                adapter = self._same_adapter(r, "train", result.adapter)
                 info.update(result.metrics)
             train_metrics = dict(result.metrics) if result else {}
 
-        with self._stage(r, "pairs") as info:
-            pairs = build_pairs(
-                prompts, candidates, verdicts, cfg.dpo.max_pairs_per_task, cfg.seed,
-                tasks=self.tasks, reference_as_chosen=cfg.dpo.reference_as_chosen,
-            )
-            info["pairs"] = len(pairs)
-            write_jsonl(rdir / "pairs.jsonl", (record(p) for p in pairs))
+        pairs: list[DPOPair] = []
+        if main:
+            with self._stage(r, "pairs") as info:
+                pairs = build_pairs(
+                    prompts, candidates, verdicts, cfg.dpo.max_pairs_per_task, cfg.seed,
+                    tasks=self.tasks, reference_as_chosen=cfg.dpo.reference_as_chosen,
+                )
+                info["pairs"] = len(pairs)
+                write_jsonl(rdir / "pairs.jsonl", (record(p) for p in pairs))
 
         dpo_metrics: dict[str, float] = {}
         if self.dpo_trainer is not None and isinstance(cfg.dpo.every, int) and r % cfg.dpo.every == 0:
             with self._stage(r, "dpo") as info:
-                window = self._pairs_since(ledger, r - cfg.dpo.every + 1, r, extra=pairs)
+                window = run_on_main(dist, f"round {r}: DPO pairs",
+                                     lambda: self._pairs_since(ledger, r - cfg.dpo.every + 1, r, extra=pairs))  # type: ignore[arg-type, operator]
                 if window:
                     res = self.dpo_trainer.train_pairs(window, adapter, rdir / "adapter-dpo")
-                    adapter = res.adapter
+                    adapter = self._same_adapter(r, "dpo", res.adapter)
                     dpo_metrics = _prefixed("dpo_", res.metrics)
                 dpo_metrics["dpo_pairs_trained"] = float(len(window))
                 info.update(dpo_metrics)
@@ -384,16 +586,36 @@ class Engine:
         if cfg.validation.every and r % cfg.validation.every == 0 and self.val_ids and r != cfg.rounds:
             validation = self._validate(ledger, r, adapter, "round")
 
-        metrics = self._metrics(ledger, r, sched, before, after, task_rate, verdicts, pairs)
-        metrics.update(train_metrics)
-        metrics.update(dpo_metrics)
-        if validation:
-            metrics["validation"] = validation
-        metrics["seconds"] = dict(self.stage_seconds)
-        metrics.update(retention_metrics(ledger, r, after, task_rate, pairs=len(pairs)))
-        write_json(rdir / "metrics.json", metrics)
-        ledger.commit_round(r, sched.new, sched.review, metrics, self.scheduler.state_dict(), list(after.values()), adapter)
-        self._notify("srscode_round_end", round=r, metrics=metrics)
+        def commit() -> None:
+            assert ledger is not None
+            metrics = self._metrics(ledger, r, sched, before, after, task_rate, verdicts, pairs)
+            metrics.update(train_metrics)
+            metrics.update(dpo_metrics)
+            if validation:
+                metrics["validation"] = validation
+            metrics["seconds"] = dict(self.stage_seconds)
+            if ge.timing:
+                metrics["streaming"] = ge.timing
+            if dist.world > 1:
+                metrics["world_size"] = dist.world
+            metrics.update(retention_metrics(ledger, r, after, task_rate, pairs=len(pairs)))
+            write_json(rdir / "metrics.json", metrics)
+            ledger.commit_round(r, sched.new, sched.review, metrics, self.scheduler.state_dict(), list(after.values()), adapter)
+            self._notify("srscode_round_end", round=r, metrics=metrics)
+
+        run_on_main(dist, f"round {r}: commit", commit)  # also the end-of-round barrier
+        return adapter
+
+    def _same_adapter(self, r: int, stage: str, adapter: AdapterRef | None) -> AdapterRef | None:
+        """Every rank must continue from the adapter rank 0 saved (same content hash)."""
+        shas = run_everywhere(self.dist, f"round {r}: {stage} adapter", lambda: adapter.sha256 if adapter else None)
+        if len(set(shas)) > 1:
+            held = ", ".join(f"rank {k}: {(sha or 'none')[:12]}" for k, sha in enumerate(shas))
+            raise StageError(
+                f"round {r}: after {stage}, the ranks hold different adapters "
+                f"({held}); the trainer must "
+                "save once (rank 0) into a folder every rank reads, and every rank must train."
+            )
         return adapter
 
     def _metrics(
@@ -440,41 +662,76 @@ class Engine:
         out.extend(extra)
         return out
 
-    def _final_dpo(self, ledger: Ledger, adapter: AdapterRef | None) -> AdapterRef | None:
+    def _final_dpo(self, ledger: Ledger | None, adapter: AdapterRef | None) -> AdapterRef | None:
         r = self.config.rounds
         out = self.run_dir / "final" / "adapter-dpo"
-        if out.exists():
-            import shutil
 
-            shutil.rmtree(out)  # an abandoned attempt
-        out.parent.mkdir(parents=True, exist_ok=True)
+        def window() -> list[DPOPair]:
+            assert ledger is not None
+            if out.exists():
+                import shutil
+
+                shutil.rmtree(out)  # an abandoned attempt
+            out.parent.mkdir(parents=True, exist_ok=True)
+            return self._pairs_since(ledger, 1, r + 1)
+
         with self._stage(r, "dpo") as info:
-            pairs = self._pairs_since(ledger, 1, r + 1)
+            pairs = run_on_main(self.dist, "final DPO: pairs", window)
             metrics: dict[str, float] = {"dpo_pairs_trained": float(len(pairs))}
             if pairs:
                 assert self.dpo_trainer is not None
                 res = self.dpo_trainer.train_pairs(pairs, adapter, out)
-                adapter = res.adapter
+                adapter = self._same_adapter(r, "final DPO", res.adapter)
                 metrics.update(_prefixed("dpo_", res.metrics))
             info.update(metrics)
-        ledger.commit_stage(FINAL_DPO, metrics, adapter)
-        log.info("final DPO stage: %d pairs", len(pairs))
+
+        def commit() -> None:
+            assert ledger is not None
+            ledger.commit_stage(FINAL_DPO, metrics, adapter)
+            log.info("final DPO stage: %d pairs", len(pairs))
+
+        run_on_main(self.dist, "final DPO: commit", commit)
         return adapter
 
-    def _validate(self, ledger: Ledger, key: int, adapter: AdapterRef | None, label: str) -> dict[str, Any]:
+    def _validate(self, ledger: Ledger | None, key: int, adapter: AdapterRef | None, label: str) -> dict[str, Any] | None:
+        """Validation split across ranks like generation; rank 0 records it (other ranks get None)."""
         cfg = self.config.validation
         with self._stage(key, "validate") as info:
             prompts = [self.prompt_builder.build(self.tasks[t]) for t in self.val_ids]
-            cands = self._generate(key, prompts, cfg.candidates, adapter, round_seed(self.config.seed, key, "validate"))
-            verdicts = self.evaluator.evaluate(self.tasks, cands)
-            metrics: dict[str, Any] = summarize(verdicts, [k for k in cfg.k if k <= cfg.candidates])
-            metrics.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=len(cands))
+            ge = self._generate_evaluate(key, prompts, cfg.candidates, adapter,
+                                         round_seed(self.config.seed, key, "validate"), timed=False)
+            metrics: dict[str, Any] = summarize(ge.verdicts, [k for k in cfg.k if k <= cfg.candidates])
+            metrics.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=len(ge.candidates))
             info.update({k: v for k, v in metrics.items() if isinstance(v, float)})
-        ledger.record_validation(key, metrics)
-        return metrics
+
+        def record_it() -> None:
+            assert ledger is not None
+            ledger.record_validation(key, metrics)
+
+        run_on_main(self.dist, "recording validation", record_it)
+        return metrics if self.dist.is_main else None
 
     def summary(self, ledger: Ledger) -> dict[str, Any]:
         return status_summary(ledger)
+
+
+def _final_stage(ledger: Ledger | None) -> tuple[bool, AdapterRef | None]:
+    assert ledger is not None
+    row = ledger.stage(FINAL_DPO)
+    return (row is not None, row["adapter"] if row else None)
+
+
+def _merge_timings(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Streaming spans of several ranks: the slowest rank's (the round waits for it), and
+    each rank's tail."""
+    rows = [r for r in rows if r]
+    if not rows:
+        return {}
+    out = {k: max(r[k] for r in rows) for k in ("generate_s", "evaluate_s", "evaluation_tail_s")}
+    out["evaluation_tail_pct"] = 100.0 * out["evaluation_tail_s"] / out["generate_s"] if out["generate_s"] > 0 else 0.0
+    for k, r in enumerate(rows):
+        out[f"rank{k}_evaluation_tail_s"] = r["evaluation_tail_s"]
+    return out
 
 
 def _write_failed(ledger: Ledger, path: Any, why: str | None) -> str:

@@ -43,7 +43,9 @@ def srscode_prompt_builders() -> Iterable[ComponentSpec]:
 @hookspec
 def srscode_generators() -> Iterable[ComponentSpec]:
     """Yield generators: ``factory(params, ctx)`` returns a ``Generator`` that samples
-    N candidates per prompt with a given LoRA adapter. Config: ``stages.generator``."""
+    N candidates per prompt with a given LoRA adapter. Config: ``stages.generator``.
+    Optional: ``generate_iter`` (batch by batch; the engine then overlaps evaluation with
+    generation) and ``seeds_per_task``; see ``srscode.core.types.StreamingGenerator``."""
 
 
 @hookspec

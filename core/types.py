@@ -267,6 +267,26 @@ class Generator(Protocol):
         ...
 
 
+class StreamingGenerator(Protocol):
+    """Optional for generators: candidates batch by batch, so evaluation can overlap.
+
+    When the generator has ``generate_iter`` and the evaluator is a
+    :class:`StreamingEvaluator`, the engine submits each batch to the evaluator as it
+    arrives and collects the verdicts after the last batch; otherwise it calls
+    ``generate`` then ``evaluate``. The batches together must hold exactly what
+    ``generate`` would return (``n`` candidates per prompt, each with the adapter used).
+
+    A generator may also set the class attribute ``seeds_per_task = True`` when its draws
+    depend only on (seed, task id), never on which other prompts share the call (replay
+    does): under data parallelism every rank then gets the round's seed unchanged instead
+    of a per-rank one, so N ranks produce what one process would.
+    """
+
+    def generate_iter(
+        self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
+    ) -> Iterator[list[Candidate]]: ...
+
+
 @runtime_checkable
 class Evaluator(Protocol):
     def evaluate(self, tasks: Mapping[str, Task], candidates: Sequence[Candidate]) -> list[Verdict]:

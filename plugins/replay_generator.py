@@ -20,14 +20,22 @@ reference solution is never served, it would make the dry run look better than a
 
 Replay has no model, so each candidate echoes the ``adapter`` it was asked to use; the
 engine's adapter-identity check then holds trivially.
+
+Streaming: ``generate_iter`` yields the same candidates ``batch_tasks`` tasks at a time
+(the engine then overlaps evaluation with generation). ``batch_delay_s`` sleeps before
+each batch, standing in for a model's generation time in overlap tests and benchmarks.
+Because every draw is keyed by (seed, task id), the generator declares
+``seeds_per_task = True``: under data parallelism the engine gives every rank the round's
+seed unchanged, so a run on N ranks serves exactly the candidates of a 1-process run.
 """
 from __future__ import annotations
 
 import json
 import logging
 import random
+import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +53,10 @@ class ReplayParams(BaseModel):
 
     source: Literal["trials", "ledger"] = Field("trials", description="Where recorded candidates come from.")
     run_dir: str | None = Field(None, description="A previous run directory (source: ledger).")
+    batch_tasks: int = Field(16, ge=1, description="Tasks per batch of generate_iter (streaming).")
+    batch_delay_s: float = Field(
+        0.0, ge=0.0, description="Sleep before each streamed batch: a stand-in for model time in overlap tests."
+    )
 
     @model_validator(mode="after")
     def _run_dir_for_ledger(self) -> ReplayParams:
@@ -102,6 +114,8 @@ def choose(count: int, n: int, rng: random.Random) -> list[int]:
 
 
 class ReplayGenerator:
+    seeds_per_task = True  # draws are keyed by (seed, task id): sharding tasks changes nothing
+
     def __init__(self, params: ReplayParams | None = None, ctx: Any = None):
         self.params = params or ReplayParams()
         self.ctx = ctx
@@ -147,6 +161,16 @@ class ReplayGenerator:
             self.stats["empty_tasks"] += empty
             log.warning("replay: %d of %d tasks have no recorded candidates; they got empty ones", empty, len(prompts))
         return out
+
+    def generate_iter(
+        self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
+    ) -> Iterator[list[Candidate]]:
+        """``generate`` in batches of ``batch_tasks`` prompts (same candidates, same order)."""
+        step = self.params.batch_tasks
+        for i in range(0, len(prompts), step):
+            if self.params.batch_delay_s:
+                time.sleep(self.params.batch_delay_s)
+            yield self.generate(prompts[i : i + step], n, adapter, seed)
 
 
 @hookimpl
