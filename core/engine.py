@@ -16,8 +16,11 @@ saves the adapter, and every rank must see the same adapter hash); rank 0 commit
 Streaming: when the generator has ``generate_iter`` and the evaluator ``submit`` /
 ``results``, generation and evaluation overlap (each batch is submitted as it arrives).
 The round's ``seconds`` then stay a partition of wall time: ``generate`` ends when the
-last candidate exists and ``evaluate`` is only the tail after it; ``metrics["streaming"]``
-adds the evaluator's busy span and the tail as a share of generation time.
+last candidate exists and ``evaluate`` is only the tail after it;
+``metrics["streaming"]["seconds"]`` adds ``generate`` (first to last candidate),
+``evaluate`` (the evaluator's busy span, from the first submit to the last verdict,
+overlapping generation) and ``evaluation_tail`` (last candidate to last verdict); with
+several ranks, the slowest rank's spans and each rank's tail.
 """
 from __future__ import annotations
 
@@ -494,10 +497,9 @@ class Engine:
         generate_s = last_candidate - start
         tail = last_verdict - last_candidate
         timing = {
-            "generate_s": generate_s,
-            "evaluate_s": last_verdict - (first_submit or last_candidate),  # busy span, overlapping generation
-            "evaluation_tail_s": tail,
-            "evaluation_tail_pct": 100.0 * tail / generate_s if generate_s > 0 else 0.0,
+            "generate": generate_s,
+            "evaluate": last_verdict - (first_submit or last_candidate),  # busy span, overlapping generation
+            "evaluation_tail": tail,
         }
         return GenEval(candidates, verdicts, timing)
 
@@ -594,8 +596,8 @@ class Engine:
             if validation:
                 metrics["validation"] = validation
             metrics["seconds"] = dict(self.stage_seconds)
-            if ge.timing:
-                metrics["streaming"] = ge.timing
+            if ge.timing:  # under "seconds" like every wall-time figure (readers treat those as volatile)
+                metrics["streaming"] = {"seconds": ge.timing}
             if dist.world > 1:
                 metrics["world_size"] = dist.world
             metrics.update(retention_metrics(ledger, r, after, task_rate, pairs=len(pairs)))
@@ -727,10 +729,9 @@ def _merge_timings(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
     rows = [r for r in rows if r]
     if not rows:
         return {}
-    out = {k: max(r[k] for r in rows) for k in ("generate_s", "evaluate_s", "evaluation_tail_s")}
-    out["evaluation_tail_pct"] = 100.0 * out["evaluation_tail_s"] / out["generate_s"] if out["generate_s"] > 0 else 0.0
+    out = {k: max(r[k] for r in rows) for k in ("generate", "evaluate", "evaluation_tail")}
     for k, r in enumerate(rows):
-        out[f"rank{k}_evaluation_tail_s"] = r["evaluation_tail_s"]
+        out[f"rank{k}_evaluation_tail"] = r["evaluation_tail"]
     return out
 
 

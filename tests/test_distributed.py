@@ -164,7 +164,7 @@ def test_two_ranks_equal_one_process_and_only_rank_0_writes(reference, tmp_path)
     assert got["validations"] == reference["validations"] and got["metrics"] == reference["metrics"]
     # both ranks did work: the metrics name the world size, each rank streamed its shard
     m = json.loads((run_dir / "rounds" / "000001" / "metrics.json").read_text())
-    assert m["world_size"] == 2 and {"rank0_evaluation_tail_s", "rank1_evaluation_tail_s"} <= set(m["streaming"])
+    assert m["world_size"] == 2 and {"rank0_evaluation_tail", "rank1_evaluation_tail"} <= set(m["streaming"]["seconds"])
     writes = {rank: (audit / f"rank{rank}.log").read_text().splitlines() if (audit / f"rank{rank}.log").exists() else []
               for rank in (0, 1)}
     assert any(w.endswith("ledger.sqlite") for w in writes[0]) and any("metrics.json" in w for w in writes[0])
