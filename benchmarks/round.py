@@ -1,0 +1,248 @@
+"""One engine round with generation and evaluation overlapped (issue 7, target 3).
+
+    python benchmarks/round.py --smollm2-gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
+    python benchmarks/round.py --smoke --out /tmp/round-smoke      # CPU, tiny model, minutes
+
+A whole ``Engine`` round (schedule, prompts, generate, evaluate, memory, pairs, commit) on
+``--tasks`` tasks x ``--candidates`` candidates with the ``hf`` generator and the
+``pytest-xdist`` evaluator (``--workers``), training off (this is about the generation /
+evaluation overlap). Tasks: the KodCode rows under ``--kodcode`` plus the packaged
+starter set, cycled with distinct ids (``<id>__c<k>``) up to ``--tasks``, written as one
+KodCode-schema JSONL and read by the ``kodcode`` source.
+
+Two runs of the same round, each in a fresh run dir with a cold reference cache
+(``cache_path: none``) and a freshly loaded model:
+
+1. ``streamed``: the engine's overlapped path (``generate_iter`` + ``submit``/``results``);
+2. ``sequential`` (the baseline): the same generator behind a wrapper without
+   ``generate_iter``, so the engine generates everything, then evaluates.
+
+The streamed run goes first, so any one-time warm-up (kernels, graph capture) is charged
+to it, not to the baseline. Printed: the per-stage wall-time breakdown of both, the
+streamed run's spans (generation, evaluator busy span, evaluation tail = last candidate
+to last verdict) and the tail as a % of generation time (target: <= 10 %), and last the
+ratio sequential / streamed round time. Writes ``DIR/round.json`` and ``DIR/round.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+STAGES = ("schedule", "prompt", "generate", "evaluate", "memory", "train", "pairs")
+LOG_FH: Any = None
+
+
+def say(*parts: Any) -> None:
+    line = " ".join(str(p) for p in parts)
+    print(line, flush=True)
+    if LOG_FH is not None:
+        LOG_FH.write(line + "\n")
+        LOG_FH.flush()
+
+
+def default_kodcode() -> Path | None:
+    for cand in (ROOT / ".devcarry" / "kodcode", ROOT.parent / "shared" / "data" / "kodcode"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def ensure_importable() -> None:
+    from gpu_model_stages import ensure_srscode_importable
+
+    ensure_srscode_importable()
+
+
+def task_rows(kodcode: Path | None, n: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """KodCode-schema rows: the KodCode files' rows and the starter set's, cycled with
+    distinct ids to ``n``."""
+    import importlib.resources
+
+    from srscode.plugins.kodcode_source import iter_json_lines, iter_local, local_files
+
+    base: list[dict[str, Any]] = []
+    counts = {"kodcode": 0, "starter": 0}
+    if kodcode is not None:
+        files = local_files(str(kodcode)) or []
+        for _where, row in iter_local(files):
+            if isinstance(row, dict):
+                base.append(row)
+                counts["kodcode"] += 1
+    data = (importlib.resources.files("srscode.plugins.starter") / "tasks.jsonl").read_bytes()
+    for _where, row in iter_json_lines(data, "starter"):
+        base.append(row)
+        counts["starter"] += 1
+    rows = []
+    for k, row in zip(range(n), itertools.cycle(base)):
+        copy = k // len(base)
+        rows.append(dict(row, question_id=row["question_id"] if copy == 0 else f"{row['question_id']}__c{copy}"))
+    return rows, counts
+
+
+class SequentialGenerator:
+    """The hf generator without ``generate_iter``: the engine's sequential path."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def generate(self, prompts: Sequence[Any], n: int, adapter: Any, seed: int) -> list[Any]:
+        return self.inner.generate(prompts, n, adapter, seed)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if callable(close):
+            close()
+
+
+class SequentialPlugin:
+    """Registers ``hf-sequential`` (hf's params, hf's factory, wrapped)."""
+
+    from srscode.core.hookspecs import hookimpl as _hookimpl
+
+    @_hookimpl
+    def srscode_generators(self):
+        from srscode.core.types import ComponentSpec
+        from srscode.plugins import hf_generator
+
+        spec = next(s for s in hf_generator.srscode_generators() if s.name == "hf")
+        yield ComponentSpec("hf-sequential", lambda params, ctx: SequentialGenerator(spec.factory(params, ctx)),
+                            spec.params, "benchmark: hf without generate_iter")
+
+
+def config(args: argparse.Namespace, data_path: Path, generator: str) -> dict[str, Any]:
+    model: dict[str, Any] = {"name_or_path": args.model or "", "family": "chat"}
+    if args.smollm2_gguf:
+        gguf = Path(args.smollm2_gguf)
+        model.update(name_or_path=str(gguf.parent), gguf_file=gguf.name)
+    return {
+        "seed": 0,
+        "model": model,
+        "data": {"source": "kodcode", "path": str(data_path), "train_ratio": 1.0},
+        "rounds": 1,
+        "batch_size": args.tasks,
+        "candidates": args.candidates,
+        "stages": {
+            "prompt": {"name": "chat"},
+            "generator": {"name": generator, "params": {"max_new_tokens": args.max_new_tokens,
+                                                        "batch_size": args.gen_batch}},
+            "evaluator": {"name": "pytest-xdist", "params": {"workers": args.workers, "cache_path": "none"}},
+            "memory": {"name": "sm2"},
+            "scheduler": {"name": "ratio", "params": {"new_task_ratio": 1.0}},
+            "trainer": {"name": "none"},
+        },
+        "dpo": {"name": "none", "every": "never"},
+        "validation": {"every": 0, "at_start": False, "at_end": False},
+    }
+
+
+def run_round(args: argparse.Namespace, data_path: Path, generator: str, run_dir: Path) -> dict[str, Any]:
+    from srscode.core.config import validate
+    from srscode.core.engine import Engine
+
+    cfg = validate(config(args, data_path, generator))
+    started = time.perf_counter()
+    Engine(cfg, cfg.model_dump(mode="json"), run_dir, quiet=True, extra_plugins=[SequentialPlugin()]).run()
+    wall = time.perf_counter() - started
+    m = json.loads((run_dir / "rounds" / "000001" / "metrics.json").read_text())
+    return {
+        "wall_s": round(wall, 2),
+        "round_s": round(sum(m["seconds"].values()), 2),
+        "seconds": {k: round(v, 3) for k, v in m["seconds"].items()},
+        "streaming": {k: round(v, 3) for k, v in (m.get("streaming") or {}).get("seconds", {}).items()},
+        "candidates": m["candidates"],
+        "tasks": m["new"] + m["review"],
+        "pass_rate": round(m["pass_rate"], 4),
+        "statuses": m["statuses"],
+    }
+
+
+def smoke_model(out: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from model_fixtures import build_tiny_model
+
+    return build_tiny_model(out / "tiny-model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    global LOG_FH
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kodcode", type=Path, default=None, help="KodCode files (default .devcarry/kodcode or ../shared/data/kodcode)")
+    ap.add_argument("--model", default=None, help="model folder or hub id")
+    ap.add_argument("--smollm2-gguf", default=None, help="SmolLM2 GGUF file (its folder becomes the model)")
+    ap.add_argument("--tasks", type=int, default=512)
+    ap.add_argument("--candidates", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--gen-batch", type=int, default=64, help="prompts per generator batch")
+    ap.add_argument("--workers", type=int, default=16, help="evaluator workers")
+    ap.add_argument("--skip-sequential", action="store_true", help="only the streamed round")
+    ap.add_argument("--smoke", action="store_true", help="CPU, tiny random model, 24 tasks x 2, 2 workers")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    LOG_FH = open(args.out / "round.log", "w", encoding="utf-8")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ensure_importable()
+    if args.smoke:
+        args.tasks, args.candidates, args.max_new_tokens, args.gen_batch, args.workers = 24, 2, 16, 8, 2
+        args.model = str(smoke_model(args.out))
+        args.smollm2_gguf = None
+    kodcode = args.kodcode or default_kodcode()
+    rows, counts = task_rows(kodcode, args.tasks)
+    data_path = args.out / "tasks.jsonl"
+    data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    say(f"tasks: {len(rows)} ({counts['kodcode']} KodCode rows from {kodcode}, {counts['starter']} starter, cycled) "
+        f"x {args.candidates} candidates; model {args.smollm2_gguf or args.model or '(embedded SmolLM2)'}; "
+        f"evaluator workers {args.workers}")
+    result: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "task_sources": counts}
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="srscode-round-bench-") as tmp:
+        for label, gen in (("streamed", "hf"), ("sequential", "hf-sequential")):
+            if label == "sequential" and args.skip_sequential:
+                continue
+            say(f"--- {label} round ({gen})")
+            try:
+                result[label] = run_round(args, data_path, gen, Path(tmp) / label)
+                say(json.dumps(result[label]))
+            except Exception as exc:  # record and go on with the next part
+                result[label] = {"error": f"{type(exc).__name__}: {exc}"}
+                say(f"{label} FAILED: {type(exc).__name__}: {exc}")
+                LOG_FH.write(traceback.format_exc())
+
+    s, q = result.get("streamed", {}), result.get("sequential", {})
+    say("")
+    say(f"{'stage':<12}{'streamed s':>12}{'sequential s':>14}")
+    for stage in STAGES:
+        a, b = (s.get("seconds") or {}).get(stage), (q.get("seconds") or {}).get(stage)
+        if a is not None or b is not None:
+            say(f"{stage:<12}{a if a is not None else '-':>12}{b if b is not None else '-':>14}")
+    say(f"{'round':<12}{s.get('round_s', '-'):>12}{q.get('round_s', '-'):>14}")
+    st = s.get("streaming") or {}
+    if st:
+        tail_pct = 100.0 * st["evaluation_tail"] / st["generate"] if st["generate"] > 0 else float("nan")
+        result["evaluation_tail_pct_of_generate"] = round(tail_pct, 2)
+        say(f"streamed spans: generate {st['generate']:.2f} s, evaluator busy {st['evaluate']:.2f} s, "
+            f"evaluation tail {st['evaluation_tail']:.2f} s")
+        say(f"evaluation tail / generation: {tail_pct:.1f} % (target <= 10 %)")
+    elif "seconds" in s:
+        say("streamed run did not stream (the generator has no generate_iter): no spans")
+    if s.get("round_s") and q.get("round_s"):
+        result["sequential_over_streamed"] = round(q["round_s"] / s["round_s"], 3)
+        say(f"round time sequential / streamed: {result['sequential_over_streamed']:.2f}x")
+    (args.out / "round.json").write_text(json.dumps(result, indent=1))
+    LOG_FH.close()
+    return 0 if "error" not in s else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
