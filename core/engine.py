@@ -415,17 +415,25 @@ class Engine:
         single = dist.world == 1
         local_rdir = rdir if single else None  # one process writes inside the stages, as before
 
+        called = time.perf_counter()
+        local_s = [0.0]
+
         def local() -> GenEval:
-            if not mine:
-                return GenEval([], [])
-            if self._streams():
-                return self._stream(round_, mine, n, adapter, seed, local_rdir, timed)
-            return self._sequential(round_, mine, n, adapter, seed, local_rdir, timed)
+            start = time.perf_counter()
+            try:
+                if not mine:
+                    return GenEval([], [])
+                if self._streams():
+                    return self._stream(round_, mine, n, adapter, seed, local_rdir, timed)
+                return self._sequential(round_, mine, n, adapter, seed, local_rdir, timed)
+            finally:
+                local_s[0] = time.perf_counter() - start
 
         rows = run_everywhere(dist, f"round {round_}: generation and evaluation", local)
         if single:
             return rows[0]
         started = time.perf_counter()
+        waited = started - called - local_s[0]  # for the slowest rank, in the gather
         cands = sorted((c for row in rows for c in row.candidates), key=lambda c: (c.task_id, c.index))
         verdicts = sorted((v for row in rows for v in row.verdicts), key=lambda v: (v.task_id, v.index))
         if rdir is not None and dist.is_main:
@@ -433,8 +441,9 @@ class Engine:
             write_jsonl(rdir / "verdicts.jsonl", (record(v) for v in verdicts))
         timing = _merge_timings([row.timing for row in rows])
         if timed:
-            # writing the gathered files; waiting for the slowest rank is in its stages' seconds
-            self.stage_seconds["gather"] = self.stage_seconds.get("gather", 0.0) + time.perf_counter() - started
+            # waiting for the slowest rank, merging and writing the gathered files: with the
+            # stages' own seconds (this rank's), the round's seconds still add up to wall time
+            self.stage_seconds["gather"] = self.stage_seconds.get("gather", 0.0) + waited + time.perf_counter() - started
         return GenEval(cands, verdicts, timing)
 
     def _sequential(
