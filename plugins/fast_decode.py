@@ -342,11 +342,14 @@ class FastDecoder:
         max_new_tokens: int,
         spec: SamplingSpec,
         stop_check: Callable[[list[list[int]]], list[int | None]] | None = None,
+        cache_tokens: int | None = None,
     ) -> DecodeResult:
         """``ids``/``mask`` [P, W] left-padded prompts on the model's device; rows are
         ``n`` consecutive copies of each prompt. ``stop_check(rows_tokens)`` returns, per
         row, the generated length at which a stop string completed (or None); it is
-        called every ``STOP_CHECK_EVERY`` steps on unfinished rows and once at the end."""
+        called every ``STOP_CHECK_EVERY`` steps on unfinished rows and once at the end.
+        ``cache_tokens`` (>= ``max_new_tokens``) sizes the cache for longer sequences than
+        this call decodes (memory probes)."""
         import time
 
         import torch
@@ -361,7 +364,7 @@ class FastDecoder:
             mask = torch.cat([torch.zeros_like(pad), mask], 1)
         real = p * n
         rows = _round_up(real, ROW_BUCKET)
-        length = _round_up(width + max_new_tokens, WINDOW)
+        length = _round_up(width + max(max_new_tokens, cache_tokens or 0), WINDOW)
         buf = self._buffers(rows, length)
         stats: dict[str, float] = {"rows": rows, "real_rows": real, "cache_len": length}
 

@@ -281,3 +281,28 @@ def test_generate_iter_streams_batches_and_generate_concatenates_them(tiny_model
     assert {(c.task_id, c.index): c.text for c in whole} == streamed
     slow = HFGenerator(HFGeneratorParams(max_new_tokens=6, batch_size=3, do_sample=False, decode="generate"), ctx)
     assert [c.text for c in slow.generate(prompts, 2, None, seed=1)] == [c.text for c in whole]
+
+
+# ----------------------------------------------------------------------------- benchmark smoke
+
+
+def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
+    """benchmarks/generate.py part (a) with tiny shapes: both paths produce every forced token
+    and the table's ratios come from the measured rates (the GPU run must not fail on a typo)."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(rows=8, prompt_len=16, new_tokens=8, skip_greedy_baseline=False)
+    out = bench.part_a(bench.Env(smoke=True), args)
+    for key in ("generate_sample", "generate_greedy", "fast_sample_B8", "fast_greedy_B8", "fast_sample_B16"):
+        assert out[key]["tokens"] == (16 if key.endswith("B16") else 8) * 8, key  # min_new_tokens forced
+    for kind in ("sample", "greedy"):
+        expected = out[f"fast_{kind}_B8"]["tok_s"] / out[f"generate_{kind}"]["tok_s"]
+        assert out["ratio_vs_generate"][kind] == round(expected, 2)
+    assert out["micro"]["graphs"] is False  # the CPU backend offers no graph capture
+    assert out["fast_sample_B8"]["physical"]["step_bound_ms"] > 0

@@ -1,0 +1,529 @@
+"""Generation speed of the ``hf`` generator's fast decode loop against ``model.generate``,
+its memory use and its distance from the hardware limit (issue 7, targets 1 and 4).
+
+    python3 benchmarks/generate.py --out OUT [--smollm2-gguf PATH] [--kodcode DIR]
+    python3 benchmarks/generate.py --out OUT --smoke       # every part on the CPU, tiny shapes
+
+Parts (each in try/except; results in ``OUT/generate.json``, log in ``OUT/generate.log``):
+
+a. Qwen2.5-Coder-1.5B shape, random weights, bf16: ``model.generate`` (dynamic cache)
+   vs the fast loop (``FastDecoder``, the entry point the ``hf`` generator uses) on
+   B=256 random prompts x 256 tokens, 256 new tokens (min_new_tokens forced), sampling
+   T=0.8 top-p 0.95 and greedy; the fast loop also at B=512.
+b. SmolLM2-135M-Instruct (``--smollm2-gguf``, converted the way ``hf_model`` converts the
+   embedded GGUF) on the shared KodCode prompts x 4 through the real ``HFGenerator``
+   (chat template, T=0.8, top-p 0.95, 512 new tokens, EOS honoured): ``decode=generate``
+   on one batch of 64 prompts vs ``decode=fast`` on the same batch and on all prompts;
+   plus greedy token-for-token checks vs ``generate`` on 8 prompts in bf16 and fp32.
+c. Memory: peak memory per part, and the largest batch that fits for 256+256 tokens at
+   the 1.5B and 7B shapes, from free memory and bytes per row, verified by decoding a few
+   steps at that batch and trying 1.25x of it (an OOM there is caught and reported).
+d. The physical limit per measured run: bytes per step (weights + KV) / 3 TB/s and FLOPs
+   per step / 790 TFLOP/s against the measured step time; plus the graph replay and the
+   sampler timed alone at B=256.
+
+Random weights make top-p keep ~95 % of the 151,936-token vocabulary (near-uniform
+logits), so part (a)'s sampling takes the sampler's full-sort path every step; part (b)
+(a trained model) shows the usual top-k path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+HBM_BPS = 3.0e12
+FLOPS = 790e12
+SHAPES = {
+    "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+                 intermediate_size=8960, vocab_size=151936),
+    "7b": dict(hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+               intermediate_size=18944, vocab_size=152064),
+    "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, vocab_size=1024),
+}
+
+_log_file: Any = None
+
+
+def say(*parts: Any) -> None:
+    line = " ".join(str(p) for p in parts)
+    print(line, flush=True)
+    if _log_file is not None:
+        _log_file.write(line + "\n")
+        _log_file.flush()
+
+
+def ensure_srscode_importable() -> None:
+    from gpu_model_stages import ensure_srscode_importable as ensure
+
+    ensure()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class Env:
+    """Device, dtype and the memory API of the resolved backend (no device branches below)."""
+
+    def __init__(self, smoke: bool):
+        import torch
+
+        from srscode.core.config import HardwareConfig
+        from srscode.hardware.resolve import builtin_registry, resolve_backend
+
+        self.backend = resolve_backend(HardwareConfig(backend="cpu" if smoke else "auto"), builtin_registry())
+        self.device = self.backend.device
+        self.dtype = self.backend.torch_dtype
+        self.mod = getattr(torch, self.device.type, None)
+        self.smoke = smoke
+
+    def sync(self) -> None:
+        if self.device.type != "cpu" and hasattr(self.mod, "synchronize"):
+            self.mod.synchronize()
+
+    def reset_peak(self) -> None:
+        if self.device.type != "cpu" and hasattr(self.mod, "reset_peak_memory_stats"):
+            self.mod.empty_cache()
+            self.mod.reset_peak_memory_stats()
+
+    def peak_gb(self) -> float | None:
+        if self.device.type != "cpu" and hasattr(self.mod, "max_memory_allocated"):
+            return round(self.mod.max_memory_allocated() / 2**30, 3)
+        return None
+
+    def free_bytes(self) -> int | None:
+        if self.device.type != "cpu" and hasattr(self.mod, "mem_get_info"):
+            self.mod.empty_cache()
+            return int(self.mod.mem_get_info()[0])
+        return None
+
+    def runner(self) -> Any:
+        return self.backend.graph_runner()
+
+
+def build_model(env: Env, shape: str, eos: int = 2, pad: int = 0) -> Any:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(**SHAPES[shape], max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+                         tie_word_embeddings=shape != "7b", bos_token_id=None, eos_token_id=eos, pad_token_id=pad)
+    torch.manual_seed(0)
+    with torch.device(env.device):
+        model = Qwen2ForCausalLM._from_config(config, dtype=env.dtype, attn_implementation="sdpa")
+    model.eval()
+    model.generation_config.pad_token_id = pad
+    model.generation_config.eos_token_id = eos
+    return model
+
+
+def random_prompts(env: Env, rows: int, length: int, vocab: int) -> tuple[Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(10, vocab - 10, (rows, length), generator=g)
+    return ids.to(env.device), torch.ones_like(ids).to(env.device)
+
+
+def timed(env: Env, fn: Callable[[], Any]) -> tuple[Any, float]:
+    env.sync()
+    t = time.perf_counter()
+    out = fn()
+    env.sync()
+    return out, time.perf_counter() - t
+
+
+def params_bytes(model: Any) -> int:
+    seen, total = set(), 0
+    for p in model.parameters():
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def physical(model: Any, rows: int, prompt_len: int, new: int, step_s: float) -> dict[str, Any]:
+    """Bytes and FLOPs of an average decode step (cache half way through) vs the measured step."""
+    c = model.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    elt = next(model.parameters()).element_size()
+    kv_per_tok = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * elt
+    avg_len = prompt_len + new / 2
+    weights = params_bytes(model)
+    kv = rows * avg_len * kv_per_tok
+    n_params = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+    flops = 2 * n_params * rows + 4 * rows * avg_len * c.num_attention_heads * head_dim * c.num_hidden_layers
+    t_mem, t_flop = (weights + kv) / HBM_BPS, flops / FLOPS
+    bound = max(t_mem, t_flop)
+    return {
+        "weights_gb": _sig(weights / 1e9), "kv_read_gb_avg": _sig(kv / 1e9),
+        "step_bound_ms": _sig(bound * 1e3), "bound_by": "memory" if t_mem >= t_flop else "compute",
+        "mem_ms": _sig(t_mem * 1e3), "flop_ms": _sig(t_flop * 1e3),
+        "measured_step_ms": _sig(step_s * 1e3), "measured_over_bound": _sig(step_s / bound) if bound else None,
+    }
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def fast_run(env: Env, model: Any, ids: Any, mask: Any, n: int, new: int, spec: Any, min_new: int | None = None,
+             cache_tokens: int | None = None) -> tuple[Any, float, Any]:
+    import torch
+
+    from srscode.plugins.fast_decode import FastDecoder
+
+    dec = FastDecoder(model, graph_runner=env.runner())
+    with torch.inference_mode():
+        res, secs = timed(env, lambda: dec.generate(ids, mask, n, new, spec, cache_tokens=cache_tokens))
+    return res, secs, dec
+
+
+# ----------------------------------------------------------------------------- part a
+
+
+def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from srscode.plugins.fast_decode import SamplingSpec
+
+    shape = "tiny" if env.smoke else "1.5b"
+    rows, plen, new = (8, 16, 8) if env.smoke else (args.rows, args.prompt_len, args.new_tokens)
+    env.reset_peak()
+    model = build_model(env, shape)
+    vocab = model.config.vocab_size
+    ids, mask = random_prompts(env, rows, plen, vocab)
+    out: dict[str, Any] = {"shape": shape, "rows": rows, "prompt_len": plen, "new_tokens": new, "dtype": str(env.dtype)}
+    eos = model.generation_config.eos_token_id
+    sample = dict(do_sample=True, temperature=0.8, top_p=0.95, top_k=0)
+
+    def baseline(kind: str, kw: dict[str, Any]) -> None:
+        torch.manual_seed(0)
+        with torch.inference_mode():
+            gen, secs = timed(env, lambda: model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, pad_token_id=0,
+                eos_token_id=eos, **kw))
+        toks = (gen.shape[1] - plen) * rows
+        out[f"generate_{kind}"] = {"tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1)}
+        say(f"  generate {kind}: {toks} tokens in {secs:.2f}s = {toks / secs:,.0f} tok/s")
+
+    def ours(kind: str, spec: SamplingSpec, b: int, with_micro: bool = False) -> None:
+        torch.manual_seed(0)
+        i, m = (ids, mask) if b == rows else random_prompts(env, b, plen, vocab)
+        env.reset_peak()
+        res, secs, dec = fast_run(env, model, i, m, 1, new, spec)
+        toks = sum(res.lengths)
+        st = res.stats
+        step_s = st["decode_s"] / max(1, st["steps"] - 1)
+        r = {"rows": b, "tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1),
+             "prefill_s": round(st["prefill_s"], 3), "decode_s": round(st["decode_s"], 3),
+             "step_ms": round(step_s * 1e3, 3), "peak_gb": env.peak_gb(),
+             "physical": physical(model, b, plen, new, step_s)}
+        out[f"fast_{kind}_B{b}"] = r
+        say(f"  fast {kind} B={b}: {toks} tokens in {secs:.2f}s = {toks / secs:,.0f} tok/s "
+            f"(prefill {st['prefill_s']:.2f}s, step {step_s * 1e3:.2f} ms, peak {r['peak_gb']} GB)")
+        if with_micro:
+            out["micro"] = micro(env, dec, spec, b)
+        del dec, res  # free this run's cache before the next one
+        env.reset_peak()
+
+    sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
+    greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
+    baseline("sample", sample)
+    ours("sample", sampling, rows, with_micro=True)
+    ours("greedy", greedy, rows)
+    if not args.skip_greedy_baseline:
+        baseline("greedy", dict(do_sample=False))
+    ours("sample", sampling, 2 * rows)
+    ratios = {k: round(out[f"fast_{k}_B{rows}"]["tok_s"] / out[f"generate_{k}"]["tok_s"], 2)
+              for k in ("sample", "greedy") if f"generate_{k}" in out}
+    out["ratio_vs_generate"] = ratios
+    table(f"part a: {shape} shape, {rows}x{plen} prompt + {new} new tokens", out, [
+        ("generate dynamic cache, sample", out.get("generate_sample", {}).get("tok_s")),
+        ("generate dynamic cache, greedy", out.get("generate_greedy", {}).get("tok_s")),
+        (f"fast loop, sample B={rows}", out[f"fast_sample_B{rows}"]["tok_s"]),
+        (f"fast loop, greedy B={rows}", out[f"fast_greedy_B{rows}"]["tok_s"]),
+        (f"fast loop, sample B={2 * rows}", out.get(f"fast_sample_B{2 * rows}", {}).get("tok_s")),
+    ], [(f"ratio fast/generate ({k})", v) for k, v in ratios.items()])
+    del model
+    return out
+
+
+def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
+    """The captured step replayed alone and the sampler alone (last window of the last batch)."""
+    import torch
+
+    from srscode.plugins.fast_decode import sample_tokens
+
+    buf = dec.buffers
+    window = max(buf.graphs)
+    step = buf.graphs[window]
+    reps = 3 if env.smoke else 20
+    with torch.inference_mode():
+        logits = step().float()
+        _, t_step = timed(env, lambda: [step() for _ in range(reps)])
+        _, t_samp = timed(env, lambda: [sample_tokens(logits, spec) for _ in range(reps)])
+        _, t_greedy = timed(env, lambda: [logits.argmax(-1) for _ in range(reps)])
+    r = {"window": window, "step_ms": round(t_step / reps * 1e3, 3), "sampler_ms": round(t_samp / reps * 1e3, 3),
+         "argmax_ms": round(t_greedy / reps * 1e3, 3), "graphs": dec.runner is not None}
+    say(f"  micro (B={rows}, window {window}): step replay {r['step_ms']} ms, top-p sampler {r['sampler_ms']} ms, "
+        f"argmax {r['argmax_ms']} ms, device graphs: {r['graphs']}")
+    return r
+
+
+# ----------------------------------------------------------------------------- part b
+
+
+def find_kodcode(arg: str | None) -> Path | None:
+    for c in ([Path(arg)] if arg else []) + [ROOT / ".devcarry" / "kodcode", ROOT.parent / "shared" / "data" / "kodcode"]:
+        if c.is_dir():
+            return c
+    return None
+
+
+def part_b(env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from srscode.core.config import RunConfig
+    from srscode.core.context import StageContext
+    from srscode.plugins import hf_model
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.kodcode_source import KodCodeSource
+    from srscode.plugins.prompts import ChatBuilder
+
+    gguf = Path(args.smollm2_gguf) if args.smollm2_gguf else (hf_model.embedded_gguf() if env.smoke else None)
+    if gguf is None or not gguf.is_file():
+        return {"skipped": f"no SmolLM2 GGUF (--smollm2-gguf {args.smollm2_gguf!r} is not a file)"}
+    data = find_kodcode(args.kodcode)
+    if data is None:
+        return {"skipped": "no KodCode data (--kodcode, .devcarry/kodcode or ../shared/data/kodcode)"}
+    env.reset_peak()
+    folder = hf_model.convert_gguf(str(gguf.parent), gguf.name, Path(args.cache) / f"{gguf.stem}-{gguf.stat().st_size}")
+    ctx = StageContext(config=RunConfig.model_validate({"model": {"name_or_path": str(folder)}}), quiet=True,
+                       _backend=env.backend)
+    model, tok = hf_model.load_base(ctx)
+    builder = ChatBuilder(tokenizer_provider=lambda: tok)
+    ctx.cache["prompt_builder"] = builder
+    tasks = KodCodeSource().load(str(data)).tasks
+    prompts = [builder.build(t) for t in tasks]
+    n, new, sub = (2, 4, 2) if env.smoke else (4, 512, 64)
+    if env.smoke:  # the shortest few: the CPU is shared
+        prompts = sorted(prompts, key=lambda p: len(p.text))[:3]
+    out: dict[str, Any] = {"prompts": len(prompts), "n": n, "max_new_tokens": new, "model": str(folder)}
+
+    def run(kind: str, ps: list[Any], decode: str, batch: int) -> None:
+        g = HFGenerator(HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=new, batch_size=batch,
+                                          decode=decode), ctx)
+        env.reset_peak()
+        cands, secs = timed(env, lambda: g.generate(ps, n, None, seed=0))
+        toks = sum(c.completion_tokens for c in cands)
+        r = {"decode": decode, "prompts": len(ps), "batch_prompts": batch, "tokens": toks, "s": round(secs, 3),
+             "tok_s": round(toks / secs, 1), "mean_len": round(toks / len(cands), 1), "peak_gb": env.peak_gb()}
+        out[kind] = r
+        say(f"  {kind}: {len(ps)} prompts x {n} ({decode}, {batch} prompts/batch): {toks} tokens in {secs:.2f}s = "
+            f"{toks / secs:,.0f} tok/s, mean {r['mean_len']} tokens, peak {r['peak_gb']} GB")
+
+    run("generate_subset", prompts[:sub], "generate", sub)
+    run("fast_subset", prompts[:sub], "fast", sub)
+    run("fast_all_b64", prompts, "fast", 64 if not env.smoke else 2)
+    run("fast_all_one_batch", prompts, "fast", len(prompts))
+    out["greedy_check_bf16"] = greedy_check(env, model, tok, prompts[: 1 if env.smoke else 8], 6 if env.smoke else 256)
+    fp32 = type(model).from_pretrained(str(folder), dtype=torch.float32).to(env.device).eval()
+    out["greedy_check_fp32"] = greedy_check(env, fp32, tok, prompts[: 1 if env.smoke else 8], 6 if env.smoke else 256)
+    del fp32
+    ratio = round(out["fast_subset"]["tok_s"] / out["generate_subset"]["tok_s"], 2)
+    out["ratio_fast_vs_generate_subset"] = ratio
+    out["peak_gb_part"] = env.peak_gb()
+    table("part b: SmolLM2-135M-Instruct, KodCode chat prompts, T=0.8 top-p 0.95", out, [
+        (f"generate, {sub} prompts x {n}", out["generate_subset"]["tok_s"]),
+        (f"fast, same {sub} prompts x {n}", out["fast_subset"]["tok_s"]),
+        (f"fast, all {len(prompts)} prompts, batches of {out['fast_all_b64']['batch_prompts']}", out["fast_all_b64"]["tok_s"]),
+        (f"fast, all {len(prompts)} prompts, one batch", out["fast_all_one_batch"]["tok_s"]),
+        ("greedy rows equal to generate, bf16", f"{out['greedy_check_bf16']['equal_rows']}/{out['greedy_check_bf16']['rows']}"),
+        ("greedy rows equal to generate, fp32", f"{out['greedy_check_fp32']['equal_rows']}/{out['greedy_check_fp32']['rows']}"),
+    ], [("ratio fast/generate (same prompts)", ratio),
+        ("ratio fast all-in-one-batch / generate", round(out["fast_all_one_batch"]["tok_s"] / out["generate_subset"]["tok_s"], 2))])
+    return out
+
+
+def greedy_check(env: Env, model: Any, tok: Any, prompts: list[Any], new: int) -> dict[str, Any]:
+    import torch
+
+    from srscode.plugins.fast_decode import SamplingSpec
+
+    enc = tok([p.text for p in prompts], return_tensors="pt", padding=True)
+    enc = {k: v.to(env.device) for k, v in enc.items()}
+    eos = sorted({tok.eos_token_id} | set(_as_list(model.generation_config.eos_token_id)))
+    with torch.inference_mode():
+        ref = model.generate(**enc, do_sample=False, max_new_tokens=new, pad_token_id=tok.pad_token_id, eos_token_id=eos,
+                             top_k=None, top_p=None, temperature=None, repetition_penalty=1.0)
+    ref = ref[:, enc["input_ids"].shape[1]:].tolist()
+    res, _, _ = fast_run(env, model, enc["input_ids"], enc["attention_mask"], 1, new,
+                         SamplingSpec(0.0, 1.0, tuple(eos), tok.pad_token_id))
+    first_diff = []
+    for a, b in zip(ref, res.tokens):
+        a = a + [tok.pad_token_id] * (new - len(a))
+        first_diff.append(next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None))
+    r = {"rows": len(ref), "equal_rows": sum(d is None for d in first_diff), "first_divergence": first_diff,
+         "dtype": str(next(model.parameters()).dtype), "max_new_tokens": new}
+    say(f"  greedy check {r['dtype']}: {r['equal_rows']}/{r['rows']} rows equal; first divergence per row {first_diff}")
+    return r
+
+
+def _as_list(x: Any) -> list[int]:
+    return list(x) if isinstance(x, (list, tuple)) else ([] if x is None else [x])
+
+
+# ----------------------------------------------------------------------------- part c
+
+
+def per_row_bytes(model: Any, cache_len: int) -> int:
+    """KV cache + sampler buffers (fp32 logits, probabilities, a full sort's values and
+    indices, cumsum, weights) + one row's activations."""
+    c = model.config
+    head_dim = c.hidden_size // c.num_attention_heads
+    elt = next(model.parameters()).element_size()
+    kv = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * elt * cache_len
+    sampler = c.vocab_size * (elt + 4 * 8 + 8 * 2)  # incl. the sort's double buffer
+    act = (c.hidden_size * 8 + c.intermediate_size * 3) * elt
+    return kv + sampler + act
+
+
+def part_c(env: Env, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from srscode.plugins import fast_decode
+    from srscode.plugins.fast_decode import SamplingSpec
+
+    out: dict[str, Any] = {}
+    plen, new = (16, 16) if env.smoke else (256, 256)
+    for shape in (["tiny"] if env.smoke else ["1.5b", "7b"]):
+        r: dict[str, Any] = {}
+        out[shape] = r
+        try:
+            env.reset_peak()
+            model = build_model(env, shape)
+            cache_len = fast_decode._round_up(plen + new, fast_decode.WINDOW)
+            row = per_row_bytes(model, cache_len)
+            free = env.free_bytes()
+            budget = free if free is not None else args.smoke_budget_mb * 2**20
+            margin = int(budget * 0.06) + (1 << 30 if free is not None else 0)  # allocator slack, prefill transients
+            fit = max(16, (budget - margin) // row // 16 * 16)
+            r.update({"weights_gb": round(params_bytes(model) / 2**30, 2), "free_gb": round(budget / 2**30, 2),
+                      "bytes_per_row_mb": round(row / 2**20, 2), "estimated_max_rows": int(fit)})
+            say(f"  {shape}: free {r['free_gb']} GB, {r['bytes_per_row_mb']} MB per row -> {fit} rows")
+            spec = SamplingSpec(0.8, 0.95, (2,), 0, min_new_tokens=4)
+            for label, rows in (("at_estimate", fit), ("at_1.25x", int(fit * 1.25) // 16 * 16)):
+                ids, mask = random_prompts(env, rows, plen, model.config.vocab_size)
+                try:
+                    env.reset_peak()
+                    res, secs, dec = fast_run(env, model, ids, mask, 1, 4, spec, cache_tokens=new)
+                    r[label] = {"rows": rows, "ok": True, "s": round(secs, 2), "peak_gb": env.peak_gb()}
+                    del dec, res
+                except torch.OutOfMemoryError as exc:
+                    r[label] = {"rows": rows, "ok": False, "oom": str(exc).splitlines()[0][:200]}
+                say(f"  {shape} {label}: {r[label]}")
+                del ids, mask
+                env.reset_peak()
+            del model
+        except Exception as exc:  # noqa: BLE001 - one shape failing must not stop the other
+            r["error"] = f"{type(exc).__name__}: {exc}"
+            say(f"  {shape}: {r['error']}")
+        env.reset_peak()
+    table("part c: largest batch for 256 prompt + 256 new tokens", out, [
+        (f"{s}: estimated max rows", v.get("estimated_max_rows")) for s, v in out.items()
+    ] + [(f"{s}: ran at estimate / at 1.25x", f"{v.get('at_estimate', {}).get('ok')} / {v.get('at_1.25x', {}).get('ok')}")
+         for s, v in out.items()], [])
+    return out
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def table(title: str, out: dict[str, Any], rows: list[tuple[str, Any]], ratios: list[tuple[str, Any]]) -> None:
+    say(f"\n{title}")
+    width = max([len(k) for k, _ in rows + ratios] + [10])
+    for k, v in rows + ratios:
+        say(f"  {k:<{width}}  {v if v is not None else '-'}")
+    say("")
+
+
+def physical_summary(results: dict[str, Any]) -> dict[str, Any]:
+    a = results.get("a") or {}
+    out = {k: v["physical"] for k, v in a.items() if isinstance(v, dict) and "physical" in v}
+    rows = [(f"{k}: bound {v['step_bound_ms']} ms ({v['bound_by']}), measured {v['measured_step_ms']} ms",
+             v["measured_over_bound"]) for k, v in out.items()]
+    table("part d: measured decode step vs the physical bound (3 TB/s, 790 TFLOP/s)", out, rows[:-1] if rows else [],
+          [(f"measured/bound, {rows[-1][0]}", rows[-1][1])] if rows else [])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    global _log_file
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--smoke", action="store_true", help="every part on the CPU with tiny shapes")
+    ap.add_argument("--parts", default="abcd")
+    ap.add_argument("--rows", type=int, default=256)
+    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--skip-greedy-baseline", action="store_true", help="part a: no generate() greedy run (~20 s)")
+    ap.add_argument("--smoke-big", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--smoke-budget-mb", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--smollm2-gguf", default=None, help="SmolLM2-135M-Instruct GGUF file (part b)")
+    ap.add_argument("--kodcode", default=None, help="KodCode json folder (default .devcarry/kodcode or ../shared/data/kodcode)")
+    ap.add_argument("--cache", default=None, help="where the converted GGUF goes (default OUT/models)")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.cache = args.cache or str(args.out / "models")
+    _log_file = open(args.out / "generate.log", "a")
+    ensure_srscode_importable()
+    import torch
+    import transformers
+
+    t0 = time.perf_counter()
+    if args.smoke:
+        torch.set_num_threads(1)  # tiny matrices; the CPU is shared
+    env = Env(args.smoke)
+    results: dict[str, Any] = {"device": env.backend.device_name, "torch": torch.__version__,
+                               "transformers": transformers.__version__, "smoke": args.smoke}
+    say(f"device {results['device']} ({env.device}, {env.dtype}), torch {torch.__version__}, "
+        f"transformers {transformers.__version__}")
+    dest = args.out / "generate.json"
+    for name, fn in (("a", part_a), ("b", part_b), ("c", part_c)):
+        if name not in args.parts:
+            continue
+        say(f"== part {name} ({time.perf_counter() - t0:.0f}s)")
+        try:
+            results[name] = fn(env, args)
+        except Exception as exc:  # noqa: BLE001 - record and go on with the next part
+            results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+            say(f"  part {name} failed: {results[name]['traceback']}")
+        env.reset_peak()
+        dest.write_text(json.dumps(results, indent=2, default=str))
+    if "d" in args.parts:
+        try:
+            results["d"] = physical_summary(results)
+        except Exception as exc:  # noqa: BLE001
+            results["d"] = {"error": f"{type(exc).__name__}: {exc}"}
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    dest.write_text(json.dumps(results, indent=2, default=str))
+    a = results.get("a") or {}
+    say(f"wall {results['wall_s']} s; results in {dest}")
+    if "ratio_vs_generate" in a:
+        say(f"RATIO fast/generate (1.5B shape, B={a['rows']}): {a['ratio_vs_generate']}")
+    if isinstance(results.get("b"), dict) and "ratio_fast_vs_generate_subset" in results["b"]:
+        say(f"RATIO fast/generate (SmolLM2, same prompts): {results['b']['ratio_fast_vs_generate_subset']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
