@@ -304,10 +304,17 @@ class Engine:
 
         last = run_on_main(dist, "checking the run dir", resume_point)
 
-        def load() -> None:
+        def load() -> str:
             self.tasks = self._load_tasks()
+            return hashlib.sha256("\n".join(sorted(self.tasks)).encode()).hexdigest()
 
-        run_everywhere(dist, "loading the data", load)  # every rank builds prompts and evaluates
+        # every rank loads the data (each builds prompts and evaluates); all must see the same tasks
+        digests = run_everywhere(dist, "loading the data", load)
+        if len(set(digests)) > 1:
+            raise DataError(
+                f"the ranks loaded different task sets from {cfg.data.path or cfg.data.source!r} "
+                f"(task-id digests {', '.join(d[:12] for d in digests)}); every process must read the same data."
+            )
         train_ids, val_ids = split_tasks(list(self.tasks), cfg.data.train_ratio, cfg.seed)
         if cfg.validation.limit is not None:
             val_ids = val_ids[: cfg.validation.limit]
