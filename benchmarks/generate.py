@@ -299,14 +299,18 @@ def part_b(env: Env, args: argparse.Namespace) -> dict[str, Any]:
     from srscode.plugins.kodcode_source import KodCodeSource
     from srscode.plugins.prompts import ChatBuilder
 
-    gguf = Path(args.smollm2_gguf) if args.smollm2_gguf else (hf_model.embedded_gguf() if env.smoke else None)
-    if gguf is None or not gguf.is_file():
-        return {"skipped": f"no SmolLM2 GGUF (--smollm2-gguf {args.smollm2_gguf!r} is not a file)"}
     data = find_kodcode(args.kodcode)
     if data is None:
         return {"skipped": "no KodCode data (--kodcode, .devcarry/kodcode or ../shared/data/kodcode)"}
+    if args.smollm2_dir:  # an already converted Hugging Face folder
+        folder = Path(args.smollm2_dir)
+    else:
+        gguf = Path(args.smollm2_gguf) if args.smollm2_gguf else (hf_model.embedded_gguf() if env.smoke else None)
+        if gguf is None or not gguf.is_file():
+            return {"skipped": f"no SmolLM2 model (--smollm2-gguf {args.smollm2_gguf!r} is not a file, no --smollm2-dir)"}
+        # what hf_model does with the embedded GGUF (needs the gguf package)
+        folder = hf_model.convert_gguf(str(gguf.parent), gguf.name, Path(args.cache) / f"{gguf.stem}-{gguf.stat().st_size}")
     env.reset_peak()
-    folder = hf_model.convert_gguf(str(gguf.parent), gguf.name, Path(args.cache) / f"{gguf.stem}-{gguf.stat().st_size}")
     ctx = StageContext(config=RunConfig.model_validate({"model": {"name_or_path": str(folder)}}), quiet=True,
                        _backend=env.backend)
     model, tok = hf_model.load_base(ctx)
@@ -479,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke-big", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--smoke-budget-mb", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--smollm2-gguf", default=None, help="SmolLM2-135M-Instruct GGUF file (part b)")
+    ap.add_argument("--smollm2-dir", default=None, help="or a converted Hugging Face folder of it (part b)")
     ap.add_argument("--kodcode", default=None, help="KodCode json folder (default .devcarry/kodcode or ../shared/data/kodcode)")
     ap.add_argument("--cache", default=None, help="where the converted GGUF goes (default OUT/models)")
     args = ap.parse_args(argv)

@@ -44,6 +44,7 @@ ROW_BUCKET = 16  # rows are padded to a multiple of this so graphs are reused
 WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
 PREFILL_TOKENS = 16384  # prompts per prefill chunk are bounded by this many tokens
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
+STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -375,8 +376,7 @@ class FastDecoder:
         buf.bias.fill_(torch.finfo(fam.dtype).min)
         buf.bias[:real, 0, 0, :width] = bias_prompt
         buf.bias[real:, 0, 0, 0] = 0.0  # padding rows see one column, so they stay finite
-        first_logits = torch.empty(rows, fam.lm.lm_head.out_features, dtype=torch.float32, device=dev)
-        first_logits[real:] = 0.0
+        parts = []
         chunk = max(1, PREFILL_TOKENS // width)
         for s in range(0, p, chunk):
             e = min(p, s + chunk)
@@ -385,7 +385,11 @@ class FastDecoder:
                 buf.k[i][s * n : e * n, :, :width] = k.repeat_interleave(n, 0)
                 buf.v[i][s * n : e * n, :, :width] = v.repeat_interleave(n, 0)
 
-            first_logits[s * n : e * n] = fam.prefill(ids[s:e], mask[s:e], sink).repeat_interleave(n, 0)
+            parts.append(fam.prefill(ids[s:e], mask[s:e], sink).repeat_interleave(n, 0))
+        if rows > real:  # padding rows: any finite logits (their tokens are discarded)
+            parts.append(torch.zeros(rows - real, parts[0].shape[1], dtype=torch.float32, device=dev))
+        first_logits = torch.cat(parts)
+        del parts
         prompt_lens = mask.long().sum(-1).repeat_interleave(n, 0)
         positions = torch.zeros(rows, dtype=torch.long, device=dev)
         positions[:real] = prompt_lens
@@ -416,7 +420,10 @@ class FastDecoder:
             if step + 1 == max_new_tokens:
                 break
             if stop_check is not None and (step + 1) % STOP_CHECK_EVERY == 0:
-                self._check_stops(out[:real, : step + 1], finished, stop_at, stop_check)
+                # the tail since the last check (plus a margin for a stop string spanning
+                # it) decides early finishing; the exact end is found on the full text below
+                tail = max(0, step + 1 - STOP_CHECK_EVERY - STOP_MARGIN)
+                self._check_stops(out[:real, tail : step + 1], finished, stop_at, stop_check)
             if bool(finished.all()):
                 break
             buf.tokens.copy_(tok)
@@ -430,6 +437,7 @@ class FastDecoder:
         toks = out[:real].tolist()
         lens = lengths[:real].tolist()
         if stop_check is not None:
+            stop_at.clear()
             self._check_stops(out[:real, :steps], finished[:real], stop_at, stop_check, final=True)
             for r, at in stop_at.items():
                 lens[r] = min(lens[r], at)

@@ -34,6 +34,7 @@ the round's LoRA via peft.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 from typing import Any, Callable, Iterator, Literal, Sequence
@@ -263,10 +264,18 @@ class HFGenerator:
             min_new_tokens=p.min_new_tokens,
         )
 
+        special = set(getattr(tokenizer, "all_special_tokens", ()))
+
         def run(enc: dict[str, Any], batch: Sequence[Prompt], per_call: int) -> tuple[list[list[int]], list[int]]:
             stops = sorted({s for b in batch for s in b.stop if s})
-            check = fast_decode.stop_lengths(tokenizer, stops, eos_ids) if stops else None
-            res = decoder.generate(enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, spec, check)
+            # a stop string that is one special token (a chat turn end) is that token: it
+            # ends the row like an EOS (generate's stop_strings stop on it too), and the
+            # decoded text, which skips special tokens, could never show it
+            stop_ids = {tokenizer.convert_tokens_to_ids(s) for s in stops if s in special}
+            texts = [s for s in stops if s not in special]
+            check = fast_decode.stop_lengths(tokenizer, texts, eos_ids | stop_ids) if texts else None
+            row_spec = dataclasses.replace(spec, eos_ids=tuple(sorted(set(spec.eos_ids) | stop_ids)))
+            res = decoder.generate(enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, row_spec, check)
             self.last_stats = res.stats
             return res.tokens, res.lengths
 

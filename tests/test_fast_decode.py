@@ -306,3 +306,28 @@ def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
         assert out["ratio_vs_generate"][kind] == round(expected, 2)
     assert out["micro"]["graphs"] is False  # the CPU backend offers no graph capture
     assert out["fast_sample_B8"]["physical"]["step_bound_ms"] > 0
+
+
+def test_stop_strings_end_rows_like_generate(tiny_model_dir, tokenizer):
+    """A stop string completed late in the row (after a periodic check) and a special-token
+    stop: the fast loop gives generate()'s text and token count."""
+    from srscode.plugins import fast_decode, hf_model
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+
+    ctx = make_ctx(tiny_model_dir)
+    ctx.cache[hf_model.TOKENIZER_KEY] = tokenizer
+    ctx.cache[hf_model.BASE_KEY] = _tiny("qwen2", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+    def run(decode, prompts):
+        g = HFGenerator(HFGeneratorParams(max_new_tokens=48, do_sample=False, decode=decode), ctx)
+        return [(c.text, c.completion_tokens) for c in g.generate(prompts, 1, None, seed=0)]
+
+    (full, full_len), = run("fast", [Prompt("t", TEXTS[1])])
+    assert full_len == 48 and (full, full_len) == run("generate", [Prompt("t", TEXTS[1])])[0]
+    ok = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    late = len(tokenizer.decode(tokenizer(full)["input_ids"][: fast_decode.STOP_CHECK_EVERY + 4]))
+    at = next(i for i in range(late, len(full) - 1) if set(full[i : i + 2]) <= ok and full.find(full[i : i + 2]) == i)
+    prompts = [Prompt("t", TEXTS[1], stop=(full[at : at + 2], "<|endoftext|>"))]
+    fast = run("fast", prompts)
+    assert fast == run("generate", prompts)
+    assert fast[0][0] == full[:at] and fast[0][1] < 48
