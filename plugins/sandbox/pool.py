@@ -49,10 +49,18 @@ DEFAULT_PRELOAD = (
 
 
 def auto_workers() -> int:
+    """One worker per usable core, shared among the ranks of this host: under
+    ``accelerate launch --num_processes N`` every rank starts its own pool, so each takes
+    its share (``LOCAL_WORLD_SIZE``, set by torch elastic) instead of all N oversubscribing."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        local_ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    except ValueError:
+        local_ranks = 1
+    return max(1, cores // local_ranks)
 
 
 class _Slot:

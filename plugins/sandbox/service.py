@@ -233,7 +233,7 @@ class EvaluationService:
 class CommonParams(TimeoutSettings):
     """Params both built-in evaluators take (unknown keys are an error)."""
 
-    workers: int | str = Field("auto", description="Parallel candidates: 'auto' (one per usable core) or a number.")
+    workers: int | str = Field("auto", description="Parallel candidates: 'auto' (one per usable core, divided among the ranks of this host) or a number.")
     memory_mb: int = Field(2048, ge=64, description="Address space a candidate may add (MB).")
     file_mb: int = Field(64, ge=1, description="Largest file a candidate may write (MB).")
     open_files: int = Field(256, ge=16, description="Open file descriptors per candidate.")
