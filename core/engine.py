@@ -199,7 +199,7 @@ class Engine:
         if cfg.dpo.every != "never":
             refs.append(("trainer", cfg.dpo, "dpo.name"))
         for stage, ref, key in refs:
-            self.registry.validate(stage, ref.name, ref.params, key)
+            self.registry.validate(stage, ref.name, ref.params, key, "dpo.params" if key == "dpo.name" else None)
         self.prompt_builder = self._build("prompt", cfg.stages.prompt, "stages.prompt")
         self.generator = self._build("generator", cfg.stages.generator, "stages.generator")
         self.evaluator = self._build("evaluator", cfg.stages.evaluator, "stages.evaluator")
@@ -208,7 +208,7 @@ class Engine:
         self.trainer = self._build("trainer", cfg.stages.trainer, "stages.trainer")
         self.dpo_trainer = None
         if cfg.dpo.every != "never":
-            self.dpo_trainer = self.registry.build("trainer", cfg.dpo.name, cfg.dpo.params, self.ctx, "dpo.name")
+            self.dpo_trainer = self.registry.build("trainer", cfg.dpo.name, cfg.dpo.params, self.ctx, "dpo.name", "dpo.params")
             if not hasattr(self.dpo_trainer, "train_pairs"):
                 raise StageError(f"dpo.name: trainer {cfg.dpo.name!r} cannot train on preference pairs")
         return [self.generator, self.evaluator, self.trainer, self.dpo_trainer]

@@ -128,14 +128,23 @@ class Registry:
             msg += f" These plugins failed to import and may provide it: {broken}."
         raise RegistryError(msg)
 
-    def validate(self, stage: str, name: str, params: Mapping[str, Any] | None, key_path: str) -> Any:
-        """The component's validated params (unknown name, key or type: an error naming the path)."""
-        spec: ComponentSpec = self.get(stage, name, key_path).spec
-        return validate_params(spec.params, params or {}, f"{key_path}.params")
+    def validate(
+        self, stage: str, name: str, params: Mapping[str, Any] | None, key_path: str, params_path: str | None = None
+    ) -> Any:
+        """The component's validated params (unknown name, key or type: an error naming the path).
 
-    def build(self, stage: str, name: str, params: Mapping[str, Any] | None, ctx: Any, key_path: str) -> Any:
+        ``key_path`` is where the name is (``stages.trainer``); ``params_path`` where the params
+        are, by default ``key_path + ".params"`` (``dpo`` keeps them beside its name:
+        ``dpo.name`` / ``dpo.params``)."""
+        spec: ComponentSpec = self.get(stage, name, key_path).spec
+        return validate_params(spec.params, params or {}, params_path or f"{key_path}.params")
+
+    def build(
+        self, stage: str, name: str, params: Mapping[str, Any] | None, ctx: Any, key_path: str,
+        params_path: str | None = None,
+    ) -> Any:
         """Validate ``params`` against the component's schema and call its factory."""
-        validated = self.validate(stage, name, params, key_path)
+        validated = self.validate(stage, name, params, key_path, params_path)
         return self.get(stage, name, key_path).spec.factory(validated, ctx)
 
 
