@@ -16,7 +16,8 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
   ``graph_runner``; eager where it offers none, e.g. the CPU), instead of ~1,000 kernel
   launches from Python per step;
 * **exact top-p without sorting the vocabulary** every step: ``topk`` of ``PROBE``
-  tokens, and a full sort only for the rows whose top-``PROBE`` mass is below ``top_p``.
+  tokens, and for rows whose top-``PROBE`` mass is below ``top_p`` exact rejection
+  sampling (see :func:`sample_tokens`); a full sort only where that rejects every draw.
 
 Everything else is the model's own modules: embeddings, norms, q/k/v/o projections (so
 peft LoRA layers apply), rotary embedding (so rope scaling applies), MLP and lm_head.
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_TYPES = ("llama", "qwen2", "mistral")
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", None)
-PROBE = 128  # top-k tokens examined before the (rare, on trained models) full sort
+PROBE = 128  # top-k tokens examined before the (rare, on trained models) rejection sampler
+REJECTION_ROUNDS = 4  # draws per row before a full sort (each accepted with prob >= top_p)
 WINDOW = 128  # attention reads the cache in windows of this many columns
 ROW_BUCKET = 16  # rows are padded to a multiple of this so graphs are reused
 WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
@@ -93,7 +95,16 @@ def top_p_candidates(probs: Any, top_p: float, probe: int = PROBE) -> list[tuple
 
 
 def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE) -> Any:
-    """One token per row of ``logits`` [R, V] (float32): argmax, or temperature + top-p."""
+    """One token per row of ``logits`` [R, V] (float32): argmax, or temperature + top-p.
+
+    Rows whose top-``probe`` tokens hold ``top_p`` of the mass (a trained model, nearly
+    always) sample from those. The others (a flat distribution keeps most of the
+    vocabulary) use rejection sampling, which needs no sort: draw from the untruncated
+    distribution and accept a token iff the mass strictly above it is below ``top_p``
+    (it is then in the kept set); accepted draws are distributed exactly as the kept set
+    renormalised, and every draw is accepted with probability >= ``top_p``. Rows that
+    reject ``REJECTION_ROUNDS`` draws in a row (probability <= (1 - top_p)^rounds) sample
+    from the sorted distribution."""
     import torch
 
     if spec.greedy:
@@ -101,14 +112,30 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE) -> Any:
     probs = torch.softmax(logits / spec.temperature, dim=-1)
     if spec.top_p >= 1.0:
         return torch.multinomial(probs, 1).squeeze(1)
-    out = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
-    for rows, ids, weights in top_p_candidates(probs, spec.top_p, probe):
-        pick = ids.gather(1, torch.multinomial(weights, 1)).squeeze(1)
-        if rows is None:
-            out = pick
-        else:
-            out.index_copy_(0, rows, pick)
-    return out
+    top_p = spec.top_p
+    k = min(probe, probs.shape[-1])
+    vals, ids = probs.topk(k, dim=-1)
+    weights = vals * ((vals.cumsum(-1) - vals) < top_p)
+    out = ids.gather(1, torch.multinomial(weights, 1)).squeeze(1)
+    covered = vals.sum(-1) >= top_p
+    if k == probs.shape[-1] or bool(covered.all()):
+        return out
+    rows = (~covered).nonzero().squeeze(1)
+    sub = probs.index_select(0, rows)
+    draws = torch.multinomial(sub, REJECTION_ROUNDS, replacement=True)  # [r, rounds], iid
+    drawn_p = sub.gather(1, draws)
+    accept = torch.stack(
+        [(sub * (sub > drawn_p[:, j : j + 1])).sum(-1) < top_p for j in range(REJECTION_ROUNDS)], dim=1
+    )
+    first = accept.float().argmax(dim=1, keepdim=True)  # the first accepted round
+    picked = draws.gather(1, first).squeeze(1)
+    ok = accept.any(dim=1)
+    if not bool(ok.all()):
+        bad = (~ok).nonzero().squeeze(1)
+        for r2, cand, w in top_p_candidates(sub.index_select(0, bad), top_p, probe):
+            pick = cand.gather(1, torch.multinomial(w, 1)).squeeze(1)
+            picked.index_copy_(0, bad if r2 is None else bad.index_select(0, r2), pick)
+    return out.index_copy(0, rows, picked)
 
 
 # ----------------------------------------------------------------------------- support

@@ -222,16 +222,35 @@ def test_samples_follow_temperature_and_top_p():
 
     from srscode.plugins.fast_decode import SamplingSpec, sample_tokens
 
+    from srscode.plugins import fast_decode
+
     logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20000, 1)
     torch.manual_seed(0)
-    for temperature, top_p in [(1.0, 0.9), (0.5, 0.9), (2.0, 1.0)]:
+    # (1.0, 0.9) and (0.5, 0.9): the top-3 probe covers top_p; (1.0, 0.97) and (1.5, 0.9):
+    # it does not, so the rejection sampler runs; (2.0, 1.0): no top-p
+    for temperature, top_p in [(1.0, 0.9), (0.5, 0.9), (1.0, 0.97), (1.5, 0.9), (2.0, 1.0)]:
         ref = _reference_top_p(logits[:1], temperature, top_p)[0]
+        probs = torch.softmax(logits[:1] / temperature, dim=-1)
+        if top_p < 1.0:
+            assert (probs.topk(3).values.sum() < top_p) == ((temperature, top_p) in [(1.0, 0.97), (1.5, 0.9)])
         toks = sample_tokens(logits, SamplingSpec(temperature, top_p), probe=3)
         freq = torch.bincount(toks, minlength=6).float() / toks.numel()
         assert set(toks.unique().tolist()) <= set(ref.nonzero().flatten().tolist())
         torch.testing.assert_close(freq, ref, atol=0.015, rtol=0)
     greedy = sample_tokens(logits[:2], SamplingSpec(0.0))
     assert greedy.tolist() == [0, 0]
+    # rows that reject every draw go to the sorted distribution: force it with 1 round
+    # and a top_p whose kept set is small, and check the distribution still matches
+    fast_decode_rounds = fast_decode.REJECTION_ROUNDS
+    try:
+        fast_decode.REJECTION_ROUNDS = 1
+        flat = torch.zeros(20000, 6)
+        toks = sample_tokens(flat + torch.tensor([0.3, 0.2, 0.1, 0.0, 0.0, 0.0]), SamplingSpec(1.0, 0.45), probe=1)
+        ref = _reference_top_p(flat[:1] + torch.tensor([[0.3, 0.2, 0.1, 0.0, 0.0, 0.0]]), 1.0, 0.45)[0]
+        freq = torch.bincount(toks, minlength=6).float() / toks.numel()
+        torch.testing.assert_close(freq, ref, atol=0.015, rtol=0)
+    finally:
+        fast_decode.REJECTION_ROUNDS = fast_decode_rounds
 
 
 # ----------------------------------------------------------------------------- fallback
