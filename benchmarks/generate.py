@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import traceback
@@ -253,8 +252,7 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         (f"fast loop, greedy B={rows}", out[f"fast_greedy_B{rows}"]["tok_s"]),
         (f"fast loop, sample B={2 * rows}", out.get(f"fast_sample_B{2 * rows}", {}).get("tok_s")),
     ], [(f"ratio fast/generate ({k})", v) for k, v in ratios.items()])
-    del model
-    return out
+    return out  # the model is freed when this frame goes
 
 
 def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
