@@ -27,7 +27,6 @@ class GraphRunner:
         self.graph_cls = graph_cls
         self.warmup = warmup
         self.pool: Any = None
-        self.graphs: list[Any] = []
 
     def capture(self, fn: Callable[[], T]) -> Callable[[], T]:
         """Warm ``fn`` up on a side stream, capture it; return ``replay() -> fn's outputs``.
@@ -46,9 +45,8 @@ class GraphRunner:
             out = fn()
         if self.pool is None:
             self.pool = graph.pool()
-        self.graphs.append(graph)
 
-        def replay() -> T:
+        def replay() -> T:  # holds the graph: it lives as long as the caller keeps this
             graph.replay()
             return out
 
