@@ -174,3 +174,82 @@ def test_weighted_packing_draws_before_packing(ctx, tmp_path):
     _, tok = hf_model.load_base(ctx)
     n1 = len(tok(ex[1].prompt + ex[1].completion + tok.eos_token)["input_ids"])
     assert m["train_tokens"] == 4 * n1  # round(2 epochs x 2 rows) draws, all of the weighted one
+
+
+# --------------------------------------------------------------- benchmarks/train.py (smoke path)
+
+
+def _bench():
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    return importlib.import_module("train")
+
+
+def test_benchmark_flop_count_matches_the_known_model_sizes():
+    train = _bench()
+    # Qwen2.5-Coder-1.5B: 1.31 B non-embedding parameters; 7B: 6.53 B
+    assert abs(train.frozen_linear_params(train.SHAPES["1.5b"]) / 1.31e9 - 1) < 0.02
+    assert abs(train.frozen_linear_params(train.SHAPES["7b"]) / 6.53e9 - 1) < 0.02
+    s = train.SHAPES["1.5b"]
+    one = train.example_flops(s, 1, 0, 16, 151936)
+    # one token: 4P for the frozen weights, ~2 % more for the rank-16 LoRA, its own attention
+    lora = 6 * 16 * 28 * (9 * 1536 + 2 * 256 + 3 * 8960)
+    assert one == 4 * train.frozen_linear_params(s) + lora + 6 * 28 * 1536 * 2
+    assert 0.015 < lora / one < 0.025
+    # the attention term grows quadratically, the head term per scored token
+    assert train.example_flops(s, 1000, 0, 16, 151936) > 1000 * one
+    assert train.example_flops(s, 10, 10, 16, 151936) - train.example_flops(s, 10, 0, 16, 151936) == 10 * 4.0 * 151936 * 1536
+
+
+def test_benchmark_rows_lengths_and_table():
+    """The fast core of --smoke: KodCode rows as the qwen builder renders them, token lengths
+    as TRL builds rows, and a table whose last lines are the ratios."""
+    train = _bench()
+    kod = train.default_kodcode()
+    if kod is None:
+        pytest.skip("no KodCode data here (../shared/data/kodcode)")
+    train.ensure_srscode_importable()
+    rows = train.load_rows(kod)
+    assert len(rows) > 100 and all(p.startswith("<|im_start|>system") and c.strip() for p, c in rows)
+    tok = train.small_bpe([t for r in rows[:50] for t in r], vocab_size=600)
+    assert tok.convert_tokens_to_ids("<|endoftext|>") == tok.pad_token_id
+    lengths = train.token_lengths(tok, rows[:20], max_length=300)
+    full = train.token_lengths(tok, rows[:20], max_length=10**6)
+    for (n, c), (fn, fc) in zip(lengths, full):
+        assert n == min(fn, 300) and 0 <= c <= fc and c == max(0, n - (fn - fc))
+    res = {"device": "x", "dtype": "bf16", "errors": {}, "matmul": {"bf16_tflops": 700.0},
+           "sft_trl": {"tokens_per_s": 1000.0}, "sft_ours": {"tokens_per_s": 2500.0},
+           "dpo_trl": {"pairs_per_s": 4.0}, "dpo_ours": {"pairs_per_s": 6.0}}
+    lines = train.table(res).splitlines()
+    assert lines[-2:] == ["RATIO sft tokens/s ours/TRL: 2.50x", "RATIO dpo pairs/s ours/TRL: 1.50x"]
+
+
+@pytest.mark.slow  # ~40 s on a busy 2-core CPU
+def test_benchmark_smoke_run(tmp_path, monkeypatch):
+    """The benchmark's whole path (TRL arms, our arms, loss check, max-batch search, table) on
+    the tiny shape with the fixture tokenizer, on the CPU."""
+    import model_fixtures
+
+    train = _bench()
+    try:
+        args = train.parse_args(["--smoke", "--out", str(tmp_path), "--examples", "4"])
+    except SystemExit:
+        pytest.skip("no KodCode data here (../shared/data/kodcode)")
+    args.dpo_pairs, args.max_batch_tries = 2, "1"  # --smoke's own choices, made smaller still
+    monkeypatch.setenv("SRSCODE_BACKEND", "cpu")
+    train.ensure_srscode_importable()
+    res = train.run(args, tokenizer=model_fixtures.build_bpe_tokenizer())
+    assert res["errors"] == {}, res["errors"]
+    assert res["sft_trl"]["gradient_checkpointing"] is True  # TRL's default, kept in the baseline
+    assert res["sft_trl"]["tokens"] > 0 and res["sft_ours"]["tokens"] > 0
+    assert res["loss_check"]["bf16_noise_ok"], res["loss_check"]  # fp32 here: to 1e-4
+    assert res["dpo_trl"]["pairs_per_s"] > 0 and res["dpo_ours"]["pairs_per_s"] > 0
+    assert res["max_batch"]["tiny"]["largest_rows"] == 1
+    lines = train.table(res).splitlines()
+    assert lines[-2].startswith("RATIO sft tokens/s ours/TRL: ") and lines[-2].endswith("x")
+    assert lines[-1].startswith("RATIO dpo pairs/s ours/TRL: ")

