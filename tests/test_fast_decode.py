@@ -350,3 +350,56 @@ def test_stop_strings_end_rows_like_generate(tiny_model_dir, tokenizer):
     fast = run("fast", prompts)
     assert fast == run("generate", prompts)
     assert fast[0][0] == full[:at] and fast[0][1] < 48
+
+
+# ----------------------------------------------------------------------------- graph capability
+
+
+def test_backends_offer_graph_capture_only_where_the_device_has_it():
+    import contextlib
+
+    from srscode.hardware.backends import ASCEND, CPU, CUDA
+    from srscode.hardware.graphs import GraphRunner
+
+    assert CPU.graph_runner() is None
+    assert CUDA.graph_runner is not CPU.graph_runner and ASCEND.graph_runner is not CPU.graph_runner
+
+    calls: list[str] = []
+
+    class FakeGraph:
+        def __init__(self):
+            self.replays = 0
+
+        def replay(self):
+            calls.append("replay")
+
+        def pool(self):
+            return ("pool", id(self))
+
+    class FakeDevice:  # torch.cuda's graph API, recording what the runner does
+        Stream = object
+
+        @staticmethod
+        def current_stream():
+            return type("S", (), {"wait_stream": lambda self, s: calls.append("wait")})()
+
+        @staticmethod
+        def stream(s):
+            return contextlib.nullcontext()
+
+        pools: list = []
+
+        @classmethod
+        def graph(cls, g, pool=None):
+            cls.pools.append(pool)
+            calls.append("capture")
+            return contextlib.nullcontext()
+
+    FakeDevice.Stream = lambda: type("S", (), {"wait_stream": lambda self, s: calls.append("wait")})()
+    runner = GraphRunner(FakeDevice, FakeGraph, warmup=2)
+    ran: list[int] = []
+    replay = runner.capture(lambda: ran.append(1) or "out")
+    assert len(ran) == 3 and calls.count("capture") == 1  # two warm-up runs, then the captured one
+    assert replay() == "out" and calls[-1] == "replay" and len(ran) == 3  # replay does not call fn
+    runner.capture(lambda: "other")
+    assert FakeDevice.pools[0] is None and FakeDevice.pools[1] == runner.pool is not None  # one shared pool
