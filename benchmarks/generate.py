@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -483,10 +484,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smollm2-gguf", default=None, help="SmolLM2-135M-Instruct GGUF file (part b)")
     ap.add_argument("--smollm2-dir", default=None, help="or a converted Hugging Face folder of it (part b)")
     ap.add_argument("--kodcode", default=None, help="KodCode json folder (default .devcarry/kodcode or ../shared/data/kodcode)")
-    ap.add_argument("--cache", default=None, help="where the converted GGUF goes (default OUT/models)")
+    ap.add_argument("--cache", default=None,
+                    help="where the converted GGUF goes (default: $TMPDIR/srscode-bench-models, not OUT: 0.5 GB)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    args.cache = args.cache or str(args.out / "models")
+    args.cache = args.cache or str(Path(tempfile.gettempdir()) / "srscode-bench-models")
     _log_file = open(args.out / "generate.log", "a")
     ensure_srscode_importable()
     import torch
