@@ -24,11 +24,14 @@ the round's LoRA via peft.
   ``Candidate.adapter`` it reports is hashed from the files it actually loaded
   (``AdapterRef.from_dir``), not copied from its argument, so the engine's identity check
   catches a stale or missing adapter.
-* Stop strings (``Prompt.stop``): both ways. transformers' ``stop_strings`` ends a
-  sequence early (saves compute), and the decoded text is then cut before the first stop
-  string (what vLLM returns with ``include_stop_str_in_output=False``), so both
-  generators give the same text. Special tokens are skipped when decoding.
-* Seeded with ``seed`` (``torch.manual_seed``) before the first batch.
+* Stop strings (``Prompt.stop``): both ways. The sequence ends early (saves compute:
+  transformers' ``stop_strings``; in the fast loop a stop string that is one special
+  token acts as an EOS, others are looked for in the decoded text every few steps), and
+  the decoded text is then cut before the first stop string (what vLLM returns with
+  ``include_stop_str_in_output=False``), so all paths give the same text and token
+  count. Special tokens are skipped when decoding.
+* Seeded with ``seed`` (``torch.manual_seed``) before the first batch: reproducible on
+  one device and path; the fast loop and ``generate`` draw differently from the same seed.
 * Code is extracted with the run's prompt builder (``ctx.cache["prompt_builder"]``, set by
   the engine), else the configured builder from ``srscode.plugins.prompts``.
 """
