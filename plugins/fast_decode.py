@@ -358,7 +358,13 @@ class FastDecoder:
         fn = buf.graphs.get(window)
         if fn is None:
             step = lambda: self.fam.decode(buf, window)  # noqa: E731
-            fn = self.runner.capture(step) if self.runner is not None else step
+            fn = step
+            if self.runner is not None:
+                try:
+                    fn = self.runner.capture(step)
+                except Exception as exc:  # noqa: BLE001 - a module that cannot be captured still decodes
+                    log.warning("fast decode: graph capture failed (%s: %s); decoding eagerly", type(exc).__name__, exc)
+                    self.runner = None
             buf.graphs[window] = fn
         return fn()
 

@@ -403,3 +403,18 @@ def test_backends_offer_graph_capture_only_where_the_device_has_it():
     assert replay() == "out" and calls[-1] == "replay" and len(ran) == 3  # replay does not call fn
     runner.capture(lambda: "other")
     assert FakeDevice.pools[0] is None and FakeDevice.pools[1] == runner.pool is not None  # one shared pool
+
+
+def test_a_failed_graph_capture_falls_back_to_eager_steps(tokenizer, caplog):
+    class BrokenRunner:
+        def capture(self, fn):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    plain = _fast(model, enc, tok, 1, 12, tok.eos_token_id)
+    with caplog.at_level("WARNING"):
+        broken = _fast(model, enc, tok, 1, 12, tok.eos_token_id, runner=BrokenRunner())
+    assert broken.tokens == plain.tokens
+    assert "graph capture failed" in caplog.text
