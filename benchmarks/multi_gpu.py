@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-batch", type=int, default=32)
     ap.add_argument("--candidates", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--train-examples-per-rank", type=int, default=128)
+    ap.add_argument("--train-examples-per-rank", type=int, default=384)
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--round-tasks", type=int, default=128)
     ap.add_argument("--part-timeout", type=int, default=240, help="seconds per launched part")

@@ -4,9 +4,8 @@ A stage that wants to replay a fixed sequence of kernels asks the backend for a
 :class:`GraphRunner` (``ctx.backend.graph_runner()``); ``None`` means "run it eagerly"
 (the CPU, or an accelerator whose torch build has no graph API). The runner follows
 PyTorch's documented recipe: warm up on a side stream (lazy initialisation, cuBLAS
-workspaces and autotuning must not happen during capture), capture, then replay. Graphs
-captured by one runner share one memory pool, so several graphs of one decode loop
-(one per attention window) do not each reserve their own activations.
+workspaces and autotuning must not happen during capture), capture, then replay. Each
+graph has a private memory pool (see :meth:`GraphRunner.capture` for why).
 
 A captured graph holds the addresses of every tensor it read: the caller re-captures
 when the module's tensors or Python control flow change (e.g. a peft adapter switch).
@@ -26,7 +25,6 @@ class GraphRunner:
         self.mod = device_module
         self.graph_cls = graph_cls
         self.warmup = warmup
-        self.pool: Any = None
 
     def capture(self, fn: Callable[[], T]) -> Callable[[], T]:
         """Warm ``fn`` up on a side stream, capture it; return ``replay() -> fn's outputs``.
@@ -41,10 +39,15 @@ class GraphRunner:
                 fn()
         mod.current_stream().wait_stream(side)
         graph = self.graph_cls()
-        with mod.graph(graph, pool=self.pool):
+        # Each graph gets a private pool of its own (pool=None). Sharing one pool id
+        # across captures breaks once the graphs captured into it are gone (a decode loop
+        # drops its graphs with its buffers when the batch shape changes): the allocator
+        # keeps an id only while a graph of it lives, and a capture into a dead id fails
+        # an internal assert (CUDACachingAllocator ``use_count > 0``), as engine rounds
+        # on the H100 showed. A pool holds one step's temporaries (about 100 MB at B=256
+        # on the 1.5B shape), and a decode loop has a handful of graphs.
+        with mod.graph(graph):
             out = fn()
-        if self.pool is None:
-            self.pool = graph.pool()
 
         def replay() -> T:  # holds the graph: it lives as long as the caller keeps this
             graph.replay()

@@ -32,7 +32,9 @@ from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from . import hf_model
-from .lora_sft import LoRAParams, common_args, peft_model_for, restore_base, save_adapter, train_with_progress
+from .lora_sft import (
+    LoRAParams, common_args, one_device_per_process, peft_model_for, restore_base, save_adapter, train_with_progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class DPOTrainerStage:
             }
         )
         kw = {**common_args(p, self.ctx, scratch), **overrides}
-        args = DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw)
+        args = one_device_per_process(DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw))
         return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
 
     def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:

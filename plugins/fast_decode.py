@@ -94,7 +94,18 @@ def top_p_candidates(probs: Any, top_p: float, probe: int = PROBE) -> list[tuple
     return out
 
 
-def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE) -> Any:
+def draw(weights: Any, generator: Any = None) -> Any:
+    """One index per row of non-negative ``weights`` [R, K], with probability proportional
+    to the weight: the exponential race ``argmax w_i / E_i`` (E_i ~ Exp(1)) is an exact
+    categorical draw in three elementwise passes, where ``torch.multinomial`` over a
+    151,936-wide row costs a cumulative sum and a search per draw."""
+    import torch
+
+    race = torch.empty_like(weights, dtype=torch.float32).exponential_(generator=generator)
+    return (weights.float() / race).argmax(dim=-1)
+
+
+def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator: Any = None) -> Any:
     """One token per row of ``logits`` [R, V] (float32): argmax, or temperature + top-p.
 
     Rows whose top-``probe`` tokens hold ``top_p`` of the mass (a trained model, nearly
@@ -102,40 +113,42 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE) -> Any:
     vocabulary) use rejection sampling, which needs no sort: draw from the untruncated
     distribution and accept a token iff the mass strictly above it is below ``top_p``
     (it is then in the kept set); accepted draws are distributed exactly as the kept set
-    renormalised, and every draw is accepted with probability >= ``top_p``. Rows that
-    reject ``REJECTION_ROUNDS`` draws in a row (probability <= (1 - top_p)^rounds) sample
-    from the sorted distribution."""
+    renormalised, and every draw is accepted with probability >= ``top_p``. Only the rows
+    that rejected are drawn again; rows that reject ``REJECTION_ROUNDS`` draws in a row
+    (probability <= (1 - top_p)^rounds) sample from the sorted distribution.
+
+    ``generator``: the random stream to draw from (the decode loop passes its own, seeded
+    per call, so sampling never touches the device's default generator, whose state a
+    graph capture registers)."""
     import torch
 
     if spec.greedy:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / spec.temperature, dim=-1)
     if spec.top_p >= 1.0:
-        return torch.multinomial(probs, 1).squeeze(1)
+        return draw(probs, generator)
     top_p = spec.top_p
     k = min(probe, probs.shape[-1])
     vals, ids = probs.topk(k, dim=-1)
     weights = vals * ((vals.cumsum(-1) - vals) < top_p)
-    out = ids.gather(1, torch.multinomial(weights, 1)).squeeze(1)
+    out = ids.gather(1, draw(weights, generator).unsqueeze(1)).squeeze(1)
     covered = vals.sum(-1) >= top_p
     if k == probs.shape[-1] or bool(covered.all()):
         return out
-    rows = (~covered).nonzero().squeeze(1)
-    sub = probs.index_select(0, rows)
-    draws = torch.multinomial(sub, REJECTION_ROUNDS, replacement=True)  # [r, rounds], iid
-    drawn_p = sub.gather(1, draws)
-    accept = torch.stack(
-        [(sub * (sub > drawn_p[:, j : j + 1])).sum(-1) < top_p for j in range(REJECTION_ROUNDS)], dim=1
-    )
-    first = accept.float().argmax(dim=1, keepdim=True)  # the first accepted round
-    picked = draws.gather(1, first).squeeze(1)
-    ok = accept.any(dim=1)
-    if not bool(ok.all()):
-        bad = (~ok).nonzero().squeeze(1)
-        for r2, cand, w in top_p_candidates(sub.index_select(0, bad), top_p, probe):
-            pick = cand.gather(1, torch.multinomial(w, 1)).squeeze(1)
-            picked.index_copy_(0, bad if r2 is None else bad.index_select(0, r2), pick)
-    return out.index_copy(0, rows, picked)
+    pending = (~covered).nonzero().squeeze(1)
+    for _ in range(REJECTION_ROUNDS):
+        sub = probs.index_select(0, pending)
+        picked = draw(sub, generator)
+        drawn_p = sub.gather(1, picked.unsqueeze(1))
+        accept = torch.where(sub > drawn_p, sub, 0.0).sum(-1) < top_p
+        out.index_copy_(0, pending, torch.where(accept, picked, out.index_select(0, pending)))
+        pending = pending[~accept]
+        if pending.numel() == 0:
+            return out
+    for rows, cand, w in top_p_candidates(probs.index_select(0, pending), top_p, probe):
+        pick = cand.gather(1, draw(w, generator).unsqueeze(1)).squeeze(1)
+        out.index_copy_(0, pending if rows is None else pending.index_select(0, rows), pick)
+    return out
 
 
 # ----------------------------------------------------------------------------- support
@@ -342,11 +355,22 @@ class FastDecoder:
     graphs are reused across batches of the same bucketed shape.
     """
 
-    def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE):
+    def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE, seed: int | None = None):
+        import torch
+
         self.fam = LlamaFamily(model)
         self.runner = graph_runner
         self.probe = probe
         self.buffers: DecodeBuffers | None = None
+        # Sampling draws from a generator of its own on the model's device, seeded from
+        # ``seed`` or else from torch's (CPU) default stream, so ``torch.manual_seed`` before
+        # a call still makes it reproducible. Not the device's default generator: a graph
+        # capture registers that one's state, and a capture that fails part-way leaves it
+        # refusing eager draws ("Offset increment outside graph capture").
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        self.rng = torch.Generator(device=self.fam.device)
+        self.rng.manual_seed(seed)
 
     def _buffers(self, rows: int, length: int) -> DecodeBuffers:
         if self.buffers is None or self.buffers.shape != (rows, length):
@@ -442,7 +466,7 @@ class FastDecoder:
         for step in range(max_new_tokens):
             if step < spec.min_new_tokens and eos.numel():
                 logits.index_fill_(1, eos, float("-inf"))
-            tok = sample_tokens(logits, spec, self.probe)
+            tok = sample_tokens(logits, spec, self.probe, self.rng)
             tok = torch.where(finished, spec.pad_id, tok)
             out[:, step] = tok
             if eos.numel():

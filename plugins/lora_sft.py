@@ -159,6 +159,16 @@ def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
     )
 
 
+def one_device_per_process(args: Any) -> Any:
+    """Train on this process's one device. Without a launcher, transformers' Trainer would
+    wrap the model in ``nn.DataParallel`` over every visible GPU (which TRL's trainers
+    refuse); several devices are the launcher's job (``accelerate launch``, one process
+    each, DDP). ``n_gpu`` is read first so the device setup is cached before the pin."""
+    if args.n_gpu > 1 and args.world_size == 1:
+        args._n_gpu = 1
+    return args
+
+
 def peft_model_for(ctx: Any, init: AdapterRef | None, p: LoRAParams) -> Any:
     """The cached base wrapped in a ``PeftModel`` with one trainable adapter named "default":
     ``init`` when continuing (its own LoRA config wins), else a fresh LoRA from the params.
@@ -342,7 +352,7 @@ class LoRASFTTrainer:
 
         data = Dataset.from_dict({"prompt": [e.prompt for e in rows], "completion": [e.completion for e in rows]})
         packing = dict(packing=True, packing_strategy="bfd") if p.packing else dict(packing=False)
-        args = SFTConfig(completion_only_loss=True, **packing, **kw)
+        args = one_device_per_process(SFTConfig(completion_only_loss=True, **packing, **kw))
         trainer = WeightedSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
         if p.packing:
             # TRL's bfd packing switches on its padding-free collator (one flattened row per

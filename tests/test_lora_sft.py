@@ -185,3 +185,22 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_
     # pack two to a 64-token row: 4 rows / (2 ranks x 2) = 1 step on each rank
     assert len({r["sha"] for r in rows}) == 1 and rows[0]["sha"] == AdapterRef.from_dir(out).sha256
     assert {r["steps"] for r in rows} == {1.0}
+
+
+def test_one_process_trains_on_one_device_even_with_several_visible():
+    """Without a launcher, Trainer would use nn.DataParallel over every visible GPU (TRL
+    refuses it); under a launcher each process already has one device."""
+    from srscode.plugins.lora_sft import one_device_per_process
+
+    class Args:
+        def __init__(self, visible: int, world: int):
+            self._n_gpu, self.world_size = visible, world
+
+        @property
+        def n_gpu(self) -> int:
+            return self._n_gpu
+
+    assert one_device_per_process(Args(2, 1)).n_gpu == 1
+    assert one_device_per_process(Args(1, 1)).n_gpu == 1
+    assert one_device_per_process(Args(0, 1)).n_gpu == 0  # CPU
+    assert one_device_per_process(Args(2, 2)).n_gpu == 2  # a launcher's business: left alone
