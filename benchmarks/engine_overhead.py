@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from srscode.core.config import validate
 from srscode.core.engine import Engine
 from srscode.core.hookspecs import hookimpl
 from srscode.core.ledger import Ledger
-from srscode.core.types import Candidate, ComponentSpec, LoadReport, ReviewState, Task, TrainResult, Verdict
+from srscode.core.types import Candidate, ComponentSpec, LoadReport, ReviewState, Task, Verdict
 
 
 class InstantStages:

@@ -57,7 +57,6 @@ class FakeGenerator:
         self.ignore_adapter = ignore_adapter
 
     def generate(self, prompts: Sequence[Any], n: int, adapter: AdapterRef | None, seed: int) -> list[Candidate]:
-        round_ = seed
         _maybe_fail("generate")
         used = None
         if adapter is not None and not self.ignore_adapter:

@@ -6,7 +6,6 @@ import importlib
 import shutil
 import subprocess
 import sys
-import textwrap
 import types
 from pathlib import Path
 

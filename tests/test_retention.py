@@ -12,7 +12,7 @@ from srscode.core.config import validate
 from srscode.core.engine import Engine
 from srscode.core.ledger import Ledger, state_from_json
 from srscode.core.retention import (
-    compute, interval_bucket, retention_history, retention_metrics, round_records, states_as_of,
+    compute, interval_bucket, retention_history, round_records, states_as_of,
 )
 from srscode.core.types import ReviewState
 
