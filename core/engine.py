@@ -497,8 +497,11 @@ class Engine:
                 write_jsonl(rdir / "candidates.jsonl", (record(c) for c in candidates))
         with self._stage(r, "evaluate", timed=timed) as info:
             by_key: dict[tuple[str, int], Verdict] = {}
-            for v in self.evaluator.results():  # type: ignore[attr-defined]
-                by_key[(v.task_id, v.index)] = v
+            # verdicts that finished during generation are counted at once, the tail live
+            with self.ctx.progress("evaluate", total=len(candidates), unit="cand") as bar:
+                for v in self.evaluator.results():  # type: ignore[attr-defined]
+                    by_key[(v.task_id, v.index)] = v
+                    bar.advance(1, **{v.status: 1})
             last_verdict = time.perf_counter()
             missing = [c.candidate_id for c in candidates if (c.task_id, c.index) not in by_key]
             if missing or len(by_key) != len(candidates):

@@ -190,3 +190,42 @@ def test_replay_generate_iter_serves_what_generate_serves():
     assert [len(b) for b in batches] == [15, 15, 6]
     assert [c for b in batches for c in b] == gen.generate(prompts, 3, None, 11)
     assert ReplayGenerator.seeds_per_task is True
+
+
+def test_the_streamed_evaluation_drives_a_progress_bar_with_status_counts(tmp_path, monkeypatch):
+    from srscode.core.context import StageContext
+
+    bars: list = []
+
+    class Bar:
+        def __init__(self, name, total, unit):
+            self.name, self.total, self.unit, self.done, self.counts = name, total, unit, 0, {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def advance(self, n=1, **counts):
+            self.done += n
+            for k, v in counts.items():
+                self.counts[k] = self.counts.get(k, 0) + v
+
+        def set(self, **values):
+            pass
+
+        def close(self, error=None):
+            pass
+
+    monkeypatch.setattr(StageContext, "progress", lambda self, name, total=None, unit="it": bars.append(Bar(name, total, unit)) or bars[-1])
+    cfg = config()
+    cfg["rounds"] = 1
+    run(tmp_path, cfg)
+    (bar,) = [b for b in bars if b.name == "evaluate"]
+    verdicts = [json.loads(x) for x in (tmp_path / "rounds/000001/verdicts.jsonl").read_text().splitlines()]
+    assert (bar.unit, bar.total, bar.done) == ("cand", 24, 24)
+    statuses: dict = {}
+    for v in verdicts:
+        statuses[v["status"]] = statuses.get(v["status"], 0) + 1
+    assert bar.counts == statuses
