@@ -33,7 +33,7 @@ from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from . import hf_model
 from .lora_sft import (
-    LoRAParams, common_args, one_device_per_process, peft_model_for, restore_base, save_adapter, train_with_progress,
+    LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter, train_with_progress,
 )
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ class DPOTrainerStage:
         )
         kw = {**common_args(p, self.ctx, scratch), **overrides}
         args = one_device_per_process(DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw))
-        return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        with known_library_deprecations():
+            return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
 
     def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
         if not pairs:

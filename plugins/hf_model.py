@@ -292,3 +292,18 @@ def unload_lora(peft_model: Any) -> Any:
         del base.peft_config
     base.eval()
     return base
+
+
+def known_library_deprecations() -> Any:
+    """Silence two deprecation notices that users cannot act on and that cluttered every
+    round's output: peft reads ``model.is_gradient_checkpointing`` (renamed in transformers
+    5.2x), and TRL 1.16 deprecates ``use_liger_kernel`` in favour of hub kernels, which need
+    the network (our ``liger`` param keeps the local package). Only these two messages."""
+    import contextlib
+    import warnings
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(warnings.catch_warnings())
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*use_liger_kernel=True.* is deprecated", category=FutureWarning)
+    return stack

@@ -56,6 +56,7 @@ from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResult
 
 from . import hf_model
+from .hf_model import known_library_deprecations
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +182,12 @@ def peft_model_for(ctx: Any, init: AdapterRef | None, p: LoRAParams) -> Any:
     base = hf_model.release_peft(ctx)  # the generator's LoRA layers, if any
     if base is None:
         base, _ = hf_model.load_base(ctx)
-    if init is None:
-        return get_peft_model(base, lora_config(p), adapter_name="default")
-    if not (Path(init.path) / "adapter_config.json").is_file():
+    if init is not None and not (Path(init.path) / "adapter_config.json").is_file():
         raise StageError(f"trainer: the adapter to continue from, {init.path!r}, has no adapter_config.json")
-    return PeftModel.from_pretrained(base, init.path, adapter_name="default", is_trainable=True)
+    with known_library_deprecations():
+        if init is None:
+            return get_peft_model(base, lora_config(p), adapter_name="default")
+        return PeftModel.from_pretrained(base, init.path, adapter_name="default", is_trainable=True)
 
 
 def save_adapter(trainer: Any, model: Any, out_dir: Path, **save_kw: Any) -> AdapterRef:
@@ -353,7 +355,8 @@ class LoRASFTTrainer:
         data = Dataset.from_dict({"prompt": [e.prompt for e in rows], "completion": [e.completion for e in rows]})
         packing = dict(packing=True, packing_strategy="bfd") if p.packing else dict(packing=False)
         args = one_device_per_process(SFTConfig(completion_only_loss=True, **packing, **kw))
-        trainer = WeightedSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        with known_library_deprecations():
+            trainer = WeightedSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
         if p.packing:
             # TRL's bfd packing switches on its padding-free collator (one flattened row per
             # batch, made for FlashAttention's varlen kernel); see the module docstring
