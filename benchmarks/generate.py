@@ -3,13 +3,18 @@ its memory use and its distance from the hardware limit (issue 7, targets 1 and 
 
     python3 benchmarks/generate.py --out OUT [--smollm2-gguf PATH] [--kodcode DIR]
     python3 benchmarks/generate.py --out OUT --smoke       # every part on the CPU, tiny shapes
+    python3 benchmarks/generate.py --out OUT --parts a --profile   # part a + kernel profile
 
 Parts (each in try/except; results in ``OUT/generate.json``, log in ``OUT/generate.log``):
 
 a. Qwen2.5-Coder-1.5B shape, random weights, bf16: ``model.generate`` (dynamic cache)
    vs the fast loop (``FastDecoder``, the entry point the ``hf`` generator uses) on
    B=256 random prompts x 256 tokens, 256 new tokens (min_new_tokens forced), sampling
-   T=0.8 top-p 0.95 and greedy; the fast loop also at B=512.
+   T=0.8 top-p 0.95 and greedy; the fast loop also at B=512; the fast loop with
+   ``compile=True`` (regional torch.compile, compile time reported apart: a first short
+   call compiles, the timed call follows). ``--profile``: torch.profiler over 3 decode
+   steps without graphs (B=256, window 512), eager and compiled: top-20 kernels by device
+   time and kernels per step.
 b. SmolLM2-135M-Instruct (``--smollm2-gguf``, converted the way ``hf_model`` converts the
    embedded GGUF) on the shared KodCode prompts x 4 through the real ``HFGenerator``
    (chat template, T=0.8, top-p 0.95, 512 new tokens, EOS honoured): ``decode=generate``
@@ -29,6 +34,7 @@ logits), so part (a)'s sampling takes the sampler's full-sort path every step; p
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -176,12 +182,12 @@ def _sig(x: float) -> float:
 
 
 def fast_run(env: Env, model: Any, ids: Any, mask: Any, n: int, new: int, spec: Any, min_new: int | None = None,
-             cache_tokens: int | None = None) -> tuple[Any, float, Any]:
+             cache_tokens: int | None = None, dec: Any = None) -> tuple[Any, float, Any]:
     import torch
 
     from srscode.plugins.fast_decode import FastDecoder
 
-    dec = FastDecoder(model, graph_runner=env.runner())
+    dec = dec or FastDecoder(model, graph_runner=env.runner())
     with torch.inference_mode():
         res, secs = timed(env, lambda: dec.generate(ids, mask, n, new, spec, cache_tokens=cache_tokens))
     return res, secs, dec
@@ -235,24 +241,84 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         del dec, res  # free this run's cache before the next one
         env.reset_peak()
 
+    def compiled(specs: dict[str, SamplingSpec]) -> None:
+        """The fast loop with ``compile=True``: a first short call with the same buffer shape
+        compiles (timed apart as ``compile_s``); its graphs are then dropped so the timed
+        calls capture their windows as the eager rows do."""
+        from srscode.plugins.fast_decode import FastDecoder
+
+        torch.manual_seed(0)
+        env.reset_peak()
+        dec = FastDecoder(model, graph_runner=env.runner(), compile=True,
+                          compile_backend=getattr(args, "compile_backend", "inductor"))
+        warm = dataclasses.replace(specs["sample"], min_new_tokens=2)
+        _, secs, _ = fast_run(env, model, ids, mask, 1, 2, warm, cache_tokens=new, dec=dec)
+        out["compile_s"] = round(secs, 2)
+        out["compiled_active"] = dec.fam.compiled  # False: the compiler failed, rows below are eager
+        say(f"  compile (first call, 2 steps): {secs:.1f}s, compiled: {dec.fam.compiled}")
+        for kind, spec in specs.items():
+            dec.buffers.graphs.clear()
+            res, secs, _ = fast_run(env, model, ids, mask, 1, new, spec, dec=dec)
+            toks = sum(res.lengths)
+            st = res.stats
+            step_s = st["decode_s"] / max(1, st["steps"] - 1)
+            r = {"rows": rows, "tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1),
+                 "prefill_s": round(st["prefill_s"], 3), "decode_s": round(st["decode_s"], 3),
+                 "step_ms": round(step_s * 1e3, 3), "peak_gb": env.peak_gb(),
+                 "physical": physical(model, rows, plen, new, step_s)}
+            out[f"fast_{kind}_B{rows}_compiled"] = r
+            say(f"  fast {kind} B={rows} compiled: {toks} tokens in {secs:.2f}s = {toks / secs:,.0f} tok/s "
+                f"(prefill {st['prefill_s']:.2f}s, step {step_s * 1e3:.2f} ms)")
+            if kind == "sample":
+                out["micro_compiled"] = micro(env, dec, spec, rows)
+        if args.profile:
+            out["profile_compiled"] = profile_steps(env, dec, specs["sample"], ids, mask, new, "compiled")
+        del dec
+        env.reset_peak()
+
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
     greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
+    if args.profile:
+        from srscode.plugins.fast_decode import FastDecoder
+
+        try:
+            out["profile_eager"] = profile_steps(env, FastDecoder(model), sampling, ids, mask, new, "eager")
+        except Exception as exc:  # noqa: BLE001 - the profile is optional; the timings go on
+            out["profile_eager"] = {"error": f"{type(exc).__name__}: {exc}"}
+            say(f"  profile (eager) failed: {traceback.format_exc()}")
     baseline("sample", sample)
     ours("sample", sampling, rows, with_micro=True)
     ours("greedy", greedy, rows)
+    if not args.no_compile:
+        try:
+            compiled({"sample": sampling, "greedy": greedy})
+        except Exception as exc:  # noqa: BLE001 - record and go on with the eager rows
+            out["compiled_error"] = f"{type(exc).__name__}: {exc}"
+            say(f"  compiled runs failed: {traceback.format_exc()}")
     if not args.skip_greedy_baseline:
         baseline("greedy", dict(do_sample=False))
     ours("sample", sampling, 2 * rows)
     ratios = {k: round(out[f"fast_{k}_B{rows}"]["tok_s"] / out[f"generate_{k}"]["tok_s"], 2)
               for k in ("sample", "greedy") if f"generate_{k}" in out}
     out["ratio_vs_generate"] = ratios
+    ratios_c = {k: round(out[f"fast_{k}_B{rows}_compiled"]["tok_s"] / out[f"generate_{k}"]["tok_s"], 2)
+                for k in ("sample", "greedy") if f"generate_{k}" in out and f"fast_{k}_B{rows}_compiled" in out}
+    out["ratio_compiled_vs_generate"] = ratios_c
+    ratios_ce = {k: round(out[f"fast_{k}_B{rows}_compiled"]["tok_s"] / out[f"fast_{k}_B{rows}"]["tok_s"], 2)
+                 for k in ("sample", "greedy") if f"fast_{k}_B{rows}_compiled" in out}
+    out["ratio_compiled_vs_eager"] = ratios_ce
     table(f"part a: {shape} shape, {rows}x{plen} prompt + {new} new tokens", out, [
         ("generate dynamic cache, sample", out.get("generate_sample", {}).get("tok_s")),
         ("generate dynamic cache, greedy", out.get("generate_greedy", {}).get("tok_s")),
         (f"fast loop, sample B={rows}", out[f"fast_sample_B{rows}"]["tok_s"]),
         (f"fast loop, greedy B={rows}", out[f"fast_greedy_B{rows}"]["tok_s"]),
         (f"fast loop, sample B={2 * rows}", out.get(f"fast_sample_B{2 * rows}", {}).get("tok_s")),
-    ], [(f"ratio fast/generate ({k})", v) for k, v in ratios.items()])
+        (f"fast sample B={rows} compiled (compile {out.get('compile_s')} s apart)",
+         out.get(f"fast_sample_B{rows}_compiled", {}).get("tok_s")),
+        (f"fast greedy B={rows} compiled", out.get(f"fast_greedy_B{rows}_compiled", {}).get("tok_s")),
+    ], [(f"ratio compiled/eager fast ({k})", v) for k, v in ratios_ce.items()]
+       + [(f"ratio compiled fast/generate ({k})", v) for k, v in ratios_c.items()]
+       + [(f"ratio fast/generate ({k})", v) for k, v in ratios.items()])
     return out  # the model is freed when this frame goes
 
 
@@ -275,6 +341,61 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
          "argmax_ms": round(t_greedy / reps * 1e3, 3), "graphs": dec.runner is not None}
     say(f"  micro (B={rows}, window {window}): step replay {r['step_ms']} ms, top-p sampler {r['sampler_ms']} ms, "
         f"argmax {r['argmax_ms']} ms, device graphs: {r['graphs']}")
+    return r
+
+
+def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, label: str,
+                  steps: int = 3, top: int = 20) -> dict[str, Any]:
+    """torch.profiler over ``steps`` decode steps (model step + float cast + sampler) run
+    without device graphs, at the largest window of a ``new``-token run: the top-``top``
+    kernels by device time and the kernel count per step. Device kernels where the profiler
+    sees a device; on the CPU (smoke) its leaf operators stand in for them."""
+    import torch
+    from torch.profiler import profile
+
+    from srscode.plugins.fast_decode import sample_tokens
+
+    runner, dec.runner = dec.runner, None
+    try:
+        with torch.inference_mode():
+            dec.generate(ids, mask, 1, 2, dataclasses.replace(spec, min_new_tokens=2), cache_tokens=new)
+            buf = dec.buffers
+            window = buf.shape[1]
+            buf.graphs.clear()
+
+            def step() -> None:
+                sample_tokens(dec.fam.decode(buf, window).float(), spec, dec.probe, dec.rng)
+
+            step()  # warm (a compiled decoder compiled in generate above)
+            env.sync()
+            acts = list(torch.profiler.supported_activities())
+            with profile(activities=acts) as prof:
+                for _ in range(steps):
+                    step()
+                env.sync()
+    finally:
+        dec.runner = runner
+    events = list(prof.events())
+    dev = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU]
+    kind = "device kernels"
+    if not dev:
+        kind = "CPU leaf operators (no device events)"
+        dev = [e for e in events if not e.cpu_children]
+    per_name: dict[str, list[float]] = {}
+    for e in dev:
+        slot = per_name.setdefault(e.name, [0, 0.0])
+        slot[0] += 1
+        slot[1] += e.time_range.elapsed_us()
+    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
+    total_us = sum(v[1] for v in per_name.values())
+    r = {"label": label, "rows": buf.shape[0], "window": window, "steps": steps, "what": kind,
+         "kernels_per_step": round(len(dev) / steps, 1), "device_ms_per_step": round(total_us / steps / 1e3, 3),
+         "top": [{"name": n[:160], "calls_per_step": round(c / steps, 1), "us_per_step": round(t / steps, 1),
+                  "share": round(t / total_us, 4) if total_us else None} for n, (c, t) in ranked]}
+    say(f"  profile ({label}, B={r['rows']}, window {window}, {kind}): {r['kernels_per_step']} per step, "
+        f"{r['device_ms_per_step']} ms per step; top {top}:")
+    for row in r["top"]:
+        say(f"    {row['us_per_step']:>10.1f} us  {row['calls_per_step']:>6.1f}x  {row['name'][:100]}")
     return r
 
 
@@ -479,6 +600,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--skip-greedy-baseline", action="store_true", help="part a: no generate() greedy run (~20 s)")
+    ap.add_argument("--no-compile", action="store_true", help="part a: no compiled fast-loop rows")
+    ap.add_argument("--compile-backend", default="inductor", help=argparse.SUPPRESS)  # tests: "eager"
+    ap.add_argument("--profile", action="store_true",
+                    help="part a: torch.profiler over 3 decode steps without graphs at B=rows, largest window "
+                         "(eager, and compiled unless --no-compile): top-20 kernels and kernels per step")
     ap.add_argument("--smoke-big", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--smoke-budget-mb", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--smollm2-gguf", default=None, help="SmolLM2-135M-Instruct GGUF file (part b)")
@@ -523,6 +649,10 @@ def main(argv: list[str] | None = None) -> int:
     dest.write_text(json.dumps(results, indent=2, default=str))
     a = results.get("a") or {}
     say(f"wall {results['wall_s']} s; results in {dest}")
+    if a.get("ratio_compiled_vs_eager"):
+        say(f"RATIO compiled/eager fast loop (1.5B shape, B={a['rows']}): {a['ratio_compiled_vs_eager']}")
+    if a.get("ratio_compiled_vs_generate"):
+        say(f"RATIO compiled fast/generate (1.5B shape, B={a['rows']}): {a['ratio_compiled_vs_generate']}")
     if "ratio_vs_generate" in a:
         say(f"RATIO fast/generate (1.5B shape, B={a['rows']}): {a['ratio_vs_generate']}")
     if isinstance(results.get("b"), dict) and "ratio_fast_vs_generate_subset" in results["b"]:

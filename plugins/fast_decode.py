@@ -15,6 +15,11 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
 * **one device graph per step** (CUDA graphs through the hardware backend's
   ``graph_runner``; eager where it offers none, e.g. the CPU), instead of ~1,000 kernel
   launches from Python per step;
+* optionally (``compile=True``) **regional torch.compile** of each layer's pieces around
+  attention (norm + q/k/v + rotary; o_proj + residual + norm + MLP + residual) and of the
+  final norm + lm_head, as functions of the layer module, so one compilation serves every
+  layer and the growing attention window never recompiles; it cuts the ~50 small kernels
+  per layer that bound the step even inside a graph;
 * **exact top-p without sorting the vocabulary** every step: ``topk`` of ``PROBE``
   tokens, and for rows whose top-``PROBE`` mass is below ``top_p`` exact rejection
   sampling (see :func:`sample_tokens`); a full sort only where that rejects every draw.
@@ -213,10 +218,24 @@ def _rotate(q: Any, k: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
     return q * cos + rot(q) * sin, k * cos + rot(k) * sin
 
 
+def _own_code(method: Any) -> Any:
+    """``method`` bound to a copy of its code object. Dynamo keeps compiled entries per code
+    object, guarded on what the trace read, including a peft model's active adapter name:
+    shared code would gain a recompile per adapter (one per engine round) and, past
+    dynamo's recompile limit (8), silently run eagerly. With its own code each decoder (one
+    per ``generate`` call, i.e. one adapter) has its own entries, freed with it; inductor's
+    graph cache makes the repeated compilation of an identical graph cheap."""
+    import types
+
+    f = method.__func__
+    code = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    return types.MethodType(code, method.__self__)
+
+
 class LlamaFamily:
     """The model's own modules, called for prefill (many tokens) and decode (one)."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, compile: bool = False, compile_backend: Any = "inductor"):
         lm = causal_lm_of(model)
         self.lm = lm
         self.inner = lm.model
@@ -231,6 +250,30 @@ class LlamaFamily:
         param = next(lm.parameters())
         self.dtype = param.dtype
         self.device = param.device
+        # The decode step's per-layer pieces around attention. Eager: the model's modules
+        # one kernel at a time (~50 small kernels per layer, which bounds the step on an
+        # H100 even inside a device graph). Compiled *regionally*: each piece is one
+        # function of (layer module, tensors), and dynamo treats an inlined module's
+        # parameters as inputs (``inline_inbuilt_nn_modules``), so one artifact serves
+        # every layer; attention (whose window grows) stays outside, so windows never
+        # recompile. Inductor's own cudagraphs stay off (mode "default"): the step is
+        # captured whole by the backend's GraphRunner, whose warm-up runs the compilation.
+        self.pre, self.post, self.head = self._pre, self._post, self._head
+        self.compiled = bool(compile)
+        if compile:
+            import torch
+
+            opts = dict(dynamic=False, fullgraph=False, backend=compile_backend)
+            if compile_backend == "inductor":
+                opts["mode"] = "default"
+            self.pre = torch.compile(_own_code(self._pre), **opts)
+            self.post = torch.compile(_own_code(self._post), **opts)
+            self.head = torch.compile(_own_code(self._head), **opts)
+
+    def uncompile(self) -> None:
+        """Back to the eager pieces (after a compiler failure)."""
+        self.pre, self.post, self.head = self._pre, self._post, self._head
+        self.compiled = False
 
     def kv_bytes_per_token(self) -> int:
         import torch
@@ -245,6 +288,21 @@ class LlamaFamily:
         v = a.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = _rotate(q, k, cos, sin)
         return q, k, v
+
+    def _pre(self, layer: Any, h: Any, cos: Any, sin: Any) -> tuple[Any, Any, Any]:
+        """Input norm, q/k/v projections and rotary of one decode layer."""
+        return self._qkv(layer, layer.input_layernorm(h), cos, sin)
+
+    def _post(self, layer: Any, h: Any, o: Any) -> Any:
+        """o_proj + residual, post-attention norm, MLP + residual; ``o`` [R, kv_heads, group, D]."""
+        h = h + layer.self_attn.o_proj(o.reshape(h.shape[0], 1, self.heads * self.head_dim))
+        return h + layer.mlp(layer.post_attention_layernorm(h))
+
+    def _head(self, h: Any) -> Any:
+        """Final norm and lm_head; float32 when compiled (the cast fuses into the head),
+        in the model dtype when eager (the loop casts)."""
+        logits = self.lm.lm_head(self.inner.norm(h))[:, 0]
+        return logits.float() if self.compiled else logits
 
     def prefill(self, ids: Any, mask: Any, sink: Callable[[int, Any, Any], None]) -> Any:
         """Run prompts ``ids`` [P, W] (left-padded, ``mask`` [P, W]); hand each layer's K/V
@@ -286,8 +344,7 @@ class LlamaFamily:
         cache.bias.index_fill_(3, cache.column, 0.0)  # the new column becomes visible
         bias = cache.bias[..., :window]
         for i, layer in enumerate(self.layers):
-            x = layer.input_layernorm(h)
-            q, k, v = self._qkv(layer, x, cos, sin)
+            q, k, v = self.pre(layer, h, cos, sin)
             kc, vc = cache.k[i], cache.v[i]
             kc.index_copy_(2, cache.column, k)
             vc.index_copy_(2, cache.column, v)
@@ -295,10 +352,8 @@ class LlamaFamily:
             # query positions against their shared K/V (no repeat_kv copy)
             qg = q.reshape(r, self.kv_heads, self.group, self.head_dim)
             o = F.scaled_dot_product_attention(qg, kc[:, :, :window], vc[:, :, :window], attn_mask=bias, scale=self.scaling)
-            h = h + layer.self_attn.o_proj(o.reshape(r, 1, self.heads * self.head_dim))
-            h = h + layer.mlp(layer.post_attention_layernorm(h))
-        h = self.inner.norm(h)
-        return self.lm.lm_head(h)[:, 0]
+            h = self.post(layer, h, o)
+        return self.head(h)
 
 
 @dataclass
@@ -355,10 +410,15 @@ class FastDecoder:
     graphs are reused across batches of the same bucketed shape.
     """
 
-    def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE, seed: int | None = None):
+    def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE, seed: int | None = None,
+                 compile: bool = False, compile_backend: Any = "inductor"):
+        """``compile``: the decode step's per-layer pieces around attention (and the final
+        norm + lm_head) through ``torch.compile``, regionally (see :class:`LlamaFamily`);
+        the first step of each batch shape compiles. ``compile_backend``: torch.compile's
+        backend (tests count compilations with a backend of their own)."""
         import torch
 
-        self.fam = LlamaFamily(model)
+        self.fam = LlamaFamily(model, compile=compile, compile_backend=compile_backend)
         self.runner = graph_runner
         self.probe = probe
         self.buffers: DecodeBuffers | None = None
@@ -383,6 +443,15 @@ class FastDecoder:
         if fn is None:
             step = lambda: self.fam.decode(buf, window)  # noqa: E731
             fn = step
+            if self.fam.compiled and not buf.graphs:
+                # the first step of a shape compiles (outside any capture); a compiler
+                # failure (no C++ compiler, an unsupported op) leaves the eager pieces
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - the eager step still decodes
+                    log.warning("fast decode: torch.compile failed (%s: %s); decoding without it",
+                                type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                    self.fam.uncompile()
             if self.runner is not None:
                 try:
                     fn = self.runner.capture(step)

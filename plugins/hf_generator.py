@@ -69,6 +69,11 @@ class HFGeneratorParams(BaseModel):
         "transformers generate(); fast: the fast loop or an error; generate: always generate().",
     )
     min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed before this many new tokens (benchmarks).")
+    compile: Literal["auto"] | bool = Field(
+        "auto",
+        description="torch.compile the fast loop's per-layer pieces around attention (one compilation serves "
+        "every layer; the first step of each batch shape compiles); auto: where the backend is an accelerator.",
+    )
 
 
 def adapter_name(ref: AdapterRef) -> str:
@@ -253,7 +258,10 @@ class HFGenerator:
             return None
         runner_factory = getattr(self.ctx.backend, "graph_runner", None)
         runner = runner_factory() if callable(runner_factory) else None
-        return fast_decode.FastDecoder(model, graph_runner=runner)
+        # auto asks the backend (as lora_sft's liger does), not the device name: on the CPU
+        # the step is not launch-bound and a C++ compile per batch shape would not pay off
+        compile_on = (not getattr(self.ctx.backend, "use_cpu", True)) if self.params.compile == "auto" else self.params.compile
+        return fast_decode.FastDecoder(model, graph_runner=runner, compile=bool(compile_on))
 
     def _fast_batch(self, decoder: Any, tokenizer: Any, eos_ids: set[int], pad_id: int | None, greedy: bool) -> Callable:
         from . import fast_decode

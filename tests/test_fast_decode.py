@@ -316,8 +316,19 @@ def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
     spec = importlib.util.spec_from_file_location("bench_generate", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = argparse.Namespace(rows=8, prompt_len=16, new_tokens=8, skip_greedy_baseline=False)
+    # compiled rows through dynamo with the eager backend (inductor's C++ build is the slow test's)
+    args = argparse.Namespace(rows=8, prompt_len=16, new_tokens=8, skip_greedy_baseline=False, no_compile=False,
+                              profile=True, compile_backend="eager")
     out = bench.part_a(bench.Env(smoke=True), args)
+    for key in ("fast_sample_B8_compiled", "fast_greedy_B8_compiled"):
+        assert out[key]["tokens"] == 8 * 8, key
+    assert out["compiled_active"] is True
+    assert out["ratio_compiled_vs_eager"]["sample"] == round(
+        out["fast_sample_B8_compiled"]["tok_s"] / out["fast_sample_B8"]["tok_s"], 2)
+    for label in ("eager", "compiled"):
+        prof = out[f"profile_{label}"]
+        assert prof["kernels_per_step"] > 0 and 0 < len(prof["top"]) <= 20, prof
+        assert prof["window"] == 128  # the largest window of 16 (-> 32) + 8 tokens
     for key in ("generate_sample", "generate_greedy", "fast_sample_B8", "fast_greedy_B8", "fast_sample_B16"):
         assert out[key]["tokens"] == (16 if key.endswith("B16") else 8) * 8, key  # min_new_tokens forced
     for kind in ("sample", "greedy"):
@@ -463,3 +474,137 @@ def test_exponential_race_draw_is_categorical():
     freq = torch.bincount(picks, minlength=4).float() / len(picks)
     assert freq[1] == 0.0  # zero weight is never drawn
     assert torch.allclose(freq, torch.tensor([0.1, 0.0, 0.6, 0.3]), atol=0.015)
+
+
+# ----------------------------------------------------------------------------- torch.compile
+
+
+def _fast_compiled(model, enc, tok, n: int, max_new: int, backend, runner=None, sample: bool = False):
+    import torch
+
+    from srscode.plugins.fast_decode import FastDecoder, SamplingSpec
+
+    spec = SamplingSpec(0.8 if sample else 0.0, 0.9 if sample else 1.0, (tok.eos_token_id,), tok.pad_token_id)
+    dec = FastDecoder(model, graph_runner=runner, seed=7, compile=backend is not None,
+                      compile_backend=backend or "inductor")
+    with torch.inference_mode():
+        return dec.generate(enc["input_ids"], enc["attention_mask"], n, max_new, spec), dec
+
+
+@pytest.mark.slow  # inductor's C++ compilation of three regions takes ~1 min on a shared 2-core CPU
+@pytest.mark.skipif(__import__("shutil").which("g++") is None and __import__("shutil").which("gcc") is None,
+                    reason="CPU inductor needs a C++ compiler")
+@pytest.mark.parametrize("lora", [False, True])
+def test_compiled_decode_matches_eager_token_for_token(lora, tokenizer):
+    import torch
+
+    torch._dynamo.reset()
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    if lora:
+        model = _lora(model, seed=5)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    eager, _ = _fast_compiled(model, enc, tok, 2, 20, None)
+    assert len({t for r in eager.tokens for t in r}) > 4, "degenerate output; the test would be weak"
+    compiled, dec = _fast_compiled(model, enc, tok, 2, 20, "inductor", runner=RecordingRunner())
+    assert dec.fam.compiled, "compilation failed and the decoder fell back to eager"
+    assert compiled.tokens == eager.tokens
+    assert compiled.lengths == eager.lengths
+
+
+class _CountingBackend:
+    """A torch.compile backend that counts the graphs dynamo hands it and runs them as is."""
+
+    def __init__(self):
+        self.graphs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        return gm.forward
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+def test_compiled_regions_compile_once_for_all_layers(kind, tokenizer):
+    """One artifact per region whatever the depth: a per-layer recompile (a guard on the
+    layer's identity) would make compilations grow with the layers, and past dynamo's
+    recompile limit silently fall back to eager. Also: greedy output equals the eager loop,
+    and new attention windows (several here) do not recompile."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from srscode.plugins import fast_decode
+
+    tok = tokenizer
+    cls, cfg = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[kind]
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    counts = {}
+    for layers in (2, 6):
+        config = cfg(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                     initializer_range=0.2, bos_token_id=None, eos_token_id=tok.eos_token_id,
+                     pad_token_id=tok.pad_token_id)
+        torch.manual_seed(3)
+        model = cls(config).eval()
+        torch._dynamo.reset()
+        backend = _CountingBackend()
+        old_window = fast_decode.WINDOW
+        fast_decode.WINDOW = 16  # several windows in a short run
+        try:
+            eager, _ = _fast_compiled(model, enc, tok, 1, 40, None)
+            got, dec = _fast_compiled(model, enc, tok, 1, 40, backend)
+        finally:
+            fast_decode.WINDOW = old_window
+        assert dec.fam.compiled
+        assert got.tokens == eager.tokens
+        counts[layers] = backend.graphs
+    assert counts[2] == counts[6], counts
+    assert counts[2] == 3, counts  # pre, post, head (a graph break inside one would add a graph)
+
+
+def test_hf_generator_compile_auto_asks_the_backend(tiny_model_dir, tokenizer):
+    """compile: auto is off where the backend runs on the CPU (use_cpu), on where it is an
+    accelerator; an explicit bool wins. No device is named."""
+    import types
+
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+
+    model = _tiny("llama", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    ctx = make_ctx(tiny_model_dir)
+    prompts = [Prompt("t1", TEXTS[0])]
+
+    def compiled(setting, backend=None) -> bool:
+        g = HFGenerator(HFGeneratorParams(compile=setting), ctx)
+        if backend is not None:
+            g.ctx = types.SimpleNamespace(backend=backend)
+        return g._fast_decoder(model, prompts, tokenizer).fam.compiled
+
+    assert ctx.backend.use_cpu and compiled("auto") is False
+    assert compiled(True) is True
+    accel = types.SimpleNamespace(use_cpu=False, graph_runner=lambda: None)
+    assert compiled("auto", accel) is True
+    assert compiled(False, accel) is False
+
+
+def test_compiled_decoders_outlive_dynamos_recompile_limit_across_adapters(tokenizer):
+    """An engine run makes one decoder per round, each with a new peft adapter. Dynamo guards
+    on the active adapter's name, so with shared compiled code every round would recompile
+    and, past its recompile limit, silently run eagerly; each decoder compiles its own."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    pm = get_peft_model(model, lora, adapter_name="a0").eval()
+    rounds = torch._dynamo.config.recompile_limit + 2
+    for i in range(1, rounds):
+        pm.add_adapter(f"a{i}", lora)
+    enc = tok(TEXTS[:2], return_tensors="pt", padding=True)
+    torch._dynamo.reset()
+    per_round = []
+    for i in range(rounds):
+        pm.set_adapter(f"a{i}")
+        backend = _CountingBackend()
+        _fast_compiled(pm, enc, tok, 1, 3, backend)
+        per_round.append(backend.graphs)
+    assert per_round == [3] * rounds  # the last decoders still hand dynamo's graphs to the backend
