@@ -155,10 +155,12 @@ class HFGenerator:
         if pm is None:
             from peft import PeftModel
 
-            pm = PeftModel.from_pretrained(base, loaded.path, adapter_name=name)
+            with hf_model.known_library_deprecations():
+                pm = PeftModel.from_pretrained(base, loaded.path, adapter_name=name)
             cache[hf_model.PEFT_KEY] = pm
         elif name not in pm.peft_config:
-            pm.load_adapter(loaded.path, adapter_name=name)
+            with hf_model.known_library_deprecations():
+                pm.load_adapter(loaded.path, adapter_name=name)
         pm.set_adapter(name)
         for other in [n for n in pm.peft_config if n != name]:  # one round's adapter at a time
             pm.delete_adapter(other)
@@ -204,6 +206,7 @@ class HFGenerator:
         greedy = not p.do_sample or p.temperature == 0.0
         per_call = 1 if greedy else n
         eos_ids, pad_id = _eos_and_pad(model, tokenizer)
+        torch.manual_seed(seed)  # before the decoder, which takes its sampling seed from it
         decoder = self._fast_decoder(model, prompts, tokenizer)
         generate_batch = self._fast_batch(decoder, tokenizer, eos_ids, pad_id, greedy) if decoder else (
             self._generate_batch(model, tokenizer, eos_ids, pad_id, greedy, per_call)
