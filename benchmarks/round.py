@@ -134,7 +134,8 @@ def config(args: argparse.Namespace, data_path: Path, generator: str) -> dict[st
         "stages": {
             "prompt": {"name": "chat"},
             "generator": {"name": generator, "params": {"max_new_tokens": args.max_new_tokens,
-                                                        "batch_size": args.gen_batch}},
+                                                        "batch_size": args.gen_batch,
+                                                        "compile": {"auto": "auto", "true": True, "false": False}[args.compile]}},
             "evaluator": {"name": "pytest-xdist", "params": {"workers": args.workers, "cache_path": "none"}},
             "memory": {"name": "sm2"},
             "scheduler": {"name": "ratio", "params": {"new_task_ratio": 1.0}},
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-batch", type=int, default=64, help="prompts per generator batch")
     ap.add_argument("--workers", type=int, default=16, help="evaluator workers")
     ap.add_argument("--skip-sequential", action="store_true", help="only the streamed round")
+    ap.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
+                    help="the hf generator's compile param (each generate call compiles its decode pieces)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random model, 24 tasks x 2, 2 workers")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
