@@ -156,7 +156,9 @@ def worker_stages(args: argparse.Namespace) -> int:
         n_ex = args.train_examples_per_rank * dist.world
         examples = [SFTExample(t.task_id, builder.build(t).text, f"```python\n{t.solution.strip()}\n```", 1.0)
                     for t in (tasks[i % len(tasks)] for i in range(n_ex))]
-        trainer = LoRASFTTrainer(LoRASFTParams(r=16, alpha=32, batch_size=args.train_batch, max_length=1024), ctx)
+        # liger off: its Triton kernels compile on the first run of a fresh machine, which would
+        # charge that run alone and skew the ratio between N=1 and N=2
+        trainer = LoRASFTTrainer(LoRASFTParams(r=16, alpha=32, batch_size=args.train_batch, max_length=1024, liger=False), ctx)
         res = trainer.train_sft(examples, None, Path(args.scratch) / f"sft-{dist.world}")
         m = res.metrics
         out["training"] = {"examples": n_ex, "steps": m["train_steps"], "tokens": m["train_tokens"],

@@ -70,9 +70,11 @@ class HFGeneratorParams(BaseModel):
     )
     min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed before this many new tokens (benchmarks).")
     compile: Literal["auto"] | bool = Field(
-        "auto",
+        False,
         description="torch.compile the fast loop's per-layer pieces around attention (one compilation serves "
-        "every layer; the first step of each batch shape compiles); auto: where the backend is an accelerator.",
+        "every layer). Measured on an H100 (1.5B shape, B=256): 1.18x sampled, 1.3x greedy, but each generate "
+        "call compiles again (about 5 s per batch shape), so it pays only for long calls; off by default. "
+        "auto: on where the backend is an accelerator.",
     )
 
 

@@ -155,6 +155,10 @@ def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
         disable_tqdm=True,  # progress goes through ctx.progress (StageProgress)
         dataloader_pin_memory=not ctx.backend.use_cpu,
         include_num_input_tokens_seen="non_padding",
+        # every LoRA weight gets a gradient each step; left unset, Trainer asks DDP to search
+        # the autograd graph for unused parameters every step (it does so for any model that
+        # is not a PreTrainedModel, and a PeftModel is not one)
+        ddp_find_unused_parameters=False,
         use_liger_kernel=use_liger(p.liger, ctx.backend),
         **trainer_precision(ctx.backend),
     )
