@@ -470,6 +470,7 @@ class FastDecoder:
         spec: SamplingSpec,
         stop_check: Callable[[list[list[int]]], list[int | None]] | None = None,
         cache_tokens: int | None = None,
+        on_step: Callable[[int], None] | None = None,
     ) -> DecodeResult:
         """``ids``/``mask`` [P, W] left-padded prompts on the model's device; rows are
         ``n`` consecutive copies of each prompt. ``stop_check(rows_tokens)`` returns, per
@@ -545,6 +546,8 @@ class FastDecoder:
             steps = step + 1
             if step + 1 == max_new_tokens:
                 break
+            if on_step is not None and (step + 1) % STOP_CHECK_EVERY == 0:
+                on_step(step + 1)  # progress within a batch (a batch can take minutes on a CPU)
             if stop_check is not None and (step + 1) % STOP_CHECK_EVERY == 0:
                 # the tail since the last check (plus a margin for a stop string spanning
                 # it) decides early finishing; the exact end is found on the full text below

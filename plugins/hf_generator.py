@@ -223,7 +223,11 @@ class HFGenerator:
                 enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
                 enc = {k: v.to(device) for k, v in enc.items()}
                 with context(), torch.inference_mode():
-                    rows, lengths = generate_batch(enc, batch, per_call)
+                    # the fast loop reports its decode step: a bar of prompts alone sits still
+                    # for a whole batch
+                    rows, lengths = generate_batch(
+                        enc, batch, per_call, on_step=lambda s: bar.set(step=f"{s}/{p.max_new_tokens}")
+                    )
                 prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
                 cands: list[Candidate] = []
                 for j, prompt in enumerate(batch):
@@ -282,7 +286,9 @@ class HFGenerator:
 
         special = set(getattr(tokenizer, "all_special_tokens", ()))
 
-        def run(enc: dict[str, Any], batch: Sequence[Prompt], per_call: int) -> tuple[list[list[int]], list[int]]:
+        def run(
+            enc: dict[str, Any], batch: Sequence[Prompt], per_call: int, on_step: Callable[[int], None] | None = None
+        ) -> tuple[list[list[int]], list[int]]:
             stops = sorted({s for b in batch for s in b.stop if s})
             # a stop string that is one special token (a chat turn end) is that token: it
             # ends the row like an EOS (generate's stop_strings stop on it too), and the
@@ -291,7 +297,9 @@ class HFGenerator:
             texts = [s for s in stops if s not in special]
             check = fast_decode.stop_lengths(tokenizer, texts, eos_ids | stop_ids) if texts else None
             row_spec = dataclasses.replace(spec, eos_ids=tuple(sorted(set(spec.eos_ids) | stop_ids)))
-            res = decoder.generate(enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, row_spec, check)
+            res = decoder.generate(
+                enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, row_spec, check, on_step=on_step
+            )
             self.last_stats = res.stats
             return res.tokens, res.lengths
 
@@ -320,7 +328,9 @@ class HFGenerator:
             pad_token_id=pad_id,
         )
 
-        def run(enc: dict[str, Any], batch: Sequence[Prompt], per_call: int) -> tuple[list[list[int]], list[int]]:
+        def run(
+            enc: dict[str, Any], batch: Sequence[Prompt], per_call: int, on_step: Callable[[int], None] | None = None
+        ) -> tuple[list[list[int]], list[int]]:
             stops = sorted({s for b in batch for s in b.stop if s})
             kwargs: dict[str, Any] = {"generation_config": gen_config}
             if stops:

@@ -166,3 +166,34 @@ def test_registered_with_strict_params_and_loads_the_tokenizer_for_prompts(tiny_
     assert prompt.format == "chat" and prompt.text.endswith("<|im_start|>assistant\n")
     with pytest.raises(ConfigError, match="model.name_or_path"):
         spec.factory(validate_params(spec.params, {}, "p"), make_ctx(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("decode", ["fast", "generate"])
+def test_the_generate_bar_shows_the_decode_step_within_a_batch(tiny_model_dir, decode):
+    """A batch can take minutes on a CPU: the fast loop reports its step on the bar."""
+    sets: list[dict] = []
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def advance(self, n=1, **counts):
+            pass
+
+        def set(self, **values):
+            sets.append(values)
+
+    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+
+    ctx = make_ctx(tiny_model_dir)
+    ctx.progress = lambda name, total=None, unit="it": Bar()
+    gen = HFGenerator(HFGeneratorParams(max_new_tokens=40, min_new_tokens=40, decode=decode), ctx)
+    cands = gen.generate(PROMPTS, 2, None, seed=3)
+    assert len(cands) == 2 * len(PROMPTS)
+    if decode == "fast":
+        assert [v["step"] for v in sets] == ["16/40", "32/40"]
+    else:
+        assert sets == []
