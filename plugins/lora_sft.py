@@ -267,7 +267,8 @@ def train_with_progress(trainer: Any, ctx: Any, name: str) -> Any:
     progress = StageProgress(ctx, name)
     trainer.add_callback(progress)
     try:
-        return trainer.train()
+        with known_library_deprecations():  # TRL's DPO reads the checkpointing flag while training
+            return trainer.train()
     except BaseException as exc:
         progress.close(exc)
         raise
