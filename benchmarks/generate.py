@@ -46,6 +46,8 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from benchlog import open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
+
 HBM_BPS = 3.0e12
 FLOPS = 790e12
 SHAPES = {
@@ -57,15 +59,8 @@ SHAPES = {
                  intermediate_size=128, vocab_size=1024),
 }
 
-_log_file: Any = None
 
 
-def say(*parts: Any) -> None:
-    line = " ".join(str(p) for p in parts)
-    print(line, flush=True)
-    if _log_file is not None:
-        _log_file.write(line + "\n")
-        _log_file.flush()
 
 
 def ensure_srscode_importable() -> None:
@@ -591,7 +586,6 @@ def physical_summary(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global _log_file
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--smoke", action="store_true", help="every part on the CPU with tiny shapes")
@@ -615,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.cache = args.cache or str(Path(tempfile.gettempdir()) / "srscode-bench-models")
-    _log_file = open(args.out / "generate.log", "a")
+    open_log(args.out / "generate.log", "a")
     ensure_srscode_importable()
     import torch
     import transformers

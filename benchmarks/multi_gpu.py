@@ -45,16 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from benchlog import close_log, open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
+
 LAUNCH_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "TOKENIZERS_PARALLELISM": "false"}
-LOG_FH: Any = None
 
 
-def say(*parts: Any) -> None:
-    line = " ".join(str(p) for p in parts)
-    print(line, flush=True)
-    if LOG_FH is not None:
-        LOG_FH.write(line + "\n")
-        LOG_FH.flush()
 
 
 def importable() -> None:
@@ -237,7 +232,6 @@ def efficiency(x1: float | None, xn: float | None, n: int) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global LOG_FH
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["--worker", "cli"]:
         return worker_cli(argv[2:])
@@ -272,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--out DIR is required")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    LOG_FH = open(args.out / "multi_gpu.log", "w", encoding="utf-8")
+    open_log(args.out / "multi_gpu.log", "w")
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
     started = time.perf_counter()
@@ -377,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, e in eff.items():
         say(f"scaling efficiency on {n} (throughput(N) / (N x throughput(1)); target >= 0.9): "
             f"generation {e['generation']}, training {e['training']}, round {e['round']}")
-    LOG_FH.close()
+    close_log()
     return 0
 
 

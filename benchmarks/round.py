@@ -38,16 +38,11 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlog import close_log, log_file, open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
+
 STAGES = ("schedule", "prompt", "generate", "evaluate", "memory", "train", "pairs")
-LOG_FH: Any = None
 
 
-def say(*parts: Any) -> None:
-    line = " ".join(str(p) for p in parts)
-    print(line, flush=True)
-    if LOG_FH is not None:
-        LOG_FH.write(line + "\n")
-        LOG_FH.flush()
 
 
 def default_kodcode() -> Path | None:
@@ -175,7 +170,6 @@ def smoke_model(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    global LOG_FH
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kodcode", type=Path, default=None, help="KodCode files (default .devcarry/kodcode or ../shared/data/kodcode)")
     ap.add_argument("--model", default=None, help="model folder or hub id")
@@ -192,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    LOG_FH = open(args.out / "round.log", "w", encoding="utf-8")
+    open_log(args.out / "round.log", "w")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ensure_importable()
     if args.smoke:
@@ -220,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # record and go on with the next part
                 result[label] = {"error": f"{type(exc).__name__}: {exc}"}
                 say(f"{label} FAILED: {type(exc).__name__}: {exc}")
-                LOG_FH.write(traceback.format_exc())
+                log_file().write(traceback.format_exc())
 
     s, q = result.get("streamed", {}), result.get("sequential", {})
     say("")
@@ -243,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         result["sequential_over_streamed"] = round(q["round_s"] / s["round_s"], 3)
         say(f"round time sequential / streamed: {result['sequential_over_streamed']:.2f}x")
     (args.out / "round.json").write_text(json.dumps(result, indent=1))
-    LOG_FH.close()
+    close_log()
     return 0 if "error" not in s else 1
 
 
