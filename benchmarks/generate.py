@@ -216,18 +216,23 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         out[f"generate_{kind}"] = {"tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1)}
         say(f"  generate {kind}: {toks} tokens in {secs:.2f}s = {toks / secs:,.0f} tok/s")
 
+    def decode_row(res: Any, secs: float, b: int) -> dict[str, Any]:
+        """One fast-loop run's figures (tokens, rates, step time and its physical bound)."""
+        toks = sum(res.lengths)
+        st = res.stats
+        step_s = st["decode_s"] / max(1, st["steps"] - 1)
+        return {"rows": b, "tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1),
+                "prefill_s": round(st["prefill_s"], 3), "decode_s": round(st["decode_s"], 3),
+                "step_ms": round(step_s * 1e3, 3), "peak_gb": env.peak_gb(),
+                "physical": physical(model, b, plen, new, step_s)}
+
     def ours(kind: str, spec: SamplingSpec, b: int, with_micro: bool = False) -> None:
         torch.manual_seed(0)
         i, m = (ids, mask) if b == rows else random_prompts(env, b, plen, vocab)
         env.reset_peak()
         res, secs, dec = fast_run(env, model, i, m, 1, new, spec)
-        toks = sum(res.lengths)
-        st = res.stats
-        step_s = st["decode_s"] / max(1, st["steps"] - 1)
-        r = {"rows": b, "tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1),
-             "prefill_s": round(st["prefill_s"], 3), "decode_s": round(st["decode_s"], 3),
-             "step_ms": round(step_s * 1e3, 3), "peak_gb": env.peak_gb(),
-             "physical": physical(model, b, plen, new, step_s)}
+        r = decode_row(res, secs, b)
+        toks, st, step_s = r["tokens"], res.stats, r["step_ms"] / 1e3
         out[f"fast_{kind}_B{b}"] = r
         say(f"  fast {kind} B={b}: {toks} tokens in {secs:.2f}s = {toks / secs:,.0f} tok/s "
             f"(prefill {st['prefill_s']:.2f}s, step {step_s * 1e3:.2f} ms, peak {r['peak_gb']} GB)")
@@ -254,13 +259,8 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         for kind, spec in specs.items():
             dec.buffers.graphs.clear()
             res, secs, _ = fast_run(env, model, ids, mask, 1, new, spec, dec=dec)
-            toks = sum(res.lengths)
-            st = res.stats
-            step_s = st["decode_s"] / max(1, st["steps"] - 1)
-            r = {"rows": rows, "tokens": toks, "s": round(secs, 3), "tok_s": round(toks / secs, 1),
-                 "prefill_s": round(st["prefill_s"], 3), "decode_s": round(st["decode_s"], 3),
-                 "step_ms": round(step_s * 1e3, 3), "peak_gb": env.peak_gb(),
-                 "physical": physical(model, rows, plen, new, step_s)}
+            r = decode_row(res, secs, rows)
+            toks, st, step_s = r["tokens"], res.stats, r["step_ms"] / 1e3
             out[f"fast_{kind}_B{rows}_compiled"] = r
             say(f"  fast {kind} B={rows} compiled: {toks} tokens in {secs:.2f}s = {toks / secs:,.0f} tok/s "
                 f"(prefill {st['prefill_s']:.2f}s, step {step_s * 1e3:.2f} ms)")

@@ -215,7 +215,6 @@ class HFGenerator:
         )
 
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
-        torch.manual_seed(seed)
         with self.ctx.progress("generate", total=len(prompts), unit="prompt") as bar:
             for start in range(0, len(order), p.batch_size):
                 idx = order[start : start + p.batch_size]

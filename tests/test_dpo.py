@@ -9,6 +9,7 @@ import pytest
 
 from model_fixtures import *  # noqa: F401,F403
 from model_fixtures import make_ctx, make_lora_adapter
+from progress_fakes import recording_progress
 
 from srscode.core.types import AdapterRef, DPOPair
 
@@ -122,21 +123,8 @@ def test_registered_with_strict_params():
 def test_progress_goes_through_ctx_progress(tiny_model_dir, tmp_path):
     bars = []
 
-    class Bar:
-        def __init__(self, name, total, unit):
-            self.name, self.total, self.unit, self.done, self.values, self.closed = name, total, unit, 0, {}, False
-
-        def advance(self, n=1, **counts):
-            self.done += n
-
-        def set(self, **values):
-            self.values.update(values)
-
-        def close(self, error=None):
-            self.closed = True
-
     c = make_ctx(tiny_model_dir, dpo={"beta": 0.1})
-    c.progress = lambda name, total=None, unit="it": bars.append(Bar(name, total, unit)) or bars[-1]
+    c.progress = recording_progress(bars)
     m = dpo(c).train_pairs(PAIRS, None, tmp_path / "out").metrics
     (bar,) = bars
     assert (bar.name, bar.unit, bar.closed) == ("dpo", "step", True)

@@ -8,6 +8,7 @@ import pytest
 
 from model_fixtures import *  # noqa: F401,F403
 from model_fixtures import make_ctx, make_lora_adapter
+from progress_fakes import recording_progress
 
 from srscode.core.errors import ConfigError
 from srscode.core.types import AdapterRef, Prompt
@@ -171,29 +172,15 @@ def test_registered_with_strict_params_and_loads_the_tokenizer_for_prompts(tiny_
 @pytest.mark.parametrize("decode", ["fast", "generate"])
 def test_the_generate_bar_shows_the_decode_step_within_a_batch(tiny_model_dir, decode):
     """A batch can take minutes on a CPU: the fast loop reports its step on the bar."""
-    sets: list[dict] = []
-
-    class Bar:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def advance(self, n=1, **counts):
-            pass
-
-        def set(self, **values):
-            sets.append(values)
-
     from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
 
+    bars: list = []
     ctx = make_ctx(tiny_model_dir)
-    ctx.progress = lambda name, total=None, unit="it": Bar()
+    ctx.progress = recording_progress(bars)
     gen = HFGenerator(HFGeneratorParams(max_new_tokens=40, min_new_tokens=40, decode=decode), ctx)
     cands = gen.generate(PROMPTS, 2, None, seed=3)
     assert len(cands) == 2 * len(PROMPTS)
     if decode == "fast":
-        assert [v["step"] for v in sets] == ["16/40", "32/40"]
+        assert [v["step"] for b in bars for v in b.sets] == ["16/40", "32/40"]
     else:
-        assert sets == []
+        assert [v for b in bars for v in b.sets] == []

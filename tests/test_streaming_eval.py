@@ -19,6 +19,7 @@ import pytest
 
 import fake_stages
 from fake_stages import FakeEvaluator, FakeGenerator, fake_config
+from progress_fakes import recording_progress
 from srscode.core.config import validate
 from srscode.core.engine import Engine
 from srscode.core.errors import StageError
@@ -196,29 +197,8 @@ def test_the_streamed_evaluation_drives_a_progress_bar_with_status_counts(tmp_pa
     from srscode.core.context import StageContext
 
     bars: list = []
-
-    class Bar:
-        def __init__(self, name, total, unit):
-            self.name, self.total, self.unit, self.done, self.counts = name, total, unit, 0, {}
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def advance(self, n=1, **counts):
-            self.done += n
-            for k, v in counts.items():
-                self.counts[k] = self.counts.get(k, 0) + v
-
-        def set(self, **values):
-            pass
-
-        def close(self, error=None):
-            pass
-
-    monkeypatch.setattr(StageContext, "progress", lambda self, name, total=None, unit="it": bars.append(Bar(name, total, unit)) or bars[-1])
+    record = recording_progress(bars)
+    monkeypatch.setattr(StageContext, "progress", lambda self, *args, **kwargs: record(*args, **kwargs))
     cfg = config()
     cfg["rounds"] = 1
     run(tmp_path, cfg)

@@ -9,6 +9,7 @@ import pytest
 
 from model_fixtures import *  # noqa: F401,F403
 from model_fixtures import make_ctx, make_lora_adapter
+from progress_fakes import recording_progress
 
 from srscode.core.types import AdapterRef, SFTExample
 
@@ -114,21 +115,7 @@ def test_progress_goes_through_ctx_progress(ctx, tmp_path, capfd):
 
     bars = []
 
-    class Bar:
-        def __init__(self, name, total, unit):
-            self.name, self.total, self.unit = name, total, unit
-            self.done, self.values, self.closed = 0, {}, False
-
-        def advance(self, n=1, **counts):
-            self.done += n
-
-        def set(self, **values):
-            self.values.update(values)
-
-        def close(self, error=None):
-            self.closed = True
-
-    ctx.progress = lambda name, total=None, unit="it": bars.append(Bar(name, total, unit)) or bars[-1]
+    ctx.progress = recording_progress(bars)
     p = LoRASFTParams(r=4, alpha=8, lr=1e-2, batch_size=1, max_length=64, packing=False)
     m = LoRASFTTrainer(p, ctx).train_sft(examples()[:3], None, tmp_path / "a").metrics
     (bar,) = bars
