@@ -251,3 +251,27 @@ def test_tiny_model_lora_sft_on_two_ranks(tiny_model_dir, tmp_path):
         assert led.validations()
     finally:
         led.close()
+
+
+@pytest.mark.slow
+def test_multi_gpu_benchmark_smoke_repeats_each_n_as_its_own_run(tmp_path):
+    """benchmarks/multi_gpu.py --smoke (2 CPU processes, tiny model): a repeated N is a new
+    run with its own files (a reused run dir would resume instead of rerunning), and the
+    efficiency compares the best run of each N."""
+    out = tmp_path / "mgpu"
+    proc = subprocess.run([sys.executable, str(TESTS.parent / "benchmarks" / "multi_gpu.py"), "--smoke",
+                           "--out", str(out), "--gpus", "1,2,1", "--parts", "stages"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((out / "multi_gpu.json").read_text())
+    ones, twos = result["stages"]["1"], result["stages"]["2"]
+    assert len(ones) == 2 and len(twos) == 1
+    for row in ones + twos:
+        assert row["rc"] == 0, row
+        assert row["generation"]["tokens"] > 0 and row["training"]["tokens"] > 0, row
+        assert row["training"]["same_adapter_on_every_rank"] is True
+    assert twos[0]["world"] == 2 and twos[0]["backend"] == "gloo"
+    best1 = max(r["training"]["loop_tokens_per_s"] for r in ones)
+    expected = round(twos[0]["training"]["loop_tokens_per_s"] / (2 * best1), 3)
+    assert result["efficiency"]["2"]["training"] == expected
+    assert sorted(p.name for p in (out / "logs").glob("stages-*.log")) == ["stages-0-1.log", "stages-1-2.log", "stages-2-1.log"]
