@@ -42,7 +42,7 @@ import sys
 import time
 from typing import Any
 
-from . import isolation
+from . import isolation, tracebacks
 from .harness import INI_TEXT, SOLUTION_FILE, TEST_FILE, inner_pytest_args, test_source
 from .limits import Limits, apply_limits, cpu_seconds_for, scrubbed_env, vm_size_bytes
 
@@ -214,6 +214,7 @@ class Worker:
         self.preloaded = self._preload(cfg.get("preload", ()))
         self._prepare()
         self._warm_up()
+        self._map_module_files()
         gc.collect()
         gc.freeze()  # children then never touch the worker's objects in a collection
         self.base_vm = vm_size_bytes()
@@ -248,6 +249,7 @@ class Worker:
         config.hook.pytest_sessionstart(session=session)
         os.chdir(saved)
         self.config, self.session = config, session
+        tracebacks.install((self.cand,))
 
         # Hand pytest's import hook the rewritten test module we compiled in the worker
         # (once per distinct test file) instead of having every child parse it again.
@@ -296,6 +298,18 @@ class Worker:
                     __import__(name)
                 except Exception:
                     pass
+
+    @staticmethod
+    def _map_module_files() -> None:
+        """Fill ``inspect``'s file -> module map for every module loaded so far.
+
+        pytest renders a failing test through ``inspect.getmodule``, whose first call in a
+        process resolves the real path of every loaded module's file (tens of thousands
+        of ``lstat`` calls, ~25 ms per forked candidate here). Done once in the worker,
+        children only map their own two new modules."""
+        import inspect
+
+        inspect.getmodule(Worker._map_module_files.__code__)  # a code object: no __module__ shortcut
 
     # ------------------------------------------------------------------ per job
     def _clean(self) -> None:
@@ -348,6 +362,7 @@ class Worker:
         os.close(out_w)
         self._supervise(pid, timeout, res_r, out_r, result)
         result["duration_s"] = round(time.monotonic() - t0, 6)
+        self._learn_traceback_sources(result.get("events_raw", ""))
         result["leftovers_killed"] = sweep_children()
         try:
             self._clean()
@@ -359,6 +374,18 @@ class Worker:
         result["worker_cpu_s"] = round(rs1.ru_utime + rs1.ru_stime - rs0.ru_utime - rs0.ru_stime, 6)
         result["faults"] = ru1.ru_minflt - ru0.ru_minflt
         return result
+
+    @staticmethod
+    def _learn_traceback_sources(events: str) -> None:
+        at = events.rfind('{"t": "ast_paths"')
+        if at < 0:
+            return
+        try:
+            paths = json.loads(events[at:].split("\n", 1)[0])["paths"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if isinstance(paths, list):
+            tracebacks.remember(paths[:64])
 
     def _supervise(self, pid: int, timeout: float, res_r: int, out_r: int, result: dict[str, Any]) -> None:
         res, out = _Sink(RESULT_CAP, tail=False), _Sink(OUTPUT_TAIL, tail=True)
@@ -468,6 +495,9 @@ class Worker:
             before = set(sys.modules) if job.get("warmup") else None
             self.collector.fd = res_w
             self._run_session()
+            missed = tracebacks.missed_paths()
+            if missed:  # the worker learns these files once, for every later candidate
+                self.collector.emit({"t": "ast_paths", "paths": missed[:64]})
             if before is not None:
                 new = sorted(n for n in set(sys.modules) - before if not n.startswith(("solution", "test_solution")))
                 self.collector.emit({"t": "modules", "names": new})

@@ -1,0 +1,120 @@
+"""The worker's cache of library files' statement ranges (``sandbox/tracebacks.py``):
+pytest's output is unchanged, the worker learns a file once, and a child cannot make the
+worker read files it did not import."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+
+import _pytest.python
+import pytest
+from _pytest._code.source import get_statement_startend2
+
+from srscode.plugins.sandbox import tracebacks
+from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+
+
+@pytest.mark.parametrize("module", [_pytest.python, ast, json.decoder, subprocess])
+def test_statement_starts_match_pytest_for_every_line(module) -> None:
+    text = open(module.__file__, encoding="utf-8").read()
+    tree = ast.parse(text)
+    values = tracebacks.statement_starts(tree)
+    n_lines = len(text.splitlines())
+    from bisect import bisect_right
+
+    for lineno in range(0, n_lines, max(1, n_lines // 150)):  # pytest's side walks the whole tree per line
+        i = bisect_right(values, lineno)
+        if i == 0:
+            continue  # pytest indexes values[-1] there; a traceback line is never above the first statement
+        mine = (values[i - 1], None if i >= len(values) else values[i])
+        assert mine == get_statement_startend2(lineno, tree), (module.__name__, lineno)
+
+
+RENDER = textwrap.dedent(
+    """
+    import contextlib, io, json, os, re, sys
+    import pytest
+    from srscode.plugins.sandbox import tracebacks
+
+    os.chdir(sys.argv[1])
+    def run():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            pytest.main(["-q", "-p", "no:cacheprovider", "--tb=short", "-s", "--continue-on-collection-errors", "test_solution.py"])
+        return re.sub(r"in [0-9.]+s", "", out.getvalue())
+
+    plain = run()
+    assert tracebacks.install((os.getcwd(),))  # the candidate's files are never cached
+    first = run()
+    missed = tracebacks.missed_paths()
+    known = tracebacks.remember(missed)
+    cached = run()
+    print(json.dumps({"plain": plain, "first": first, "cached": cached, "missed": missed, "known": known,
+                      "missed_after": tracebacks.missed_paths()}))
+    """
+)
+
+# case -> (solution, test, whether the rendered traceback runs through library modules)
+BROKEN = {
+    "syntax error in the solution": ("def f(x)\n    return x\n", "def test_a():\n    assert f(1) == 1\n", True),
+    "import of a missing name": ("def f(x):\n    return x\n", "from solution import g\n\ndef test_a():\n    assert g(1) == 1\n", True),
+    "syntax error in the test": ("def f(x):\n    return x\n", "def test_a b():\n    assert f(1) == 1\n", True),
+    "error at import": ("raise ValueError('boom')\n", "def test_a():\n    assert f(1) == 1\n", False),
+    "failing assertion": ("def f(x):\n    return x + 1\n", "def test_a():\n    assert f(1) == 1\n", False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_cached_ranges_render_the_same_report(case, tmp_path) -> None:
+    solution, test, through_library = BROKEN[case]
+    (tmp_path / "solution.py").write_text(solution)
+    (tmp_path / "test_solution.py").write_text("from solution import *\n" + test)
+    proc = subprocess.run([sys.executable, "-c", RENDER, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert ("FAILED" if case == "failing assertion" else "ERROR") in r["plain"] and "test_solution.py" in r["plain"]
+    assert r["first"] == r["plain"] and r["cached"] == r["plain"]
+    assert not any(str(tmp_path) in p for p in r["missed"])
+    if through_library:
+        assert r["missed"] and all(p.endswith(".py") for p in r["missed"]), r["missed"]
+        assert r["known"] == len(r["missed"]) and r["missed_after"] == []
+    else:  # pytest prunes the frames to the candidate's files: nothing to learn
+        assert r["missed"] == [], r["missed"]
+
+
+def test_remember_reads_only_source_files_of_imported_modules(tmp_path) -> None:
+    stranger = tmp_path / "not_imported.py"
+    stranger.write_text("x = 1\n")
+    before = tracebacks.remember([])
+    assert tracebacks.remember([str(stranger), "/etc/passwd", "/dev/zero", 42]) == before  # type: ignore[list-item]
+    assert tracebacks.remember([json.decoder.__file__]) == before + 1
+
+
+def test_a_worker_learns_a_traceback_file_once(tmp_path) -> None:
+    """The first broken candidate of a worker reports the library files its traceback
+    needed; later broken candidates find them known and report nothing."""
+    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=20, max_timeout_s=20))
+    try:
+        svc = ev.service
+        raws: list[dict] = []
+        handle = svc._handle
+
+        def spy(raw):
+            raws.append(dict(raw))
+            handle(raw)
+
+        svc._handle = spy  # type: ignore[method-assign]
+        test = "def test_a():\n    assert f(1) == 1\n"
+        for i in range(3):
+            svc.submit_code("t", i, "def f(x)\n    return x\n", test, None)
+        verdicts = [v for _, v in svc.results_with_seq()]
+    finally:
+        ev.close()
+    assert [v.status for v in verdicts] == ["error"] * 3
+    assert all("SyntaxError" in v.excerpt for v in verdicts)
+    reported = ['"t": "ast_paths"' in r.get("events_raw", "") for r in raws]
+    assert reported == [True, False, False]
