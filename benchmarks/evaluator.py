@@ -168,13 +168,13 @@ def run_seed_style(items: list[dict[str, Any]], workers: int, autoload: bool) ->
 # --------------------------------------------------------------------------- (b)
 
 
-def run_ours(items: list[dict[str, Any]], workers: int, cache_path: str = "none", cap_s: float = 5.0) -> tuple[dict[str, dict[str, Any]], float, float, float]:
+def run_ours(items: list[dict[str, Any]], workers: int, cache_path: str = "none", cap_s: float = 5.0, dedupe: bool = True) -> tuple[dict[str, dict[str, Any]], float, float, float]:
     from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
 
     t0, c0 = time.monotonic(), cpu_now()
     # the same 5 s cap as the seed-style runner (what `srscode evaluate --timeout 5` sets);
     # below it, each candidate's limit is max(2 s, 5 x its reference's runtime)
-    ev = PytestXdistEvaluator(XdistParams(workers=workers, cache_path=cache_path, timeout_s=cap_s, max_timeout_s=cap_s))
+    ev = PytestXdistEvaluator(XdistParams(workers=workers, cache_path=cache_path, timeout_s=cap_s, max_timeout_s=cap_s, dedupe=dedupe))
     try:
         svc = ev.service  # starts the workers
         started = time.monotonic() - t0
@@ -186,9 +186,11 @@ def run_ours(items: list[dict[str, Any]], workers: int, cache_path: str = "none"
             out[seqs[seq]] = {"id": seqs[seq], "passed": v.passed, "status": v.status, "excerpt": v.excerpt, "tests": f"{v.tests_passed}/{v.tests_expected}"}
         elapsed = time.monotonic() - t0
         info = dict(ev.isolation)
+        reused = svc.reused
     finally:
         ev.close()  # the workers exit here, so their CPU time is counted below
     out["__isolation__"] = info  # type: ignore[assignment]
+    out["__reused__"] = reused  # type: ignore[assignment]
     return out, elapsed, started, cpu_now() - c0
 
 
@@ -350,21 +352,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{n} candidates ({n_trials} recorded trials + {n - n_trials} references), {args.workers} workers, {os.cpu_count()} cores", file=sys.stderr)
     report: dict[str, Any] = {"candidates": n, "trials": n_trials, "workers": args.workers, "cores": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version()}
 
-    cache_dir = tempfile.mkdtemp(prefix="bench-cache-")
-    cache = os.path.join(cache_dir, "reference-cache.json")
-    try:
-        report["load_before"] = load_average()
-        ours, t_ours, t_start, c_ours = run_ours(items, args.workers, cache)
-        iso = ours.pop("__isolation__", {})
-        report["ours"] = {"seconds": t_ours, "startup_s": t_start, "per_s": n / t_ours, "cpu_per_cand": c_ours / n, "load": load_average()}
-        print(f"(b) ours, cold: {t_ours:.1f} s, {n / t_ours:.1f} candidates/s, {c_ours / n * 1000:.0f} CPU-ms/candidate (start-up {t_start:.1f} s; load {load_average()})", file=sys.stderr)
-        # warm: expected ids and reference times already cached (later rounds, after check-data)
-        warm, t_warm, _, c_warm = run_ours(items, args.workers, cache)
-        warm.pop("__isolation__", None)
-        report["ours_warm"] = {"seconds": t_warm, "per_s": n / t_warm, "cpu_per_cand": c_warm / n, "load": load_average(), "same_verdicts": all(warm[k]["passed"] == ours[k]["passed"] for k in ours)}
-        print(f"(b) ours, warm cache: {t_warm:.1f} s, {n / t_warm:.1f} candidates/s, {c_warm / n * 1000:.0f} CPU-ms/candidate (load {load_average()})", file=sys.stderr)
-    finally:
-        shutil.rmtree(cache_dir, ignore_errors=True)
+    def ours_pair(dedupe: bool, label: str, key: str) -> dict[str, Any]:
+        """Cold (fresh reference cache) then warm (expected ids and reference times
+        already cached: later rounds, or after check-data)."""
+        cache_dir = tempfile.mkdtemp(prefix="bench-cache-")
+        cache = os.path.join(cache_dir, "reference-cache.json")
+        try:
+            cold, t_cold, t_start, c_cold = run_ours(items, args.workers, cache, dedupe=dedupe)
+            iso = cold.pop("__isolation__", {})
+            reused = cold.pop("__reused__", 0)
+            report[key] = {"seconds": t_cold, "startup_s": t_start, "per_s": n / t_cold, "cpu_per_cand": c_cold / n, "load": load_average(), "reused": reused}
+            print(f"(b) ours, {label}, cold: {t_cold:.1f} s, {n / t_cold:.1f} candidates/s, {c_cold / n * 1000:.0f} CPU-ms/candidate, {reused} verdicts shared (start-up {t_start:.1f} s; load {load_average()})", file=sys.stderr)
+            warm, t_warm, _, c_warm = run_ours(items, args.workers, cache, dedupe=dedupe)
+            warm.pop("__isolation__", None)
+            w_reused = warm.pop("__reused__", 0)
+            report[key + "_warm"] = {"seconds": t_warm, "per_s": n / t_warm, "cpu_per_cand": c_warm / n, "load": load_average(), "reused": w_reused,
+                                     "same_verdicts": all(warm[k]["passed"] == cold[k]["passed"] for k in cold)}
+            print(f"(b) ours, {label}, warm cache: {t_warm:.1f} s, {n / t_warm:.1f} candidates/s, {c_warm / n * 1000:.0f} CPU-ms/candidate, {w_reused} verdicts shared (load {load_average()})", file=sys.stderr)
+        finally:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+        cold["__isolation__"] = iso
+        return cold
+
+    report["load_before"] = load_average()
+    ours = ours_pair(True, "default (identical candidates run once)", "ours")
+    iso = ours.pop("__isolation__", {})
+    every = ours_pair(False, "every candidate run (dedupe off)", "ours_every")
+    every.pop("__isolation__", None)
+    report["dedupe_same_verdicts"] = all(every[k]["status"] == ours[k]["status"] for k in ours)
     if not args.skip_seed:
         seed, t_seed, c_seed = run_seed_style(items, args.workers, autoload=False)
         report["seed"] = {"seconds": t_seed, "per_s": n / t_seed, "cpu_per_cand": c_seed / n, "load": load_average()}
@@ -436,13 +451,18 @@ def markdown(r: dict[str, Any]) -> str:
         s = r["xdist_layer"]
         t, c = ratios(s)
         rows.append(f"| (c) pytest-xdist as distribution layer + fork + nested `pytest.main` (sample) | {s['candidates']} | {s['seconds']:.1f} | {s['per_s']:.2f} | {s['cpu_per_cand'] * 1000:.0f} | {t} / {c} | - | - |")
-    o = r["ours"]
-    t, c = ratios(o)
-    rows.append(f"| (b) ours, `pytest-xdist` evaluator, cold (start-up and reference runs included) | {r['candidates']} | {o['seconds']:.1f} | {o['per_s']:.2f} | {o['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | {o['agree']}/{r['trials']} | {o['references_passed']}/{refs} |")
-    if "ours_warm" in r:
-        w = r["ours_warm"]
-        t, c = ratios(w)
-        rows.append(f"| (b) ours, warm reference cache | {r['candidates']} | {w['seconds']:.1f} | {w['per_s']:.2f} | {w['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | same verdicts: {w['same_verdicts']} | |")
+    for key, label in (("ours_every", "every candidate run (`dedupe: false`)"), ("ours", "default: identical candidates run once")):
+        if key not in r:
+            continue
+        o = r[key]
+        t, c = ratios(o)
+        agree = f"{o['agree']}/{r['trials']}" if "agree" in o else f"same verdicts as the default: {r.get('dedupe_same_verdicts')}"
+        passing = f"{o['references_passed']}/{refs}" if "references_passed" in o else ""
+        rows.append(f"| (b) ours, {label}, cold (start-up and reference runs included; {o['reused']} verdicts shared) | {r['candidates']} | {o['seconds']:.1f} | {o['per_s']:.2f} | {o['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | {agree} | {passing} |")
+        w = r.get(key + "_warm")
+        if w:
+            t, c = ratios(w)
+            rows.append(f"| (b) ours, {label}, warm reference cache ({w['reused']} shared) | {r['candidates']} | {w['seconds']:.1f} | {w['per_s']:.2f} | {w['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | same verdicts: {w['same_verdicts']} | |")
     if "median_cpu_ms" in r:
         m = r["median_cpu_ms"]
         rows.append("")

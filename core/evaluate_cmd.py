@@ -136,6 +136,8 @@ def evaluator_params(args: argparse.Namespace) -> dict[str, Any]:
         params["min_timeout_s"] = min(2.0, args.timeout)
     if getattr(args, "cache", None):
         params["cache_path"] = args.cache
+    if getattr(args, "no_dedupe", False):
+        params["dedupe"] = False
     return params
 
 
@@ -231,6 +233,7 @@ def add_evaluate_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=None, help="per-candidate timeout in seconds (default 10; with a reference, scaled from its runtime but never above this)")
     p.add_argument("--evaluator", default="pytest-xdist", choices=EVALUATORS, help="evaluator implementation (default pytest-xdist)")
     p.add_argument("--cache", default=None, help="reference cache file (default ~/.cache/srscode/reference-cache.json; 'none' = in memory)")
+    p.add_argument("--no-dedupe", action="store_true", help="run every line, also lines whose solution, test and reference equal an earlier line's (by default those get a copy of its verdict)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line on stderr")
     p.set_defaults(func=run_evaluate)
     return p

@@ -251,3 +251,87 @@ def test_a_dead_worker_is_replaced_and_its_job_retried() -> None:
         assert [v.status for v in vs] == ["timeout", "passed"]  # the retry ran the job again
     finally:
         ev.close()
+
+
+# --------------------------------------------------------------------------- dedupe
+
+
+class CountingBackend:
+    """Runs nothing: answers each job with the events of a run in which every test of
+    TEST passes when the solution contains ``ok``, and fails otherwise. ``sandbox_errors``
+    jobs (by solution text) first fail with an error of ours."""
+
+    def __init__(self, sandbox_errors: tuple[str, ...] = ()) -> None:
+        import queue
+
+        self.results: queue.Queue = queue.Queue()
+        self.jobs: list[dict] = []
+        self.info: dict = {}
+        self.sandbox_errors = list(sandbox_errors)
+
+    def submit(self, job: dict, priority: int = 1) -> None:
+        self.jobs.append(job)
+        if job["solution"] in self.sandbox_errors:
+            self.sandbox_errors.remove(job["solution"])
+            self.results.put({"id": job["id"], "sandbox_error": "could not prepare the candidate's files"})
+            return
+        ids = ["test_solution.py::test_small", "test_solution.py::test_param[1-1]", "test_solution.py::TestGroup::test_strings"]
+        outcome = "passed" if "ok" in job["solution"] else "failed"
+        evs = [{"t": "collected", "ids": ids}] + [{"t": "report", "id": i, "when": "call", "outcome": outcome} for i in ids]
+        self.results.put({"id": job["id"], "events_raw": events(*evs, {"t": "done", "exitstatus": 0, "elapsed": 0.01}), "exit_code": 0})
+
+    def close(self) -> None:
+        pass
+
+
+def dedupe_service(backend: CountingBackend, dedupe: bool = True):
+    from srscode.plugins.sandbox.service import EvaluationService
+
+    return EvaluationService(backend, TimeoutSettings(), ReferenceCache(None), dedupe=dedupe)
+
+
+def run_all(svc, subs: list[tuple[str, int, str, str | None]]) -> dict[tuple[str, int], object]:
+    seqs = {svc.submit_code(t, i, sol, TEST, ref): (t, i) for t, i, sol, ref in subs}
+    got = {seqs[s]: v for s, v in svc.results_with_seq()}
+    svc.close()
+    return got
+
+
+def test_identical_candidates_run_once_and_each_gets_its_own_verdict() -> None:
+    backend = CountingBackend()
+    svc = dedupe_service(backend)
+    ok, bad = "def add(a, b):  # ok\n    return a + b\n", "def add(a, b):\n    return 0\n"
+    got = run_all(svc, [("t", 0, ok, None), ("t", 1, ok, None), ("t", 2, bad, None), ("t", 3, ok, None), ("u", 0, bad, None)])
+    assert len(backend.jobs) == 2  # one run per distinct solution of the same test file
+    assert svc.reused == 3
+    assert {k: (v.task_id, v.index, v.status) for k, v in got.items()} == {
+        ("t", 0): ("t", 0, "passed"), ("t", 1): ("t", 1, "passed"), ("t", 2): ("t", 2, "failed"),
+        ("t", 3): ("t", 3, "passed"), ("u", 0): ("u", 0, "failed")}
+
+
+def test_without_dedupe_every_copy_runs() -> None:
+    backend = CountingBackend()
+    ok = "def add(a, b):  # ok\n    return a + b\n"
+    got = run_all(dedupe_service(backend, dedupe=False), [("t", i, ok, None) for i in range(4)])
+    assert len(backend.jobs) == 4 and all(v.status == "passed" for v in got.values())
+
+
+def test_a_candidate_equal_to_the_reference_takes_the_reference_run() -> None:
+    backend = CountingBackend()
+    ref = "def add(a, b):  # ok reference\n    return a + b\n"
+    other = "def add(a, b):  # ok too\n    return b + a\n"
+    svc = dedupe_service(backend)
+    got = run_all(svc, [("t", 0, ref, ref), ("t", 1, other, ref), ("t", 2, ref, ref)])
+    # the reference run (which learned the expected ids) and one run of the other solution
+    assert [j["solution"] for j in backend.jobs] == [ref, other]
+    assert [got[("t", i)].status for i in range(3)] == ["passed"] * 3
+    assert got[("t", 0)].tests_expected == 3
+
+
+def test_copies_of_a_run_that_failed_on_our_side_run_themselves() -> None:
+    ok = "def add(a, b):  # ok\n    return a + b\n"
+    backend = CountingBackend(sandbox_errors=(ok,))
+    got = run_all(dedupe_service(backend), [("t", i, ok, None) for i in range(3)])
+    statuses = [got[("t", i)].status for i in range(3)]
+    assert statuses[0] == "sandbox-error" and statuses[1:] == ["passed", "passed"]
+    assert len(backend.jobs) == 3  # the failed run and one run for each waiting copy
