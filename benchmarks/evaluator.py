@@ -331,6 +331,9 @@ def agreement(items: list[dict[str, Any]], res: dict[str, dict[str, Any]], text_
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--input", type=Path, default=None,
+                    help="evaluate this `srscode evaluate` JSONL (id, solution, test, reference) instead of the KodCode trials, "
+                         "e.g. a round's sampled candidates (benchmarks/round.py --export-candidates); no recorded verdicts")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N tasks (all their trials)")
     ap.add_argument("--autoload-sample", type=int, default=40, help="time the seed-style runner with plugin autoload on this many candidates (0 = skip)")
@@ -340,17 +343,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    if not args.data.is_dir():
+    if args.input is not None:
+        items = [dict(json.loads(line), recorded=None) for line in args.input.read_text().splitlines() if line.strip()]
+    elif not args.data.is_dir():
         print(f"no data at {args.data} (the shared KodCode rows); nothing to benchmark", file=sys.stderr)
         return 2
-    items = load_items(args.data)
+    else:
+        items = load_items(args.data)
     if args.limit:
         keep = sorted({it["id"].split("::")[0] for it in items})[: args.limit]
         items = [it for it in items if it["id"].split("::")[0] in keep]
     n = len(items)
     n_trials = sum(1 for it in items if it["recorded"] is not None)
     print(f"{n} candidates ({n_trials} recorded trials + {n - n_trials} references), {args.workers} workers, {os.cpu_count()} cores", file=sys.stderr)
-    report: dict[str, Any] = {"candidates": n, "trials": n_trials, "workers": args.workers, "cores": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version()}
+    report: dict[str, Any] = {"candidates": n, "trials": n_trials, "workers": args.workers, "cores": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
+                              "input": str(args.input) if args.input else None}
 
     def ours_pair(dedupe: bool, label: str, key: str) -> dict[str, Any]:
         """Cold (fresh reference cache) then warm (expected ids and reference times
@@ -463,6 +470,10 @@ def markdown(r: dict[str, Any]) -> str:
         if w:
             t, c = ratios(w)
             rows.append(f"| (b) ours, {label}, warm reference cache ({w['reused']} shared) | {r['candidates']} | {w['seconds']:.1f} | {w['per_s']:.2f} | {w['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | same verdicts: {w['same_verdicts']} | |")
+    if r.get("input"):
+        rows.append("")
+        rows.append(f"Input {r['input']}: no recorded verdicts, so the last column counts passing candidates; "
+                    f"(a) and (b) differ on {len(r.get('a_vs_b_differ', []))} candidate(s).")
     if "median_cpu_ms" in r:
         m = r["median_cpu_ms"]
         rows.append("")

@@ -162,6 +162,26 @@ def run_round(args: argparse.Namespace, data_path: Path, generator: str, run_dir
     }
 
 
+def export_candidates(run_dir: Path, rows: list[dict[str, Any]], path: Path) -> dict[str, int]:
+    """Write the round's candidates as ``srscode evaluate`` input (id, solution, test,
+    reference), for benchmarks/evaluator.py --input; returns counts, duplicates included."""
+    from srscode.core.ledger import read_jsonl
+    from srscode.plugins.kodcode_source import map_rows
+
+    tasks = {t.task_id: t for t in map_rows((f"row {i}", r) for i, r in enumerate(rows)).tasks}
+    seen: set[tuple[str, str]] = set()
+    n = dup = 0
+    with open(path, "w") as fh:
+        for c in read_jsonl(run_dir / "rounds" / "000001" / "candidates.jsonl"):
+            task = tasks[c["task_id"]]
+            fh.write(json.dumps({"id": f"{c['task_id']}#{c['index']}", "task_id": c["task_id"], "solution": c["code"],
+                                 "test": task.test_code, "reference": task.solution}) + "\n")
+            n += 1
+            dup += (c["task_id"], c["code"]) in seen
+            seen.add((c["task_id"], c["code"]))
+    return {"candidates": n, "copies_of_an_earlier_candidate_of_the_same_task": dup}
+
+
 def smoke_model(out: Path) -> Path:
     sys.path.insert(0, str(ROOT / "tests"))
     from model_fixtures import build_tiny_model
@@ -182,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sequential", action="store_true", help="only the streamed round")
     ap.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
                     help="the hf generator's compile param (each generate call compiles its decode pieces)")
+    ap.add_argument("--export-candidates", type=Path, default=None,
+                    help="write the streamed round's candidates here as `srscode evaluate` input (benchmarks/evaluator.py --input)")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny random model, 24 tasks x 2, 2 workers")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -211,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 result[label] = run_round(args, data_path, gen, Path(tmp) / label)
                 say(json.dumps(result[label]))
+                if label == "streamed" and args.export_candidates:
+                    result["exported"] = export_candidates(Path(tmp) / label, rows, args.export_candidates)
+                    say(f"exported {json.dumps(result['exported'])} to {args.export_candidates}")
             except Exception as exc:  # record and go on with the next part
                 result[label] = {"error": f"{type(exc).__name__}: {exc}"}
                 say(f"{label} FAILED: {type(exc).__name__}: {exc}")

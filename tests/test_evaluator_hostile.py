@@ -136,7 +136,9 @@ def test_hostile_candidates_fail_cleanly_and_do_not_disturb_honest_ones(tmp_path
     outside = tmp_path / "outside"
     outside.mkdir()
     outside.chmod(0o777)  # only the sandbox, not file permissions, may stop the writes
-    ev = PytestXdistEvaluator(XdistParams(workers=2, cache_path="none", min_timeout_s=LIMIT_S, timeout_s=LIMIT_S, max_timeout_s=LIMIT_S))
+    # dedupe off: every honest copy must really run after the hostile ones, not get the
+    # verdict of the identical copy that ran before them
+    ev = PytestXdistEvaluator(XdistParams(workers=2, cache_path="none", min_timeout_s=LIMIT_S, timeout_s=LIMIT_S, max_timeout_s=LIMIT_S, dedupe=False))
     try:
         clean = run_batch(ev, HONEST)
         pool = ev.service.backend
@@ -149,6 +151,7 @@ def test_hostile_candidates_fail_cleanly_and_do_not_disturb_honest_ones(tmp_path
         mixed = HONEST + bad[: len(bad) // 2] + HONEST + bad[len(bad) // 2 :] + HONEST
         mixed = [(f"{n}#{i}" if n.startswith("honest") else n, c) for i, (n, c) in enumerate(mixed)]
         got = run_batch(ev, mixed)
+        assert ev.service.reused == 0  # every candidate of the batch ran in its own process
 
         for name, v in got.items():
             if name.startswith("honest"):
@@ -202,7 +205,7 @@ def test_unprivileged_path_when_run_as_root(tmp_path) -> None:
     outside.chmod(0o777)
     pool = WorkerPool(2, Limits(), as_user=True)
     pool.start()
-    svc = EvaluationService(pool, TimeoutSettings(timeout_s=LIMIT_S, max_timeout_s=LIMIT_S, min_timeout_s=LIMIT_S), ReferenceCache(None))
+    svc = EvaluationService(pool, TimeoutSettings(timeout_s=LIMIT_S, max_timeout_s=LIMIT_S, min_timeout_s=LIMIT_S), ReferenceCache(None), dedupe=False)
     try:
         if "PID namespace" not in pool.info.get("processes", ""):
             pytest.skip(f"user namespaces are not available here: {pool.info.get('refused')}")

@@ -238,7 +238,7 @@ def test_a_dead_worker_is_replaced_and_its_job_retried() -> None:
     import signal
     import threading
 
-    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=2, max_timeout_s=2, min_timeout_s=2))
+    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=2, max_timeout_s=2, min_timeout_s=2, dedupe=False))  # REF must run again
     try:
         pool = ev.service.backend
         ev.evaluate({"add": TASK}, [cand(REF, 0)])  # reference learned, worker warm

@@ -97,7 +97,7 @@ def test_remember_reads_only_source_files_of_imported_modules(tmp_path) -> None:
 def test_a_worker_learns_a_traceback_file_once(tmp_path) -> None:
     """The first broken candidate of a worker reports the library files its traceback
     needed; later broken candidates find them known and report nothing."""
-    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=20, max_timeout_s=20))
+    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=20, max_timeout_s=20, dedupe=False))
     try:
         svc = ev.service
         raws: list[dict] = []
