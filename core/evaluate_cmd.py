@@ -205,6 +205,7 @@ def run_evaluate(args: argparse.Namespace, out: IO[str] | None = None) -> int:
                 flush()
         with lock:
             flush()
+        shared = service.reused if service.dedupe else None
     finally:
         evaluator.close()
         if close_out:
@@ -213,7 +214,8 @@ def run_evaluate(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     if not getattr(args, "quiet", False):
         summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         rate = n_lines / elapsed if elapsed > 0 else 0.0
-        print(f"evaluated {n_lines} line(s) in {elapsed:.1f} s ({rate:.1f}/s): {summary or 'nothing'}", file=sys.stderr)
+        copies = f"; {shared} line(s) identical to an earlier one or to the reference got its verdict (--no-dedupe runs them)" if shared else ""
+        print(f"evaluated {n_lines} line(s) in {elapsed:.1f} s ({rate:.1f}/s): {summary or 'nothing'}{copies}", file=sys.stderr)
     return 0
 
 

@@ -59,6 +59,25 @@ def test_evaluate_writes_one_verdict_per_line_in_input_order(tmp_path) -> None:
         assert set(r) >= {"id", "status", "passed", "tests_passed", "tests_expected", "duration_s", "excerpt"}
 
 
+@pytest.mark.parametrize("dedupe", [True, False])
+def test_identical_lines_share_a_verdict_unless_no_dedupe(tmp_path, capsys, dedupe) -> None:
+    wrong = "def add(a, b):\n    return a * b\n"
+    src = tmp_path / "in.jsonl"
+    write_lines(src, [{"id": f"w{i}", "solution": wrong, "test": TEST, "reference": REF} for i in range(3)]
+                + [{"id": "ref", "solution": REF, "test": TEST, "reference": REF}])
+    out = tmp_path / "out.jsonl"
+    args = parse(["evaluate", str(src), "-o", str(out), "--workers", "2", "--timeout", "5", "--cache", "none"]
+                 + ([] if dedupe else ["--no-dedupe"]))
+    assert args.func(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["id"], r["status"], r["tests_passed"]) for r in rows] == [("w0", "failed", 0), ("w1", "failed", 0), ("w2", "failed", 0), ("ref", "passed", 2)]
+    err = capsys.readouterr().err
+    if dedupe:  # two copies of w0, and the reference line's verdict from the reference run
+        assert "; 3 line(s) identical to an earlier one or to the reference got its verdict" in err
+    else:
+        assert "identical" not in err
+
+
 def test_evaluate_to_stdout_and_bad_arguments(tmp_path, capsys) -> None:
     src = tmp_path / "in.jsonl"
     write_lines(src, [{"id": "a", "solution": REF, "test": TEST}])
