@@ -609,7 +609,7 @@ class Engine:
 
         def commit() -> None:
             assert ledger is not None
-            metrics = self._metrics(ledger, r, sched, before, after, task_rate, verdicts, pairs)
+            metrics = self._metrics(ledger, r, sched, before, after, task_rate, verdicts, pairs, candidates)
             metrics.update(train_metrics)
             metrics.update(dpo_metrics)
             if validation:
@@ -649,9 +649,18 @@ class Engine:
         task_rate: Mapping[str, float],
         verdicts: Sequence[Verdict],
         pairs: Sequence[DPOPair],
+        candidates: Sequence[Candidate] = (),
     ) -> dict[str, Any]:
         def mean(xs: Sequence[float]) -> float:
             return sum(xs) / len(xs) if xs else 0.0
+
+        # sampling that collapses onto one solution shows here first (the evaluator runs
+        # each distinct one once, so this is also the share of runs it saved)
+        seen: set[tuple[str, str]] = set()
+        copies = 0
+        for c in candidates:
+            copies += (c.task_id, c.code) in seen
+            seen.add((c.task_id, c.code))
 
         ids = list(sched.task_ids)
         statuses = Counter(v.status for v in verdicts)
@@ -667,6 +676,7 @@ class Engine:
             "tasks_solved": sum(1 for t in ids if any(v.passed for v in verdicts if v.task_id == t)),
             "statuses": dict(sorted(statuses.items())),
             "timeout_rate": statuses.get("timeout", 0) / len(verdicts) if verdicts else 0.0,
+            "duplicate_rate": copies / len(candidates) if candidates else 0.0,
             "newly_graduated": sum(1 for t in ids if after[t].graduated and not before[t].graduated),
             "newly_skipped": sum(1 for t in ids if after[t].skipped and not before[t].skipped),
             "lapses": sum(1 for t in sched.review if (before[t].last_pass_rate or 0) > 0 and task_rate.get(t, 0.0) == 0),

@@ -492,7 +492,7 @@ def _summary_rows(runs: Sequence[RunData]) -> str:
 
 def _round_table(run: RunData) -> str:
     cols = ("round", "new", "review", "pass_rate", "pass_rate_new", "pass_rate_review", "graduated", "skipped",
-            "due", "due_backlog", "turnover_gained", "turnover_lost", "lapse_rate", "timeout_rate", "dpo_pairs",
+            "due", "due_backlog", "turnover_gained", "turnover_lost", "lapse_rate", "timeout_rate", "duplicate_rate", "dpo_pairs",
             "pairs_per_task", "train_loss")
     present = [c for c in cols if any(c in m for m in run.rounds)]
     body = "".join(

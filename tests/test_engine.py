@@ -49,6 +49,7 @@ def _reset():
 def test_full_run_writes_every_round(tmp_path):
     summary = run(tmp_path, fake_config())
     assert summary["round"] == 6
+    dup_rates = []
     for r in range(1, 7):
         d = tmp_path / "rounds" / f"{r:06d}"
         for name in ("schedule.json", "prompts.jsonl", "candidates.jsonl", "verdicts.jsonl",
@@ -56,6 +57,11 @@ def test_full_run_writes_every_round(tmp_path):
             assert (d / name).exists(), (r, name)
         m = json.loads((d / "metrics.json").read_text())
         assert m["new"] + m["review"] <= 24 and m["candidates"] == 4 * (m["new"] + m["review"])
+        cands = [json.loads(x) for x in (d / "candidates.jsonl").read_text().splitlines()]
+        distinct = {(c["task_id"], c["code"]) for c in cands}
+        assert m["duplicate_rate"] == pytest.approx(1 - len(distinct) / len(cands))
+        dup_rates.append(m["duplicate_rate"])
+    assert any(x > 0 for x in dup_rates)  # the fake generator repeats itself: the count is exercised
     led = Ledger(tmp_path, create=False)
     vals = led.validations()
     assert sorted(vals) == [0, 2, 4, 7]  # before, every 2 rounds (not the last), final
