@@ -158,28 +158,27 @@ def run_round(args: argparse.Namespace, data_path: Path, generator: str, run_dir
         "candidates": m["candidates"],
         "tasks": m["new"] + m["review"],
         "pass_rate": round(m["pass_rate"], 4),
+        "duplicate_rate": round(m.get("duplicate_rate", 0.0), 4),
         "statuses": m["statuses"],
     }
 
 
 def export_candidates(run_dir: Path, rows: list[dict[str, Any]], path: Path) -> dict[str, int]:
     """Write the round's candidates as ``srscode evaluate`` input (id, solution, test,
-    reference), for benchmarks/evaluator.py --input; returns counts, duplicates included."""
+    reference), for benchmarks/evaluator.py --input (the round's ``duplicate_rate`` says
+    how many repeat an earlier candidate of their task)."""
     from srscode.core.ledger import read_jsonl
     from srscode.plugins.kodcode_source import map_rows
 
     tasks = {t.task_id: t for t in map_rows((f"row {i}", r) for i, r in enumerate(rows)).tasks}
-    seen: set[tuple[str, str]] = set()
-    n = dup = 0
+    n = 0
     with open(path, "w") as fh:
         for c in read_jsonl(run_dir / "rounds" / "000001" / "candidates.jsonl"):
             task = tasks[c["task_id"]]
             fh.write(json.dumps({"id": f"{c['task_id']}#{c['index']}", "task_id": c["task_id"], "solution": c["code"],
                                  "test": task.test_code, "reference": task.solution}) + "\n")
             n += 1
-            dup += (c["task_id"], c["code"]) in seen
-            seen.add((c["task_id"], c["code"]))
-    return {"candidates": n, "copies_of_an_earlier_candidate_of_the_same_task": dup}
+    return {"candidates": n}
 
 
 def smoke_model(out: Path) -> Path:

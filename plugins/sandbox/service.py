@@ -69,6 +69,10 @@ UNSHARED = ("sandbox-error",)
 MEMO_SIZE = 10_000  # verdicts kept for later identical candidates (a few KB each)
 
 
+def _sandbox_error(pend: _Pending, exc: BaseException) -> Verdict:
+    return Verdict(pend.task_id, pend.index, "sandbox-error", 0, 0, {}, 0.0, f"{type(exc).__name__}: {exc}")
+
+
 class EvaluationService:
     """Streaming evaluation over a backend (fork-server pool or subprocess pool)."""
 
@@ -176,7 +180,7 @@ class EvaluationService:
                 with self._lock:
                     pend = self._jobs.pop(seq, None)
                 if pend is not None:
-                    self._finish(pend, Verdict(pend.task_id, pend.index, "sandbox-error", 0, 0, {}, 0.0, f"{type(exc).__name__}: {exc}"))
+                    self._finish(pend, _sandbox_error(pend, exc))
 
     def _handle(self, raw: Mapping[str, Any]) -> None:
         seq = raw.get("id")
@@ -207,7 +211,7 @@ class EvaluationService:
                 except Exception as exc:  # a waiting candidate must still get a verdict
                     with self._lock:
                         self._jobs.pop(pend.seq, None)
-                    self._finish(pend, Verdict(pend.task_id, pend.index, "sandbox-error", 0, 0, {}, 0.0, f"{type(exc).__name__}: {exc}"))
+                    self._finish(pend, _sandbox_error(pend, exc))
             for cb in callbacks:
                 cb(key, exp)
             return

@@ -26,7 +26,7 @@ import os
 import warnings
 from typing import Any
 
-__all__ = ["install", "installed", "remember", "missed_paths", "statement_starts"]
+__all__ = ["install", "remember", "missed_paths", "statement_starts"]
 
 
 class _Starts:
@@ -63,13 +63,15 @@ def statement_starts(tree: ast.AST) -> list[int]:
     return values
 
 
+def _private(p: str) -> bool:
+    return any(p == d or p.startswith(d.rstrip(os.sep) + os.sep) for d in _STATE["private"])
+
+
 def _eligible(path: Any) -> str | None:
     if not isinstance(path, os.PathLike):
         return None  # "<frozen importlib._bootstrap>", "<string>": no file to parse
     p = os.fspath(path)
-    if any(p == d or p.startswith(d.rstrip(os.sep) + os.sep) for d in _STATE["private"]):
-        return None
-    return p
+    return None if _private(p) else p
 
 
 def install(private_dirs: tuple[str, ...]) -> bool:
@@ -119,10 +121,6 @@ def install(private_dirs: tuple[str, ...]) -> bool:
     return True
 
 
-def installed() -> bool:
-    return bool(_STATE["installed"])
-
-
 def missed_paths() -> list[str]:
     return sorted(_MISSED)
 
@@ -144,7 +142,7 @@ def _module_files() -> set[str]:
 def remember(paths: list[str]) -> int:
     """Compute, in this process (the worker), the statement starts of those ``paths``
     that are source files of modules it imported; returns how many files are known."""
-    wanted = [p for p in paths if isinstance(p, str) and p not in _KNOWN and _eligible(_PathStr(p)) is not None]
+    wanted = [p for p in paths if isinstance(p, str) and p not in _KNOWN and not _private(p)]
     allowed = _module_files() if wanted else set()
     for p in wanted:
         if p not in allowed:
@@ -162,8 +160,3 @@ def remember(paths: list[str]) -> int:
         _KNOWN[p] = _Starts(statement_starts(tree))
     _MISSED.difference_update(_KNOWN)
     return len(_KNOWN)
-
-
-class _PathStr(str, os.PathLike):  # type: ignore[misc]
-    def __fspath__(self) -> str:
-        return str(self)
