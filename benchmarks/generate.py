@@ -176,7 +176,7 @@ def _sig(x: float) -> float:
     return float(f"{x:.4g}")
 
 
-def fast_run(env: Env, model: Any, ids: Any, mask: Any, n: int, new: int, spec: Any, min_new: int | None = None,
+def fast_run(env: Env, model: Any, ids: Any, mask: Any, n: int, new: int, spec: Any,
              cache_tokens: int | None = None, dec: Any = None) -> tuple[Any, float, Any]:
     import torch
 

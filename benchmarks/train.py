@@ -389,10 +389,6 @@ def release(ctx: Any, trainer: Any) -> None:
     gc.collect()
 
 
-def is_oom(exc: BaseException) -> bool:
-    return "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
-
-
 def max_batch(ctx: Any, rows: list[tuple[str, str]], tries: list[int], max_length: int, backend: Any,
               deadline: float, need_s: float) -> dict[str, Any]:
     """Largest rows-per-step our config trains (2 steps each), doubling until OOM."""
