@@ -48,6 +48,7 @@ RENDER = textwrap.dedent(
 
     plain = run()
     assert tracebacks.install((os.getcwd(),))  # the candidate's files are never cached
+    assert tracebacks.cap_entries()  # changes nothing below CAP_HEAD + CAP_TAIL entries
     first = run()
     missed = tracebacks.missed_paths()
     known = tracebacks.remember(missed)
@@ -118,3 +119,68 @@ def test_a_worker_learns_a_traceback_file_once(tmp_path) -> None:
     assert all("SyntaxError" in v.excerpt for v in verdicts)
     reported = ['"t": "ast_paths"' in r.get("events_raw", "") for r in raws]
     assert reported == [True, False, False]
+
+
+CAPPED = textwrap.dedent(
+    """
+    import contextlib, io, json, os, re, sys
+    import pytest
+    from srscode.plugins.sandbox import tracebacks
+
+    os.chdir(sys.argv[1])
+    def run():
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            pytest.main(["-q", "-p", "no:cacheprovider", "--tb=short", "-s", "test_solution.py"])
+        return re.sub(r"in [0-9.]+s", "", out.getvalue())
+
+    plain = run()
+    assert tracebacks.cap_entries()
+    print(json.dumps({"plain": plain, "capped": run()}))
+    """
+)
+
+
+def test_a_runaway_recursion_renders_only_the_head_and_tail_of_its_traceback(tmp_path) -> None:
+    """A factorial of -1 recurses until RecursionError; pytest would render ~1,000
+    entries of which the bounded failure text keeps a few."""
+    (tmp_path / "solution.py").write_text("def factorial(n):\n    if n == 0:\n        return 1\n    return n * factorial(n - 1)\n")
+    (tmp_path / "test_solution.py").write_text(
+        "from solution import *\n\ndef test_neg():\n    assert factorial(-1) == 1\n\ndef test_ok():\n    assert factorial(3) == 6\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", CAPPED, str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    plain, capped = r["plain"], r["capped"]
+    n_plain, n_capped = plain.count("solution.py:4: in factorial"), capped.count("solution.py:4: in factorial")
+    assert n_plain > 500
+    # 10 head entries (the test's own line among them) and 10 tail entries, the last of
+    # which raised: it is rendered as "solution.py:2: in factorial" by pytest
+    entries = capped.count(": in factorial") + capped.count(": in test_neg")
+    assert entries == tracebacks.CAP_HEAD + tracebacks.CAP_TAIL, capped[:3000]
+    assert n_capped < n_plain
+    marker = [ln for ln in capped.splitlines() if "traceback entries not rendered" in ln]
+    all_entries = plain.count(": in factorial") + plain.count(": in test_neg")
+    assert len(marker) == 1 and f"... {all_entries - entries} traceback entries" in marker[0], marker
+    # what the bounded excerpt keeps is unchanged: the failure's first and last lines
+    assert capped.split("... ")[0].splitlines()[:8] == plain.splitlines()[:8]
+    assert capped.rstrip().splitlines()[-3:] == plain.rstrip().splitlines()[-3:]
+    assert "RecursionError" in capped and "1 failed, 1 passed" in capped and "1 failed, 1 passed" in plain
+
+
+@pytest.mark.parametrize("evaluator", ["fork", "subprocess"])
+def test_both_evaluators_keep_a_capped_recursion_excerpt(evaluator) -> None:
+    from srscode.plugins.subprocess_evaluator import SubprocessEvaluator, SubprocessParams
+
+    ev = (PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", dedupe=False)) if evaluator == "fork"
+          else SubprocessEvaluator(SubprocessParams(workers=1, cache_path="none", dedupe=False)))
+    solution = "def factorial(n):\n    if n == 0:\n        return 1\n    return n * factorial(n - 1)\n"
+    test = "def test_neg():\n    assert factorial(-1) == 1\n\ndef test_ok():\n    assert factorial(3) == 6\n"
+    try:
+        ev.service.submit_code("t", 0, solution, test, None)
+        [(_, v)] = list(ev.service.results_with_seq())
+    finally:
+        ev.close()
+    assert (v.status, v.tests_passed, v.tests_expected) == ("failed", 1, 2)
+    assert "RecursionError" in v.excerpt and "traceback entries not rendered" in v.excerpt, v.excerpt

@@ -135,6 +135,9 @@ class Collector:
 
 def pytest_configure(config: Any) -> None:
     """Entry point when loaded with ``-p srscode.plugins.sandbox.collector``."""
+    from .tracebacks import cap_entries
+
+    cap_entries()  # as in the fork worker, so both evaluators keep the same excerpts
     fd = os.environ.get("SRSCODE_RESULT_FD")
     if fd and not config.pluginmanager.has_plugin("srscode-collector"):
         config.pluginmanager.register(Collector(int(fd)), "srscode-collector")

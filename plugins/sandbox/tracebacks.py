@@ -18,6 +18,13 @@ child cannot make it read anything else), and never files under the candidate's
 directory (``solution.py`` and the test file change with every candidate). If pytest's
 internals are not the ones this expects, nothing is patched and pytest's own (slower)
 path stays in use.
+
+:func:`cap_entries` bounds the other cost: a test that recurses without end (a
+factorial of -1) fails with a traceback of ~1,000 entries, and pytest renders every one
+(0.3-1 CPU-s per such candidate here) although the failure text a verdict keeps is cut to
+its head and tail (``collector.TEXT_LIMIT``). Past ``CAP_HEAD + CAP_TAIL`` entries, only
+the first ``CAP_HEAD`` and last ``CAP_TAIL`` are rendered, with a line saying how many
+were left out; shorter tracebacks render exactly as pytest renders them.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import os
 import warnings
 from typing import Any
 
-__all__ = ["install", "remember", "missed_paths", "statement_starts"]
+__all__ = ["install", "cap_entries", "remember", "missed_paths", "statement_starts"]
 
 
 class _Starts:
@@ -118,6 +125,53 @@ def install(private_dirs: tuple[str, ...]) -> bool:
     source.get_statement_startend2 = get_statement_startend2
     code.FormattedExcinfo._getentrysource = _getentrysource
     _STATE.update(installed=True, private=tuple(private_dirs))
+    return True
+
+
+# entries of one traceback that are rendered: the first ones show where the test called
+# into the solution, the last ones where it failed; the bounded text keeps no more
+CAP_HEAD, CAP_TAIL = 10, 10
+
+
+def cap_entries(head: int = CAP_HEAD, tail: int = CAP_TAIL) -> bool:
+    """Render at most ``head + tail`` entries of a traceback (after pytest's own
+    filtering); returns whether the patch is active."""
+    if _STATE.get("capped"):
+        return True
+    try:
+        import _pytest._code.code as code
+
+        original = code.FormattedExcinfo.repr_traceback
+        filter_traceback = code.filter_excinfo_traceback
+        marker_entry = code.ReprEntryNative
+        traceback_type = code.Traceback
+        if "tbfilter" not in getattr(code.FormattedExcinfo, "__dataclass_fields__", {}):
+            return False
+    except (ImportError, AttributeError):
+        return False
+
+    def repr_traceback(self: Any, excinfo: Any) -> Any:
+        inner = self.tbfilter
+        cut: list[int] = []
+
+        def capped(ei: Any) -> Any:
+            tb = filter_traceback(inner, ei)
+            if len(tb) > head + tail + 1:
+                cut.append(len(tb) - head - tail)
+                tb = traceback_type([*tb[:head], *tb[len(tb) - tail :]])
+            return tb
+
+        self.tbfilter = capped
+        try:
+            rep = original(self, excinfo)
+        finally:
+            self.tbfilter = inner
+        if cut and len(rep.reprentries) > head:
+            rep.reprentries.insert(head, marker_entry([f"... {cut[0]} traceback entries not rendered (srscode sandbox) ...\n"]))
+        return rep
+
+    code.FormattedExcinfo.repr_traceback = repr_traceback
+    _STATE["capped"] = True
     return True
 
 

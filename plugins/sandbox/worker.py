@@ -250,6 +250,7 @@ class Worker:
         os.chdir(saved)
         self.config, self.session = config, session
         tracebacks.install((self.cand,))
+        tracebacks.cap_entries()
 
         # Hand pytest's import hook the rewritten test module we compiled in the worker
         # (once per distinct test file) instead of having every child parse it again.
