@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -58,6 +59,11 @@ RENDER = textwrap.dedent(
     """
 )
 
+# the child imports srscode wherever this process found it (an install with --target
+# puts it on PYTHONPATH)
+CHILD_ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin:/bin",
+             **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {})}
+
 # case -> (solution, test, whether the rendered traceback runs through library modules)
 BROKEN = {
     "syntax error in the solution": ("def f(x)\n    return x\n", "def test_a():\n    assert f(1) == 1\n", True),
@@ -74,7 +80,7 @@ def test_cached_ranges_render_the_same_report(case, tmp_path) -> None:
     (tmp_path / "solution.py").write_text(solution)
     (tmp_path / "test_solution.py").write_text("from solution import *\n" + test)
     proc = subprocess.run([sys.executable, "-c", RENDER, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                          env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin:/bin"})
+                          env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     assert ("FAILED" if case == "failing assertion" else "ERROR") in r["plain"] and "test_solution.py" in r["plain"]
@@ -93,6 +99,17 @@ def test_remember_reads_only_source_files_of_imported_modules(tmp_path) -> None:
     before = tracebacks.remember([])
     assert tracebacks.remember([str(stranger), "/etc/passwd", "/dev/zero", 42]) == before  # type: ignore[list-item]
     assert tracebacks.remember([json.decoder.__file__]) == before + 1
+
+
+def test_the_worker_reports_both_traceback_patches_active() -> None:
+    """Both patches fall back silently where pytest's internals differ (pytest 9.1
+    renamed the formatter class); the worker's hello says which are on, and on the
+    pytest this suite runs with both must be."""
+    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none"))
+    try:
+        assert ev.isolation["traceback_patches"] == {"statement_cache": True, "entry_cap": True}
+    finally:
+        ev.close()
 
 
 def test_a_worker_learns_a_traceback_file_once(tmp_path) -> None:
@@ -149,7 +166,7 @@ def test_a_runaway_recursion_renders_only_the_head_and_tail_of_its_traceback(tmp
         "from solution import *\n\ndef test_neg():\n    assert factorial(-1) == 1\n\ndef test_ok():\n    assert factorial(3) == 6\n"
     )
     proc = subprocess.run([sys.executable, "-c", CAPPED, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                          env={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PATH": "/usr/bin:/bin"})
+                          env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     plain, capped = r["plain"], r["capped"]

@@ -128,6 +128,7 @@ class WorkerPool:
             raise RuntimeError(f"evaluation workers failed to start: {errors[0]}") from errors[0]
         self.info = dict(self._slots[0].hello.get("isolation", {}))
         self.info["preloaded"] = self._slots[0].hello.get("preloaded", [])
+        self.info["traceback_patches"] = self._slots[0].hello.get("tracebacks", {})
         for slot in self._slots:
             t = threading.Thread(target=self._dispatch, args=(slot,), name=f"srscode-eval-{slot.index}", daemon=True)
             t.start()

@@ -81,6 +81,15 @@ def _eligible(path: Any) -> str | None:
     return None if _private(p) else p
 
 
+def _formatter_class(code: Any) -> Any:
+    """pytest's traceback formatter: ``ExceptionInfoFormatter`` since pytest 9.1,
+    ``FormattedExcinfo`` before (AttributeError when neither exists)."""
+    cls = getattr(code, "ExceptionInfoFormatter", None) or getattr(code, "FormattedExcinfo", None)
+    if cls is None:
+        raise AttributeError("no traceback formatter class in _pytest._code.code")
+    return cls
+
+
 def install(private_dirs: tuple[str, ...]) -> bool:
     """Patch pytest's traceback source lookup; ``private_dirs`` (the candidate's
     directory) are never cached. Returns whether the patch is active."""
@@ -93,9 +102,10 @@ def install(private_dirs: tuple[str, ...]) -> bool:
         import _pytest._code.code as code
         import _pytest._code.source as source
 
+        formatter = _formatter_class(code)
         original_startend = source.get_statement_startend2
-        original_entrysource = code.FormattedExcinfo._getentrysource
-        if not callable(original_startend) or "astcache" not in getattr(code.FormattedExcinfo, "__dataclass_fields__", {}):
+        original_entrysource = formatter._getentrysource
+        if not callable(original_startend) or "astcache" not in getattr(formatter, "__dataclass_fields__", {}):
             return False
     except (ImportError, AttributeError):
         return False
@@ -123,7 +133,7 @@ def install(private_dirs: tuple[str, ...]) -> bool:
         return original_entrysource(self, entry)
 
     source.get_statement_startend2 = get_statement_startend2
-    code.FormattedExcinfo._getentrysource = _getentrysource
+    formatter._getentrysource = _getentrysource
     _STATE.update(installed=True, private=tuple(private_dirs))
     return True
 
@@ -141,11 +151,12 @@ def cap_entries(head: int = CAP_HEAD, tail: int = CAP_TAIL) -> bool:
     try:
         import _pytest._code.code as code
 
-        original = code.FormattedExcinfo.repr_traceback
+        formatter = _formatter_class(code)
+        original = formatter.repr_traceback
         filter_traceback = code.filter_excinfo_traceback
         marker_entry = code.ReprEntryNative
         traceback_type = code.Traceback
-        if "tbfilter" not in getattr(code.FormattedExcinfo, "__dataclass_fields__", {}):
+        if "tbfilter" not in getattr(formatter, "__dataclass_fields__", {}):
             return False
     except (ImportError, AttributeError):
         return False
@@ -170,7 +181,7 @@ def cap_entries(head: int = CAP_HEAD, tail: int = CAP_TAIL) -> bool:
             rep.reprentries.insert(head, marker_entry([f"... {cut[0]} traceback entries not rendered (srscode sandbox) ...\n"]))
         return rep
 
-    code.FormattedExcinfo.repr_traceback = repr_traceback
+    formatter.repr_traceback = repr_traceback
     _STATE["capped"] = True
     return True
 

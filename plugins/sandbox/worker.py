@@ -249,8 +249,8 @@ class Worker:
         config.hook.pytest_sessionstart(session=session)
         os.chdir(saved)
         self.config, self.session = config, session
-        tracebacks.install((self.cand,))
-        tracebacks.cap_entries()
+        # reported in the hello: where pytest's internals differ, pytest's own (slower) path runs
+        self.traceback_patches = {"statement_cache": tracebacks.install((self.cand,)), "entry_cap": tracebacks.cap_entries()}
 
         # Hand pytest's import hook the rewritten test module we compiled in the worker
         # (once per distinct test file) instead of having every child parse it again.
@@ -538,7 +538,8 @@ class Worker:
     # ------------------------------------------------------------------ loop
     def serve(self) -> None:
         ctl_in = self.ctl_in
-        self._send({"t": "hello", "pid": os.getpid(), "isolation": self.iso_report, "preloaded": self.preloaded})
+        self._send({"t": "hello", "pid": os.getpid(), "isolation": self.iso_report, "preloaded": self.preloaded,
+                    "tracebacks": self.traceback_patches})
         buf = b""
         while True:
             chunk = os.read(ctl_in, 1 << 20)
