@@ -373,8 +373,11 @@ def main(argv: list[str] | None = None) -> int:
             warm, t_warm, _, c_warm = run_ours(items, args.workers, cache, dedupe=dedupe)
             warm.pop("__isolation__", None)
             w_reused = warm.pop("__reused__", 0)
+            flipped = sorted(k for k in cold if warm[k]["passed"] != cold[k]["passed"])
             report[key + "_warm"] = {"seconds": t_warm, "per_s": n / t_warm, "cpu_per_cand": c_warm / n, "load": load_average(), "reused": w_reused,
-                                     "same_verdicts": all(warm[k]["passed"] == cold[k]["passed"] for k in cold)}
+                                     "same_verdicts": not flipped, "flipped": flipped}
+            if flipped:  # a test whose outcome is random or load-dependent
+                print(f"    cold and warm verdicts differ on: {', '.join(flipped)}", file=sys.stderr)
             print(f"(b) ours, {label}, warm cache: {t_warm:.1f} s, {n / t_warm:.1f} candidates/s, {c_warm / n * 1000:.0f} CPU-ms/candidate, {w_reused} verdicts shared (load {load_average()})", file=sys.stderr)
         finally:
             shutil.rmtree(cache_dir, ignore_errors=True)
@@ -386,7 +389,11 @@ def main(argv: list[str] | None = None) -> int:
     iso = ours.pop("__isolation__", {})
     every = ours_pair(False, "every candidate run (dedupe off)", "ours_every")
     every.pop("__isolation__", None)
-    report["dedupe_same_verdicts"] = all(every[k]["status"] == ours[k]["status"] for k in ours)
+    dedupe_flipped = sorted(k for k in ours if every[k]["status"] != ours[k]["status"])
+    report["dedupe_same_verdicts"] = not dedupe_flipped
+    report["dedupe_flipped"] = dedupe_flipped
+    if dedupe_flipped:
+        print(f"(b) default and every-copy runs differ on: {', '.join(dedupe_flipped)}", file=sys.stderr)
     if not args.skip_seed:
         seed, t_seed, c_seed = run_seed_style(items, args.workers, autoload=False)
         report["seed"] = {"seconds": t_seed, "per_s": n / t_seed, "cpu_per_cand": c_seed / n, "load": load_average()}
@@ -435,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _same(flipped: list[str]) -> str:
+    return "yes" if not flipped else f"all but {', '.join(flipped)}"
+
+
 def markdown(r: dict[str, Any]) -> str:
     seed = r.get("seed")
     refs = r["candidates"] - r["trials"]
@@ -463,13 +474,13 @@ def markdown(r: dict[str, Any]) -> str:
             continue
         o = r[key]
         t, c = ratios(o)
-        agree = f"{o['agree']}/{r['trials']}" if "agree" in o else f"same verdicts as the default: {r.get('dedupe_same_verdicts')}"
+        agree = f"{o['agree']}/{r['trials']}" if "agree" in o else f"same verdicts as the default: {_same(r.get('dedupe_flipped', []))}"
         passing = f"{o['references_passed']}/{refs}" if "references_passed" in o else ""
         rows.append(f"| (b) ours, {label}, cold (start-up and reference runs included; {o['reused']} verdicts shared) | {r['candidates']} | {o['seconds']:.1f} | {o['per_s']:.2f} | {o['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | {agree} | {passing} |")
         w = r.get(key + "_warm")
         if w:
             t, c = ratios(w)
-            rows.append(f"| (b) ours, {label}, warm reference cache ({w['reused']} shared) | {r['candidates']} | {w['seconds']:.1f} | {w['per_s']:.2f} | {w['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | same verdicts: {w['same_verdicts']} | |")
+            rows.append(f"| (b) ours, {label}, warm reference cache ({w['reused']} shared) | {r['candidates']} | {w['seconds']:.1f} | {w['per_s']:.2f} | {w['cpu_per_cand'] * 1000:.0f} | **{t} / {c}** | same verdicts: {_same(w.get('flipped', []))} | |")
     if r.get("input"):
         rows.append("")
         rows.append(f"Input {r['input']}: no recorded verdicts, so the last column counts passing candidates; "
