@@ -335,3 +335,10 @@ def test_copies_of_a_run_that_failed_on_our_side_run_themselves() -> None:
     statuses = [got[("t", i)].status for i in range(3)]
     assert statuses[0] == "sandbox-error" and statuses[1:] == ["passed", "passed"]
     assert len(backend.jobs) == 3  # the failed run and one run for each waiting copy
+
+
+def test_a_reference_timeout_excerpt_names_the_reference_limit() -> None:
+    hung = events({"t": "collected", "ids": ["a"]}, {"t": "report", "id": "a", "when": "setup", "outcome": "passed"})
+    exp = expected_from_reference({"events_raw": hung, "timed_out": True}, [], 7.5)
+    assert exp.ref_status == "timeout" and exp.ref_s is None
+    assert "7.5 s" in exp.ref_excerpt, exp.ref_excerpt

@@ -188,15 +188,15 @@ class EvaluationService:
             ref = self._ref_jobs.pop(seq, None)
         if ref is not None:
             key, test, reference = ref
+            limit = self.settings.reference_timeout_s or self.settings.max_timeout_s
             try:
-                exp = expected_from_reference(raw, static_test_ids(test))
+                exp = expected_from_reference(raw, static_test_ids(test), limit)
             except Exception as exc:  # the waiting candidates must still run
                 exp = Expected(tuple(static_test_ids(test)), "static", None, "sandbox-error", f"{type(exc).__name__}: {exc}")
             self.cache.put(key, exp)
             with self._lock:
                 waiters = self._ref_waiters.pop(key, [])
                 callbacks = self._ref_callbacks.pop(key, [])
-            limit = self.settings.reference_timeout_s or self.settings.max_timeout_s
             for pend in waiters:
                 try:
                     if pend.run_key and pend.solution == reference and exp.ref_status not in UNSHARED:

@@ -225,7 +225,7 @@ def classify(
     return verdict("failed", n_passed, outcomes, "\n".join(lines) or "not every expected test passed")
 
 
-def expected_from_reference(raw: Mapping[str, Any], static_ids: list[str]) -> Expected:
+def expected_from_reference(raw: Mapping[str, Any], static_ids: list[str], limit_s: float = 0.0) -> Expected:
     """Learn the expected ids from the reference solution's run of the test file.
 
     Tests the reference itself skips or xfails are left out (a candidate cannot be
@@ -240,5 +240,5 @@ def expected_from_reference(raw: Mapping[str, Any], static_ids: list[str]) -> Ex
         exp = Expected(tuple(static_ids), "static", ref_s)
     else:
         exp = Expected((), "none", ref_s)
-    v = classify(raw, exp, "", 0, 0.0)
+    v = classify(raw, exp, "", 0, limit_s)  # limit_s: the reference run's timeout, for its excerpt
     return Expected(exp.ids, exp.source, ref_s if v.status in ("passed", "failed") else None, v.status, v.excerpt[:500])
