@@ -167,7 +167,7 @@ def cap_entries(head: int = CAP_HEAD, tail: int = CAP_TAIL) -> bool:
 
         def capped(ei: Any) -> Any:
             tb = filter_traceback(inner, ei)
-            if len(tb) > head + tail + 1:
+            if len(tb) > head + tail:
                 cut.append(len(tb) - head - tail)
                 tb = traceback_type([*tb[:head], *tb[len(tb) - tail :]])
             return tb
