@@ -43,8 +43,6 @@ from benchlog import close_log, log_file, open_log, say  # noqa: E402  (benchmar
 STAGES = ("schedule", "prompt", "generate", "evaluate", "memory", "train", "pairs")
 
 
-
-
 def default_kodcode() -> Path | None:
     for cand in (ROOT / ".devcarry" / "kodcode", ROOT.parent / "shared" / "data" / "kodcode"):
         if cand.is_dir():

@@ -46,6 +46,11 @@ class TimeoutSettings(BaseModel):
     reference_timeout_s: float | None = Field(None, gt=0, description="Timeout of a reference solution's own run (default: max_timeout_s; a reference slower than any candidate may be is of no use).")
 
 
+def reference_limit(s: TimeoutSettings) -> float:
+    """Timeout of a reference solution's own run."""
+    return s.reference_timeout_s or s.max_timeout_s
+
+
 def scaled_timeout(s: TimeoutSettings, ref_s: float | None) -> float:
     if ref_s is None:
         return min(s.timeout_s, s.max_timeout_s)
@@ -159,7 +164,7 @@ class EvaluationService:
     def _submit_reference(self, key: str, test: str, reference: str) -> None:
         seq = next(self._seq)
         self._ref_jobs[seq] = (key, test, reference)
-        limit = self.settings.reference_timeout_s or self.settings.max_timeout_s
+        limit = reference_limit(self.settings)
         self.backend.submit({"id": seq, "solution": reference, "test": test, "timeout": limit}, priority=0)
 
     def _launch(self, pend: _Pending, exp: Expected) -> None:
@@ -188,7 +193,7 @@ class EvaluationService:
             ref = self._ref_jobs.pop(seq, None)
         if ref is not None:
             key, test, reference = ref
-            limit = self.settings.reference_timeout_s or self.settings.max_timeout_s
+            limit = reference_limit(self.settings)
             try:
                 exp = expected_from_reference(raw, static_test_ids(test), limit)
             except Exception as exc:  # the waiting candidates must still run

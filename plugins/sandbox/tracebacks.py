@@ -81,13 +81,18 @@ def _eligible(path: Any) -> str | None:
     return None if _private(p) else p
 
 
-def _formatter_class(code: Any) -> Any:
-    """pytest's traceback formatter: ``ExceptionInfoFormatter`` since pytest 9.1,
-    ``FormattedExcinfo`` before (AttributeError when neither exists)."""
+def _pytest_formatter(field: str) -> tuple[Any, Any] | None:
+    """``_pytest._code.code`` and its traceback formatter class (``ExceptionInfoFormatter``
+    since pytest 9.1, ``FormattedExcinfo`` before), when that class is the dataclass with
+    ``field`` these patches expect; None otherwise."""
+    try:
+        import _pytest._code.code as code
+    except ImportError:
+        return None
     cls = getattr(code, "ExceptionInfoFormatter", None) or getattr(code, "FormattedExcinfo", None)
-    if cls is None:
-        raise AttributeError("no traceback formatter class in _pytest._code.code")
-    return cls
+    if cls is None or field not in getattr(cls, "__dataclass_fields__", {}):
+        return None
+    return code, cls
 
 
 def install(private_dirs: tuple[str, ...]) -> bool:
@@ -96,16 +101,18 @@ def install(private_dirs: tuple[str, ...]) -> bool:
     if _STATE["installed"]:
         _STATE["private"] = tuple(private_dirs)
         return True
+    found = _pytest_formatter("astcache")
     try:
         from bisect import bisect_right
 
-        import _pytest._code.code as code
         import _pytest._code.source as source
 
-        formatter = _formatter_class(code)
+        if found is None:
+            return False
+        formatter = found[1]
         original_startend = source.get_statement_startend2
         original_entrysource = formatter._getentrysource
-        if not callable(original_startend) or "astcache" not in getattr(formatter, "__dataclass_fields__", {}):
+        if not callable(original_startend):
             return False
     except (ImportError, AttributeError):
         return False
@@ -148,17 +155,16 @@ def cap_entries(head: int = CAP_HEAD, tail: int = CAP_TAIL) -> bool:
     filtering); returns whether the patch is active."""
     if _STATE.get("capped"):
         return True
+    found = _pytest_formatter("tbfilter")
+    if found is None:
+        return False
+    code, formatter = found
     try:
-        import _pytest._code.code as code
-
-        formatter = _formatter_class(code)
         original = formatter.repr_traceback
         filter_traceback = code.filter_excinfo_traceback
         marker_entry = code.ReprEntryNative
         traceback_type = code.Traceback
-        if "tbfilter" not in getattr(formatter, "__dataclass_fields__", {}):
-            return False
-    except (ImportError, AttributeError):
+    except AttributeError:
         return False
 
     def repr_traceback(self: Any, excinfo: Any) -> Any:
