@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -153,37 +154,99 @@ CAPPED = textwrap.dedent(
 
     plain = run()
     assert tracebacks.cap_entries()
-    print(json.dumps({"plain": plain, "capped": run()}))
+    print(json.dumps({"plain": plain, "capped": run(), "recursion_limit": sys.getrecursionlimit()}))
     """
 )
 
+ENTRY = re.compile(r"^\S+\.py:\d+: in \w+$")  # the first line of an entry under --tb=short
+MARKER = "traceback entries not rendered (srscode sandbox)"
 
-def test_a_runaway_recursion_renders_only_the_head_and_tail_of_its_traceback(tmp_path) -> None:
-    """A factorial of -1 recurses until RecursionError; pytest would render ~1,000
-    entries of which the bounded failure text keeps a few."""
-    (tmp_path / "solution.py").write_text("def factorial(n):\n    if n == 0:\n        return 1\n    return n * factorial(n - 1)\n")
-    (tmp_path / "test_solution.py").write_text(
-        "from solution import *\n\ndef test_neg():\n    assert factorial(-1) == 1\n\ndef test_ok():\n    assert factorial(3) == 6\n"
-    )
+
+def render_capped(tmp_path, solution: str, test: str) -> dict:
+    """pytest's own rendering ("plain") and the capped one, of one candidate, in a child."""
+    (tmp_path / "solution.py").write_text(solution)
+    (tmp_path / "test_solution.py").write_text("from solution import *\n\n" + test)
     proc = subprocess.run([sys.executable, "-c", CAPPED, str(tmp_path)], capture_output=True, text=True, timeout=120,
                           env=CHILD_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def split_at_marker(capped: str) -> tuple[list[str], int, list[str]]:
+    """The capped rendering's lines before the one marker line, its count, the lines after."""
+    lines = capped.splitlines()
+    at = [i for i, ln in enumerate(lines) if MARKER in ln]
+    assert len(at) == 1, capped[:3000]
+    m = re.fullmatch(r"\.\.\. (\d+) " + re.escape(MARKER) + r" \.\.\.", lines[at[0]].strip())
+    assert m, lines[at[0]]
+    return lines[: at[0]], int(m.group(1)), lines[at[0] + 1 :]
+
+
+def n_entries(text: str) -> int:
+    return sum(1 for ln in text.splitlines() if ENTRY.match(ln))
+
+
+HEAD, TAIL = tracebacks.CAP_HEAD, tracebacks.CAP_TAIL
+DEEP = "def deep(n):\n    if n == 0:\n        raise ValueError('bottom')\n    return deep(n - 1)\n"
+
+
+@pytest.mark.parametrize("total", [HEAD + TAIL, HEAD + TAIL + 1, 62])
+def test_a_deep_traceback_renders_only_its_head_and_tail(total, tmp_path) -> None:
+    """A traceback of a known length, whatever pytest does with it: the test's own entry
+    and ``deep(total - 2)`` down to ``deep(0)``, which raises a plain ValueError (pytest 9.2
+    shortens a RecursionError's traceback itself, not this one's). Up to
+    CAP_HEAD + CAP_TAIL entries render exactly as pytest renders them; one more and the
+    cap engages, renders exactly CAP_HEAD + CAP_TAIL and says how many it left out."""
+    r = render_capped(tmp_path, DEEP, f"def test_deep():\n    assert deep({total - 2}) == 1\n\ndef test_ok():\n    assert 1\n")
     plain, capped = r["plain"], r["capped"]
-    n_plain, n_capped = plain.count("solution.py:4: in factorial"), capped.count("solution.py:4: in factorial")
-    assert n_plain > 500
-    # 10 head entries (the test's own line among them) and 10 tail entries, the last of
-    # which raised: it is rendered as "solution.py:2: in factorial" by pytest
-    entries = capped.count(": in factorial") + capped.count(": in test_neg")
-    assert entries == tracebacks.CAP_HEAD + tracebacks.CAP_TAIL, capped[:3000]
-    assert n_capped < n_plain
-    marker = [ln for ln in capped.splitlines() if "traceback entries not rendered" in ln]
-    all_entries = plain.count(": in factorial") + plain.count(": in test_neg")
-    assert len(marker) == 1 and f"... {all_entries - entries} traceback entries" in marker[0], marker
-    # what the bounded excerpt keeps is unchanged: the failure's first and last lines
-    assert capped.split("... ")[0].splitlines()[:8] == plain.splitlines()[:8]
-    assert capped.rstrip().splitlines()[-3:] == plain.rstrip().splitlines()[-3:]
+    assert "ValueError: bottom" in capped and "1 failed, 1 passed" in capped and "1 failed, 1 passed" in plain
+    if total <= HEAD + TAIL:
+        assert capped == plain and MARKER not in capped
+        assert n_entries(plain) == total, plain  # the case really has that many entries
+        return
+    head, left_out, tail = split_at_marker(capped)
+    assert n_entries(capped) == HEAD + TAIL and n_entries("\n".join(head)) == HEAD, capped[:3000]
+    assert left_out == total - HEAD - TAIL
+    if n_entries(plain) != total:
+        pytest.skip(f"pytest {pytest.__version__} itself shortens a {total}-entry traceback of a plain exception "
+                    f"(it rendered {n_entries(plain)} entries), so there is no full rendering to compare the "
+                    "capped head and tail with; the cap's entry count and marker were checked above")
+    # what is rendered is pytest's rendering: its first lines and its last lines, unchanged
+    lines = plain.splitlines()
+    assert head == lines[: len(head)]
+    assert tail == lines[len(lines) - len(tail) :]
+    assert len(head) + 1 + len(tail) < len(lines)
+
+
+def test_a_runaway_recursion_renders_only_the_head_and_tail_of_its_traceback(tmp_path) -> None:
+    """A factorial of -1 recurses until RecursionError: a traceback about as deep as the
+    recursion limit, of which the bounded failure text keeps a few entries. The cap cuts
+    it to CAP_HEAD + CAP_TAIL entries whatever pytest would render (pytest 9.0 rendered all
+    ~1,000 entries; 9.2 renders 20 of a RecursionError's itself)."""
+    r = render_capped(
+        tmp_path, "def factorial(n):\n    if n == 0:\n        return 1\n    return n * factorial(n - 1)\n",
+        "def test_neg():\n    assert factorial(-1) == 1\n\ndef test_ok():\n    assert factorial(3) == 6\n",
+    )
+    plain, capped = r["plain"], r["capped"]
     assert "RecursionError" in capped and "1 failed, 1 passed" in capped and "1 failed, 1 passed" in plain
+    head, left_out, tail = split_at_marker(capped)
+    assert n_entries(capped) == HEAD + TAIL and n_entries("\n".join(head)) == HEAD, capped[:3000]
+    # every frame of the recursion is an entry: the stack held the limit's worth of frames,
+    # pytest's own frames (filtered out) among them
+    assert r["recursion_limit"] // 2 < left_out + HEAD + TAIL <= r["recursion_limit"]
+    lines = plain.splitlines()
+    # the head is pytest's head, line for line
+    assert head == lines[: len(head)]
+    # the tail is pytest's last entries and the error, line for line, wherever pytest puts
+    # its own notes (pytest 9.2 adds a "Recursion error detected" note after the error)
+    error = [i for i, ln in enumerate(tail) if ln.startswith("E   RecursionError")]
+    assert len(error) == 1, tail
+    tail_entries = tail[: error[0] + 1]
+    end = lines.index(tail_entries[-1]) + 1
+    assert lines[end - len(tail_entries) : end] == tail_entries
+    if n_entries(plain) > HEAD + TAIL:  # pytest rendered every entry (before 9.2): the cap is shorter
+        assert left_out == n_entries(plain) - HEAD - TAIL
+        assert len(capped.splitlines()) < len(lines)
 
 
 @pytest.mark.parametrize("evaluator", ["fork", "subprocess"])
