@@ -5,12 +5,17 @@
   the session fails at once when the backend resolved here differs, tests marked for it
   must run (a skip counts as a failure), and tests marked for other hardware skip.
   So an accelerator env cannot pass green by skipping everything.
+* Every test starts and ends with a clean backend state (no accelerate state, no resolved
+  backend): the autouse ``clean_backend_state`` from ``backend_state.py``, so a CPU-pinned
+  test cannot leave accelerate on the CPU for a later GPU test in the same xdist worker.
 """
 from __future__ import annotations
 
 import os
 
 import pytest
+
+from backend_state import clean_backend_state  # noqa: F401  (autouse for every test here)
 
 HW_MARKERS = ("cuda", "ascend", "accelerator")
 EXPECT = os.environ.get("SRSCODE_EXPECT_BACKEND", "").strip()

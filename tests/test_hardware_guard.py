@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 GUARD = (Path(__file__).parent / "conftest.py").read_text()
+BACKEND_STATE = (Path(__file__).parent / "backend_state.py").read_text()  # conftest.py imports it
 
 FAKE_CUDA = """
 import torch
@@ -44,6 +45,7 @@ def test_plain():
 
 def run_dir(tmp_path: Path, prelude: str, expect: str | None) -> subprocess.CompletedProcess:
     (tmp_path / "conftest.py").write_text(GUARD + "\n" + prelude)  # hooks run after the fakes load
+    (tmp_path / "backend_state.py").write_text(BACKEND_STATE)
     (tmp_path / "test_x.py").write_text(TESTS)
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nmarkers =\n    cuda: x\n    ascend: x\n    accelerator: x\n"

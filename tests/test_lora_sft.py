@@ -51,22 +51,52 @@ def ctx(tiny_model_dir):
     return make_ctx(tiny_model_dir)
 
 
-def test_trains_saves_adapter_and_leaves_the_base_clean(ctx, tmp_path):
+def expected_steps(built, n_examples: int, max_length: int) -> int:
+    """The optimizer steps of one epoch over the rows the trainer was built with, checking
+    first that those rows are the examples packed into rows of at most ``max_length``
+    tokens. How many share a row depends on the token counts the trainer saw: here each
+    example is 33 tokens, so 4 rows of one and 2 steps; the H200 run trained 1 step, so 2
+    rows there. The count is read from the trainer, never assumed."""
+    rows = built.train_dataset
+    lengths = [list(r) for r in rows["seq_lengths"]]
+    assert sorted(len(ids) for ids in rows["input_ids"]) == sorted(sum(r) for r in lengths)
+    assert sum(len(r) for r in lengths) == n_examples  # each example in exactly one row
+    assert all(len(ids) <= max_length for ids in rows["input_ids"])
+    total = sum(sum(r) for r in lengths)
+    assert -(-total // max_length) <= len(rows) <= n_examples
+    args = built.args
+    assert args.world_size == 1 and args.n_gpu <= 1  # one process, one device (one_device_per_process)
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    return math.ceil(len(rows) / per_step) * int(args.num_train_epochs)
+
+
+def test_trains_saves_adapter_and_leaves_the_base_clean(ctx, tmp_path, monkeypatch):
     from srscode.plugins import hf_model
     from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lora_sft import LoRASFTTrainer
 
     g = HFGenerator(HFGeneratorParams(max_new_tokens=8, do_sample=False), ctx)
     prompts = [Prompt("t0", PROMPT.format(name="f0"))]
     before = [c.text for c in g.generate(prompts, 1, None, 0)]
     base = ctx.cache[hf_model.BASE_KEY]
 
+    built = []  # the TRL trainer train_sft trains with, to read its rows and batch size
+    build = LoRASFTTrainer.build_trainer
+
+    def keep(self, *args, **kwargs):
+        built.append(build(self, *args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(LoRASFTTrainer, "build_trainer", keep)
     result = trainer(ctx).train_sft(examples(), None, tmp_path / "adapter")
 
     assert (tmp_path / "adapter" / "adapter_config.json").is_file()
     assert result.adapter == AdapterRef.from_dir(tmp_path / "adapter")
     m = result.metrics
     assert math.isfinite(m["train_loss"]) and m["train_loss"] > 0
-    assert m["train_tokens"] > 0 and m["train_examples"] == 4 and m["train_steps"] == 2
+    assert m["train_tokens"] > 0 and m["train_examples"] == 4 and m["train_packed"] == 1.0
+    # batch_size=2 rows a step: the 4 examples' 2 to 4 packed rows make 1 or 2 steps
+    assert len(built) == 1 and m["train_steps"] == expected_steps(built[0], n_examples=4, max_length=64) >= 1
     assert m["train_weighted"] == 0.0  # equal weights: plain shuffled epoch
 
     # the same base object, without LoRA layers, in eval mode: not reloaded, not modified
