@@ -26,7 +26,7 @@ ASCEND_PYTHON = ((3, 10), (3, 12))  # inclusive
 SUPPORTED_TEXT = (
     "the supported Ascend set is vllm-ascend 0.23.0 = vLLM 0.23.0 = torch 2.10.0 = "
     "torch_npu 2.10.0.post4, CANN 9.1.0, Python 3.10-3.12 "
-    "(pip install 'srs-code[ascend]' installs exactly these)"
+    "(vLLM 0.23.0 built for an empty device, then pip install 'srs-code[ascend]': docs/hardware.md)"
 )
 
 
