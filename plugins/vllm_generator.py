@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -165,6 +166,17 @@ def device_generator_has_offset(device_type: str) -> bool:
     return True
 
 
+def engine_start_error(exc: BaseException, dtype: str) -> StageError | None:
+    """vLLM's engine failed to start: say what to try where the cause is known to us."""
+    if "Engine core initialization failed" not in str(exc) or dtype != "float32":
+        return None
+    return StageError(
+        "generator vllm: vLLM's engine failed to start (its log above has the root cause). It ran in float32 "
+        "with LoRA enabled: vLLM's GPU LoRA kernels take only float16/bfloat16 (vLLM 0.23.0 asserts "
+        "`weight.dtype in [torch.float16, torch.bfloat16]`); set hardware.dtype: bf16 (or auto)."
+    )
+
+
 def spawn_bootstrap_error(exc: BaseException) -> StageError | None:
     """A clear error for vLLM started from a script without a ``__main__`` guard, else None."""
     if "bootstrapping phase" not in str(exc):
@@ -236,11 +248,15 @@ class VLLMGenerator:
                 )
             kwargs.update(p.engine_args)
             log.info("starting vLLM %s on %s (%s)", vllm.__version__, src.origin, kwargs["dtype"])
+            # Spawned, never forked: a forked engine core dies on a CUDA/NPU context this process
+            # already made (seen when a test or the trainer touched the GPU first). The `__main__`
+            # guard spawn needs is what vLLM requires anyway.
+            os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
             before = orphan_reaper.descendants()
             try:
                 self._llm = vllm.LLM(src.path, **kwargs)
             except RuntimeError as exc:
-                raise (spawn_bootstrap_error(exc) or exc) from exc
+                raise (spawn_bootstrap_error(exc) or engine_start_error(exc, kwargs["dtype"]) or exc) from exc
             # vLLM's engine core and workers outlive a SIGKILLed parent: have them killed with us
             orphan_reaper.reap_when_gone(orphan_reaper.descendants() - before)
             self._decide_seeding()

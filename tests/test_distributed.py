@@ -60,7 +60,7 @@ def replay_config(**over) -> dict:
 def launch(tmp: Path, cfg: dict, run_dir: Path, extra_env: dict | None = None, timeout: int = 240):
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS), SRSCODE_PLUGINS="dist_fakes",
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p), SRSCODE_PLUGINS="dist_fakes",
                SRSCODE_DIST_TIMEOUT_S="120")
     env.pop(AUDIT_ENV, None)
     env.update(extra_env or {})

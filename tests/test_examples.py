@@ -111,7 +111,8 @@ def test_plugin_fsrs_package_passes_its_own_tests(tmp_path):
          "--disable-pip-version-check", "--target", str(site), str(src)],
         check=True, capture_output=True,
     )
-    env = {**os.environ, "PYTHONPATH": str(site), "SRSCODE_PROGRESS": "off"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p),
+           "SRSCODE_PROGRESS": "off"}  # keep what the caller put on the path (an offline GPU host's wheels)
     env.pop("PYTEST_ADDOPTS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", str(src / "tests")],

@@ -3,6 +3,7 @@ package found through the ``srscode`` entry-point group, and the error cases."""
 from __future__ import annotations
 
 import importlib
+import os
 import shutil
 import subprocess
 import sys
@@ -77,7 +78,8 @@ def test_third_party_memory_policy_runs_from_its_entry_point(leitner_site, tmp_p
     led.close()
     # and it is listed by `srscode plugins`
     out = subprocess.run([sys.executable, "-m", "srscode.core.cli", "plugins"], capture_output=True, text=True,
-                         env={**__import__("os").environ, "PYTHONPATH": str(leitner_site)}, check=True).stdout
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(leitner_site), os.environ.get("PYTHONPATH", "")) if p)},
+                         check=True).stdout
     assert "leitner (srscode-leitner 0.3.1, third-party)" in out and "memory: leitner" in out
 
 

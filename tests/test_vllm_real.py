@@ -5,7 +5,11 @@ GPU host the same tests run against the CUDA wheel. What they show:
 
 * greedy candidates from vLLM and from the ``hf`` generator agree token for token (decoded text
   and token count) on 16 real prompts, with the base model and with an adapter ``lora-sft``
-  trained, in fp32;
+  trained, in fp32 where vLLM runs on the CPU. vLLM's GPU LoRA kernels take only fp16/bf16, so
+  on a GPU both run in bf16, where kernels that add in another order flip near-ties: there the
+  test holds a tolerance (``BF16_TOLERANCE``: the share of prompts identical to the last token
+  and the mean share of each completion's tokens before the first difference) and appends the
+  measured figures to ``$SRSCODE_VLLM_AGREEMENT_LOG`` when that is set;
 * every adapter change reaches the engine: a new adapter (also new weights written into the
   folder of the previous one, which vLLM would serve stale under a reused ``lora_int_id``, and
   the same prompts again, which a stale prefix cache would answer from the old adapter) gives
@@ -40,6 +44,7 @@ from model_fixtures import make_ctx
 from srscode.core.types import AdapterRef, Prompt, SFTExample
 
 REQUIRED = os.environ.get("SRSCODE_REQUIRE_VLLM", "") == "1"
+BF16_TOLERANCE = {"identical": 0.5, "prefix": 0.75}
 N_PROMPTS = 16
 MAX_TOKENS = 32
 # the in-process engine: on vLLM's CPU build this is the share of host memory it reserves
@@ -80,6 +85,26 @@ def tasks() -> list[Any]:
     return StarterSource().load().tasks
 
 
+def vllm_on_cpu() -> bool:
+    from srscode.plugins.vllm_generator import vllm_device_type
+
+    return vllm_device_type() in (None, "cpu")
+
+
+def _backend() -> Any:
+    """fp32 on the CPU (exact agreement); bf16 on vLLM's accelerator, which LoRA needs there."""
+    import torch
+
+    from model_fixtures import cpu_backend
+    from srscode.plugins.vllm_generator import vllm_device_type
+
+    if vllm_on_cpu():
+        return cpu_backend()
+    dev = vllm_device_type()
+    return types.SimpleNamespace(device=torch.device(dev), torch_dtype=torch.bfloat16, dtype_name="bf16",
+                                 mixed_precision="bf16", use_cpu=False, name=dev)
+
+
 @pytest.fixture(scope="module")
 def ctx(smollm2: Path) -> Any:
     import torch
@@ -87,6 +112,7 @@ def ctx(smollm2: Path) -> Any:
     torch.manual_seed(0)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))  # another fixture may have pinned 1 thread
     c = make_ctx(smollm2, stages={"trainer": {"name": "lora-sft", "params": {"r": 8}}})
+    c._backend = _backend()
     from srscode.plugins import hf_model
 
     hf_model.ensure_tokenizer(c)
@@ -147,6 +173,30 @@ def _texts(cands: list[Any]) -> list[tuple[str, int]]:
     return [(c.text, c.completion_tokens) for c in cands]
 
 
+def _agreement(tok: Any, a: list[Any], b: list[Any]) -> dict[str, float]:
+    """Share of completions identical, and mean share of tokens before the first difference."""
+    same, prefix = 0, 0.0
+    for x, y in zip(a, b):
+        ta, tb = tok(x.text, add_special_tokens=False)["input_ids"], tok(y.text, add_special_tokens=False)["input_ids"]
+        same += (x.text, x.completion_tokens) == (y.text, y.completion_tokens)
+        n = next((i for i, (p, q) in enumerate(zip(ta, tb)) if p != q), min(len(ta), len(tb)))
+        prefix += n / max(len(ta), len(tb), 1) if (ta != tb) else 1.0
+    return {"identical": same / len(a), "prefix": prefix / len(a), "n": len(a)}
+
+
+def _assert_agree(ctx: Any, hf_c: list[Any], vllm_c: list[Any], label: str) -> None:
+    if ctx.backend.dtype_name == "fp32":
+        assert _disagreements(hf_c, vllm_c) == [], label
+        return
+    stats = _agreement(ctx.cache["tokenizer"], hf_c, vllm_c)
+    log = os.environ.get("SRSCODE_VLLM_AGREEMENT_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"label": label, "dtype": ctx.backend.dtype_name, **stats}) + "\n")
+    assert stats["identical"] >= BF16_TOLERANCE["identical"] and stats["prefix"] >= BF16_TOLERANCE["prefix"], (
+        label, stats, _disagreements(hf_c, vllm_c))
+
+
 def _disagreements(a: list[Any], b: list[Any]) -> list[str]:
     return [
         f"{x.task_id}: hf {x.completion_tokens} tokens {x.text!r}\n   vllm {y.completion_tokens} tokens {y.text!r}"
@@ -155,14 +205,14 @@ def _disagreements(a: list[Any], b: list[Any]) -> list[str]:
     ]
 
 
-def test_greedy_vllm_and_hf_agree_token_for_token_with_base_and_trained_adapter(vgen, hf, prompts, trained):
+def test_greedy_vllm_and_hf_agree_token_for_token_with_base_and_trained_adapter(vgen, hf, ctx, prompts, trained):
     base_hf, base_vllm = hf.generate(prompts, 1, None, 0), vgen.generate(prompts, 1, None, 0)
     assert len(base_vllm) == N_PROMPTS and all(c.completion_tokens > 0 for c in base_vllm)
-    assert _disagreements(base_hf, base_vllm) == []
+    _assert_agree(ctx, base_hf, base_vllm, "base")
     assert all(c.adapter is None for c in base_vllm)
 
     lora_hf, lora_vllm = hf.generate(prompts, 1, trained, 0), vgen.generate(prompts, 1, trained, 0)
-    assert _disagreements(lora_hf, lora_vllm) == []
+    _assert_agree(ctx, lora_hf, lora_vllm, "trained adapter")
     assert {c.adapter for c in lora_vllm} == {trained}
     # the trained adapter really changes what the model writes, so the comparison above is not the base twice
     assert _texts(lora_vllm) != _texts(base_vllm)
@@ -178,23 +228,25 @@ def test_every_adapter_change_reaches_the_engine(vgen, hf, ctx, prompts, smollm2
     a = AdapterRef.from_dir(make_lora_adapter(smollm2, folder, seed=1, r=8, scale=0.02))
     saved_a = tmp_path / "a-copy"
     make_lora_adapter(smollm2, saved_a, seed=1, r=8, scale=0.02)
-    want_a = _texts(hf.generate(some, 1, a, 0))
+    want_a = hf.generate(some, 1, a, 0)
     got_base = vgen.generate(some, 1, None, 0)
     got_a = vgen.generate(some, 1, a, 0)
-    assert _texts(got_a) == want_a and {c.adapter for c in got_a} == {a}
+    _assert_agree(ctx, want_a, got_a, "adapter A")
+    assert {c.adapter for c in got_a} == {a}
 
     b = AdapterRef.from_dir(make_lora_adapter(smollm2, folder, seed=2, r=8, scale=0.02))  # next round, same path
     assert b.sha256 != a.sha256
-    want_b = _texts(hf.generate(some, 1, b, 0))
+    want_b = hf.generate(some, 1, b, 0)
     got_b = vgen.generate(some, 1, b, 0)
     assert {c.adapter for c in got_b} == {b}, "vLLM reported a stale adapter"
-    assert _texts(got_b) == want_b, "vLLM served the previous adapter's weights or its prefix cache"
-    assert want_b != want_a != _texts(got_base)  # the three really differ, else this proves nothing
+    # else vLLM served the previous adapter's weights or its prefix cache
+    _assert_agree(ctx, want_b, got_b, "adapter B in A's folder")
+    assert _texts(got_b) != _texts(got_a) != _texts(got_base)  # the three really differ, else this proves nothing
 
     a_again = AdapterRef.from_dir(saved_a)
     assert a_again.sha256 == a.sha256  # the same content elsewhere: the same lora_int_id, the same output
     got_a2 = vgen.generate(some, 1, a_again, 0)
-    assert _texts(got_a2) == want_a
+    _assert_agree(ctx, want_a, got_a2, "adapter A again")
     assert len(vgen._ids) == ids_before + 2  # A and B, each its own lora_int_id; A again reused A's
 
 
@@ -222,6 +274,7 @@ def test_sampled_candidates_with_chunked_prefill_keep_the_engine_alive(vgen, pro
 
 
 def _run_config(tmp_path: Path) -> Path:
+    # vLLM's GPU LoRA kernels need bf16: on a GPU the run takes the backend's own (auto)
     cfg = {
         "seed": 0,
         "model": {"name_or_path": "", "family": "chat"},
@@ -240,7 +293,7 @@ def _run_config(tmp_path: Path) -> Path:
         },
         "dpo": {"name": "none", "every": "never"},
         "validation": {"every": 0, "candidates": 1, "k": [1], "limit": 2},
-        "hardware": {"backend": "cpu"},
+        "hardware": {"backend": "cpu"} if vllm_on_cpu() else {"backend": "auto", "dtype": "bf16"},
     }
     return fs.write_config(tmp_path / "vllm.yaml", cfg)
 
