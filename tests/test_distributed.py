@@ -52,6 +52,7 @@ def replay_config(**over) -> dict:
         },
         "dpo": {"name": "rank-dpo", "every": 2},
         "validation": {"every": 2, "candidates": 2, "k": [1, 2], "limit": 5},
+        "hardware": {"backend": "cpu"},  # 2 CPU processes (gloo) on any host, a GPU host too
     }
     cfg.update(over)
     return cfg
@@ -61,7 +62,9 @@ def launch(tmp: Path, cfg: dict, run_dir: Path, extra_env: dict | None = None, t
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p), SRSCODE_PLUGINS="dist_fakes",
-               SRSCODE_DIST_TIMEOUT_S="120")
+               SRSCODE_DIST_TIMEOUT_S="120",
+               # hidden accelerators: on a 1-GPU host accelerate would put both ranks on it with NCCL
+               CUDA_VISIBLE_DEVICES="", ASCEND_RT_VISIBLE_DEVICES="")
     env.pop(AUDIT_ENV, None)
     env.update(extra_env or {})
     return subprocess.run([*LAUNCH, "-q", "run", str(path), "--run-dir", str(run_dir)],
