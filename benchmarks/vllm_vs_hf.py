@@ -446,10 +446,15 @@ def workload_shape(args: argparse.Namespace, backend: Any, out: dict[str, Any]) 
     prompts = [Prompt(task_id=f"r{i}", text=x) for i, x in enumerate(texts)]
     warm = [Prompt(task_id=f"w{i}", text=x) for i, x in enumerate(word_prompts(tok, args.rows, args.prompt_len, seed=2))]
     paths = make_paths(ctx, args, r, hf_batch=args.hf_batch or args.rows, force_len=True)
-    new = args.new_tokens
-    seq = [("warmup", warm, 1, None, new)] + [(f"base{i}", prompts, 1, None, new) for i in range(args.calls)]
-    seq += [("first-lora", warm, 1, adapter, new)] * (not args.skip_first_lora)
-    seq += [(f"lora{i}", prompts, 1, adapter, new) for i in range(args.calls)]
+    run_standard(args, paths, out, warm, prompts, 1, adapter, args.new_tokens)
+
+
+def run_standard(args: argparse.Namespace, paths: list[Any], out: dict[str, Any], warm: list[Any],
+                 prompts: list[Any], n: int, adapter: Any, new: int) -> None:
+    """Warm-up, ``--calls`` base calls, the adapter's first call, ``--calls`` adapter calls; then close."""
+    seq = [("warmup", warm, n, None, new)] + [(f"base{i}", prompts, n, None, new) for i in range(args.calls)]
+    seq += [("first-lora", warm, n, adapter, new)] * (not args.skip_first_lora)
+    seq += [(f"lora{i}", prompts, n, adapter, new) for i in range(args.calls)]
     try:
         run_sequence(paths, out, seq)
     finally:
@@ -480,15 +485,7 @@ def workload_kodcode(args: argparse.Namespace, backend: Any, out: dict[str, Any]
                 "warmup_prompts": len(warm), "n": n, "max_new_tokens": new, "lora_r": r, "dtype": backend.dtype_name})
     say(f"  SmolLM2 {folder}; {len(prompts)}/{total} KodCode prompts x {n}, <= {new} tokens; warm-up {len(warm)} prompts")
     paths = make_paths(ctx, args, r, hf_batch=args.hf_batch or 64, force_len=False)
-    seq = [("warmup", warm, n, None, new)] + [(f"base{i}", prompts, n, None, new) for i in range(args.calls)]
-    seq += [("first-lora", warm, n, adapter, new)] * (not args.skip_first_lora)
-    seq += [(f"lora{i}", prompts, n, adapter, new) for i in range(args.calls)]
-    try:
-        run_sequence(paths, out, seq)
-    finally:
-        for p in paths:
-            p.close()
-    out["summary"] = summarise(out, [p.name for p in paths])
+    run_standard(args, paths, out, warm, prompts, n, adapter, new)
 
 
 def workload_cpu_demo(args: argparse.Namespace, backend: Any, out: dict[str, Any]) -> None:
