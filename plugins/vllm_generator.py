@@ -85,8 +85,8 @@ class VLLMParams(BaseModel):
         gt=0.0,
         le=1.0,
         description="Fraction of device memory vLLM takes; leave room for training. On vLLM's CPU build it is "
-        "the fraction of host memory vLLM reserves, and it must be free at start (0.05-0.1 is plenty for a "
-        "small model).",
+        "the fraction of host memory vLLM reserves, and it must be free at start (0.1-0.15 for SmolLM2-135M; "
+        "0.05 was too little in fp32).",
     )
     max_model_len: int | None = Field(None, ge=16, description="Context length (default: the model's).")
     tensor_parallel_size: int = Field(1, ge=1, description="Keep 1 with LoRA on vllm-ascend.")
