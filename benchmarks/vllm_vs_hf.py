@@ -128,22 +128,13 @@ class RawBuilder:
 
 def make_adapter(model_dir: Path, out_dir: Path, r: int, seed: int = 1, scale: float = 0.02) -> Any:
     """A peft LoRA (all-linear, as lora-sft makes it) whose A and B are random and non-zero
-    (tests/model_fixtures.make_lora_adapter), so it really changes the model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    (tests/model_fixtures.make_lora_adapter, the tests' own), so it really changes the model."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from model_fixtures import make_lora_adapter
 
     from srscode.core.types import AdapterRef
 
-    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", task_type="CAUSAL_LM"))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * scale)
-    model.save_pretrained(str(out_dir))
-    del model, base
+    make_lora_adapter(model_dir, out_dir, seed=seed, r=r, scale=scale)
     gc.collect()
     return AdapterRef.from_dir(out_dir)
 

@@ -120,35 +120,33 @@ def ctx(smollm2: Path) -> Any:
 
 
 @pytest.fixture(scope="module")
-def prompts(ctx: Any, tasks: list[Any]) -> list[Prompt]:
-    """What the engine sends: the ``chat`` builder's prompts (SmolLM2's own chat template)."""
+def builder(ctx: Any) -> Any:
+    """What the engine builds prompts with: the ``chat`` builder (SmolLM2's own chat template)."""
     from srscode.plugins.prompts import ChatBuilder
 
-    builder = ChatBuilder(tokenizer_provider=lambda: ctx.cache["tokenizer"])
+    return ChatBuilder(tokenizer_provider=lambda: ctx.cache["tokenizer"])
+
+
+@pytest.fixture(scope="module")
+def prompts(builder: Any, tasks: list[Any]) -> list[Prompt]:
     out = [builder.build(t) for t in tasks[:N_PROMPTS]]
     assert len(out) == N_PROMPTS
     return out
 
 
 @pytest.fixture(scope="module")
-def trained(ctx: Any, tasks: list[Any], prompts: list[Prompt], tmp_path_factory: pytest.TempPathFactory) -> AdapterRef:
+def trained(ctx: Any, builder: Any, tasks: list[Any], tmp_path_factory: pytest.TempPathFactory) -> AdapterRef:
     """An adapter ``lora-sft`` trained on reference solutions (a few steps, a high lr, so it shows)."""
     from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
 
     examples = [
-        SFTExample(t.task_id, p.text, f"```python\n{t.solution}```\n")
-        for t, p in zip(tasks[N_PROMPTS:N_PROMPTS + 8], [_prompt_for(ctx, t) for t in tasks[N_PROMPTS:N_PROMPTS + 8]])
+        SFTExample(t.task_id, builder.build(t).text, f"```python\n{t.solution}```\n")
+        for t in tasks[N_PROMPTS:N_PROMPTS + 8]
     ]
     params = LoRASFTParams(r=8, alpha=16, lr=3e-3, epochs=1, batch_size=4, max_length=384)
     result = LoRASFTTrainer(params, ctx).train_sft(examples, None, tmp_path_factory.mktemp("trained") / "adapter")
     assert result.metrics["train_steps"] >= 1
     return result.adapter
-
-
-def _prompt_for(ctx: Any, task: Any) -> Prompt:
-    from srscode.plugins.prompts import ChatBuilder
-
-    return ChatBuilder(tokenizer_provider=lambda: ctx.cache["tokenizer"]).build(task)
 
 
 @pytest.fixture(scope="module")
