@@ -6,6 +6,11 @@ Baseline in the same run: the seed's memory manager (one JSON file holding every
 task's state, rewritten after each round; due tasks found by a scan and a sort).
 
     python benchmarks/engine_overhead.py [--tasks 500000] [--seen 400000] [--rounds 5]
+    python benchmarks/engine_overhead.py --smoke     # 2,000 tasks, 1,500 in memory: seconds
+
+The memory is prefilled as a resumed run's would be: with tasks the ratio scheduler does not
+also take as new in the timed rounds (a task scheduled both as new and as review would stop
+the engine).
 """
 from __future__ import annotations
 
@@ -21,7 +26,13 @@ from srscode.core.config import validate
 from srscode.core.engine import Engine
 from srscode.core.hookspecs import hookimpl
 from srscode.core.ledger import Ledger
+from srscode.core.task_loading import split_tasks
 from srscode.core.types import Candidate, ComponentSpec, LoadReport, ReviewState, Task, Verdict
+from srscode.plugins.schedule.ratio import RatioScheduler
+
+
+def task_ids(n: int) -> list[str]:
+    return [f"K{i:07d}" for i in range(n)]
 
 
 class InstantStages:
@@ -36,7 +47,7 @@ class InstantStages:
 
         class Source:
             def load(self, path):
-                return LoadReport([Task(f"K{i:07d}", "q", "s", "t") for i in range(n)])
+                return LoadReport([Task(tid, "q", "s", "t") for tid in task_ids(n)])
 
         yield ComponentSpec("synthetic", lambda p, c: Source(), None, "")
 
@@ -82,12 +93,27 @@ class RoundTimer:
         self.rounds.append(time.perf_counter() - self._start)
 
 
-def prefill(run_dir: Path, seen: int, seed: int) -> None:
+def seen_tasks(n_tasks: int, seen: int, new_needed: int, train_ratio: float, seed: int) -> list[str]:
+    """The tasks a resumed run's memory holds: none that the ratio scheduler takes as new in
+    the timed rounds. A run resumed after k rounds has taken the first tasks of the
+    scheduler's shuffled order as new and goes on after them; without a committed round to
+    carry that cursor, the prefill takes the end of the order, which the timed rounds never
+    reach (they take at most ``new_needed`` tasks from its start)."""
+    train, _ = split_tasks(task_ids(n_tasks), train_ratio, seed)
+    scheduler = RatioScheduler()
+    scheduler.setup(train, seed)  # the engine's own call: the same order
+    if seen + new_needed > len(scheduler.order):
+        raise SystemExit(f"--seen {seen:,} leaves fewer than the {new_needed:,} new tasks the timed rounds may take "
+                         f"from {len(scheduler.order):,} training tasks: lower --seen, --rounds or --batch")
+    return scheduler.order[len(scheduler.order) - seen :]
+
+
+def prefill(run_dir: Path, ids: list[str], seed: int) -> None:
     led = Ledger(run_dir)
     rng = random.Random(seed)
     states = []
-    for i in range(seen):
-        s = ReviewState(f"K{i:07d}", ef=round(rng.uniform(1.3, 2.6), 3), due=rng.randint(1, 40), streak=1, reviews=1,
+    for tid in ids:
+        s = ReviewState(tid, ef=round(rng.uniform(1.3, 2.6), 3), due=rng.randint(1, 40), streak=1, reviews=1,
                         last_pass_rate=round(rng.random(), 2))
         s.priority = s.ef
         states.append(s)
@@ -113,7 +139,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="cProfile the timed run")
+    ap.add_argument("--smoke", action="store_true", help="2,000 tasks, 1,500 in memory, batch 32, 3 rounds")
     args = ap.parse_args()
+    if args.smoke:
+        args.tasks, args.seen, args.batch, args.rounds = 2_000, 1_500, 32, 3
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
@@ -126,8 +155,10 @@ def main() -> int:
             "dpo": {"every": "never"}, "validation": {"at_start": False, "at_end": False},
         }
         plugin = InstantStages(args.tasks)
+        seen = seen_tasks(args.tasks, args.seen, args.rounds * args.batch, cfg_dict["data"]["train_ratio"],
+                          cfg_dict["seed"])
         t0 = time.perf_counter()
-        prefill(run_dir, args.seen, 0)
+        prefill(run_dir, seen, 0)
         t_prefill = time.perf_counter() - t0
 
         # one process, several rounds: set-up (dataset, split, shuffle) happens once before

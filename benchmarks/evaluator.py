@@ -14,13 +14,17 @@ recorded test file and verdict) plus every task's reference solution through
   (c)  optional, ``--xdist-layer``: pytest-xdist as the distribution layer (one outer
        ``pytest -n W`` session whose items are candidates; each item forks a child that
        runs a nested ``pytest.main``), the design the module doc of
-       ``srscode.plugins.xdist_evaluator`` compares against;
+       ``srscode.plugins.evaluate.worker_pool`` compares against;
 
 in the same run, and prints candidates/s, the ratio, and the agreement of (a) and (b)
 with the recorded ``test_result`` (Pass vs Fail / Fail - Timed Out), listing every
 disagreement with its reason. ``--markdown`` prints the table for docs/benchmarks.md.
 
     python benchmarks/evaluator.py [--workers 2] [--limit N] [--markdown] [--json OUT]
+    python benchmarks/evaluator.py --smoke    # 3 starter tasks and their recorded trials, every runner
+
+``--smoke`` takes the starter set's rows (KodCode's schema, recorded trials included) and
+small samples, so every runner and the table run in seconds without the shared data.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ import tempfile
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "kodcode"
@@ -60,21 +64,33 @@ def decode(text: str) -> str:
 
 
 def load_items(data: Path) -> list[dict[str, Any]]:
+    return [it for f in sorted(data.glob("*.json")) for it in row_items(json.loads(f.read_text()))]
+
+
+def starter_items() -> list[dict[str, Any]]:
+    """The packaged starter set's rows as items (--smoke's data)."""
+    import importlib.resources
+
+    text = (importlib.resources.files("srscode.plugins.data.starter_set") / "tasks.jsonl").read_text()
+    return row_items(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+def row_items(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each KodCode row's reference solution and recorded trials, as candidates."""
     items = []
-    for f in sorted(data.glob("*.json")):
-        for row in json.loads(f.read_text()):
-            qid, ref = row["question_id"], decode(row["solution"])
-            items.append({"id": f"{qid}::reference", "solution": ref, "test": decode(row["test_code"]), "reference": ref, "recorded": None})
-            for key, trial in row["trials"].items():
-                items.append(
-                    {
-                        "id": f"{qid}::{key}",
-                        "solution": decode(trial["solution_code"]),
-                        "test": decode(trial["test_code"]),
-                        "reference": ref,
-                        "recorded": trial["test_result"],
-                    }
-                )
+    for row in rows:
+        qid, ref = row["question_id"], decode(row["solution"])
+        items.append({"id": f"{qid}::reference", "solution": ref, "test": decode(row["test_code"]), "reference": ref, "recorded": None})
+        for key, trial in row["trials"].items():
+            items.append(
+                {
+                    "id": f"{qid}::{key}",
+                    "solution": decode(trial["solution_code"]),
+                    "test": decode(trial["test_code"]),
+                    "reference": ref,
+                    "recorded": trial["test_result"],
+                }
+            )
     return items
 
 
@@ -133,7 +149,7 @@ def seed_style_cpu(items: list[dict[str, Any]]) -> list[float]:
 def ours_cpu(items: list[dict[str, Any]]) -> list[float]:
     """CPU seconds of each candidate's run in a warm worker (its process + the worker's
     share), expected ids already learned: the per-candidate cost in steady state."""
-    from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+    from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
     ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=5, max_timeout_s=5))
     try:
@@ -169,7 +185,7 @@ def run_seed_style(items: list[dict[str, Any]], workers: int, autoload: bool) ->
 
 
 def run_ours(items: list[dict[str, Any]], workers: int, cache_path: str = "none", cap_s: float = 5.0, dedupe: bool = True) -> tuple[dict[str, dict[str, Any]], float, float, float]:
-    from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+    from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
     t0, c0 = time.monotonic(), cpu_now()
     # the same 5 s cap as the seed-style runner (what `srscode evaluate --timeout 5` sets);
@@ -342,9 +358,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-seed", action="store_true", help="only run ours")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true",
+                    help="the starter set's first 3 tasks, 2 workers, samples of 2, every runner, --markdown")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.limit, args.workers, args.markdown = 3, 2, True
+        args.autoload_sample, args.cpu_sample, args.xdist_layer = 2, 2, 2
     if args.input is not None:
         items = [dict(json.loads(line), recorded=None) for line in args.input.read_text().splitlines() if line.strip()]
+    elif args.smoke:
+        items = starter_items()
     elif not args.data.is_dir():
         print(f"no data at {args.data} (the shared KodCode rows); nothing to benchmark", file=sys.stderr)
         return 2

@@ -2,7 +2,7 @@
 its memory use and its distance from the hardware limit (issue 7, targets 1 and 4).
 
     python3 benchmarks/generate.py --out OUT [--smollm2-gguf PATH] [--kodcode DIR]
-    python3 benchmarks/generate.py --out OUT --smoke       # every part on the CPU, tiny shapes
+    python3 benchmarks/generate.py --smoke [--out OUT]    # every part on the CPU, tiny shapes
     python3 benchmarks/generate.py --out OUT --parts a --profile   # part a + kernel profile
 
 Parts (each in try/except; results in ``OUT/generate.json``, log in ``OUT/generate.log``):
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import sys
 import tempfile
@@ -46,7 +47,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchlog import open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
+from benchlog import open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
 
 HBM_BPS = 3.0e12
 FLOPS = 790e12
@@ -76,36 +77,34 @@ class Env:
     """Device, dtype and the memory API of the resolved backend (no device branches below)."""
 
     def __init__(self, smoke: bool):
-        import torch
-
         from srscode.core.config import HardwareConfig
         from srscode.hardware.resolve import builtin_registry, resolve_backend
 
         self.backend = resolve_backend(HardwareConfig(backend="cpu" if smoke else "auto"), builtin_registry())
         self.device = self.backend.device
         self.dtype = self.backend.torch_dtype
-        self.mod = getattr(torch, self.device.type, None)
         self.smoke = smoke
 
     def sync(self) -> None:
-        if self.device.type != "cpu" and hasattr(self.mod, "synchronize"):
-            self.mod.synchronize()
+        from srscode.hardware import synchronize
+
+        synchronize(self.device)
 
     def reset_peak(self) -> None:
-        if self.device.type != "cpu" and hasattr(self.mod, "reset_peak_memory_stats"):
-            self.mod.empty_cache()
-            self.mod.reset_peak_memory_stats()
+        from srscode.hardware import reset_peak_memory
+
+        reset_peak_memory(self.device)
 
     def peak_gb(self) -> float | None:
-        if self.device.type != "cpu" and hasattr(self.mod, "max_memory_allocated"):
-            return round(self.mod.max_memory_allocated() / 2**30, 3)
-        return None
+        from srscode.hardware import peak_memory_bytes
+
+        peak = peak_memory_bytes(self.device)
+        return None if peak is None else round(peak / 2**30, 3)
 
     def free_bytes(self) -> int | None:
-        if self.device.type != "cpu" and hasattr(self.mod, "mem_get_info"):
-            self.mod.empty_cache()
-            return int(self.mod.mem_get_info()[0])
-        return None
+        from srscode.hardware import free_memory_bytes
+
+        return free_memory_bytes(self.device)
 
     def runner(self) -> Any:
         return self.backend.graph_runner()
@@ -180,7 +179,7 @@ def fast_run(env: Env, model: Any, ids: Any, mask: Any, n: int, new: int, spec: 
              cache_tokens: int | None = None, dec: Any = None) -> tuple[Any, float, Any]:
     import torch
 
-    from srscode.plugins.fast_decode import FastDecoder
+    from srscode.plugins.lib.fast_decode import FastDecoder
 
     dec = dec or FastDecoder(model, graph_runner=env.runner())
     with torch.inference_mode():
@@ -194,7 +193,7 @@ def fast_run(env: Env, model: Any, ids: Any, mask: Any, n: int, new: int, spec: 
 def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from srscode.plugins.fast_decode import SamplingSpec
+    from srscode.plugins.lib.fast_decode import SamplingSpec
 
     shape = "tiny" if env.smoke else "1.5b"
     rows, plen, new = (8, 16, 8) if env.smoke else (args.rows, args.prompt_len, args.new_tokens)
@@ -245,7 +244,7 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         """The fast loop with ``compile=True``: a first short call with the same buffer shape
         compiles (timed apart as ``compile_s``); its graphs are then dropped so the timed
         calls capture their windows as the eager rows do."""
-        from srscode.plugins.fast_decode import FastDecoder
+        from srscode.plugins.lib.fast_decode import FastDecoder
 
         torch.manual_seed(0)
         env.reset_peak()
@@ -274,7 +273,7 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
     greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
     if args.profile:
-        from srscode.plugins.fast_decode import FastDecoder
+        from srscode.plugins.lib.fast_decode import FastDecoder
 
         try:
             out["profile_eager"] = profile_steps(env, FastDecoder(model), sampling, ids, mask, new, "eager")
@@ -321,7 +320,7 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
     """The captured step replayed alone and the sampler alone (last window of the last batch)."""
     import torch
 
-    from srscode.plugins.fast_decode import sample_tokens
+    from srscode.plugins.lib.fast_decode import sample_tokens
 
     buf = dec.buffers
     window = max(buf.graphs)
@@ -348,7 +347,7 @@ def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, 
     import torch
     from torch.profiler import profile
 
-    from srscode.plugins.fast_decode import sample_tokens
+    from srscode.plugins.lib.fast_decode import sample_tokens
 
     runner, dec.runner = dec.runner, None
     try:
@@ -409,13 +408,14 @@ def part_b(env: Env, args: argparse.Namespace) -> dict[str, Any]:
 
     from srscode.core.config import RunConfig
     from srscode.core.context import StageContext
-    from srscode.plugins import hf_model
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
-    from srscode.plugins.kodcode_source import KodCodeSource
-    from srscode.plugins.prompts import ChatBuilder
+    from srscode.plugins.lib import hf_model
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.data.kodcode import KodCodeSource
+    from srscode.plugins.data.starter import StarterSource
+    from srscode.plugins.prompt.builders import ChatBuilder
 
     data = find_kodcode(args.kodcode)
-    if data is None:
+    if data is None and not env.smoke:  # the smoke takes starter prompts instead
         return {"skipped": "no KodCode data (--kodcode, .devcarry/kodcode or ../shared/data/kodcode)"}
     if args.smollm2_dir:  # an already converted Hugging Face folder
         folder = Path(args.smollm2_dir)
@@ -423,6 +423,8 @@ def part_b(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         gguf = Path(args.smollm2_gguf) if args.smollm2_gguf else (hf_model.embedded_gguf() if env.smoke else None)
         if gguf is None or not gguf.is_file():
             return {"skipped": f"no SmolLM2 model (--smollm2-gguf {args.smollm2_gguf!r} is not a file, no --smollm2-dir)"}
+        if importlib.util.find_spec("gguf") is None:
+            return {"skipped": "the gguf package (the demo extra) is not installed: SmolLM2 cannot be converted"}
         # what hf_model does with the embedded GGUF (needs the gguf package)
         folder = hf_model.convert_gguf(str(gguf.parent), gguf.name, Path(args.cache) / f"{gguf.stem}-{gguf.stat().st_size}")
     env.reset_peak()
@@ -430,8 +432,8 @@ def part_b(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                        _backend=env.backend)
     model, tok = hf_model.load_base(ctx)
     builder = ChatBuilder(tokenizer_provider=lambda: tok)
-    ctx.cache["prompt_builder"] = builder
-    tasks = KodCodeSource().load(str(data)).tasks
+    ctx.prompt_builder = builder
+    tasks = KodCodeSource().load(str(data)).tasks if data is not None else StarterSource().load().tasks
     prompts = [builder.build(t) for t in tasks]
     n, new, sub = (2, 4, 2) if env.smoke else (4, 512, 64)
     if env.smoke:  # the shortest few: the CPU is shared
@@ -476,7 +478,7 @@ def part_b(env: Env, args: argparse.Namespace) -> dict[str, Any]:
 def greedy_check(env: Env, model: Any, tok: Any, prompts: list[Any], new: int) -> dict[str, Any]:
     import torch
 
-    from srscode.plugins.fast_decode import SamplingSpec
+    from srscode.plugins.lib.fast_decode import SamplingSpec
 
     enc = tok([p.text for p in prompts], return_tensors="pt", padding=True)
     enc = {k: v.to(env.device) for k, v in enc.items()}
@@ -519,8 +521,8 @@ def per_row_bytes(model: Any, cache_len: int) -> int:
 def part_c(env: Env, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from srscode.plugins import fast_decode
-    from srscode.plugins.fast_decode import SamplingSpec
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import SamplingSpec
 
     out: dict[str, Any] = {}
     plen, new = (16, 16) if env.smoke else (256, 256)
@@ -587,15 +589,19 @@ def physical_summary(results: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--smoke", action="store_true", help="every part on the CPU with tiny shapes")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for generate.json and generate.log (--smoke: a temp dir)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="every part on the CPU with tiny shapes (part b: starter prompts without KodCode data); "
+                         "a part that fails fails the run")
     ap.add_argument("--parts", default="abcd")
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--prompt-len", type=int, default=256)
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--skip-greedy-baseline", action="store_true", help="part a: no generate() greedy run (~20 s)")
     ap.add_argument("--no-compile", action="store_true", help="part a: no compiled fast-loop rows")
-    ap.add_argument("--compile-backend", default="inductor", help=argparse.SUPPRESS)  # tests: "eager"
+    # inductor; --smoke (and tests) "eager": dynamo still traces, without the minute of C++ builds
+    ap.add_argument("--compile-backend", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true",
                     help="part a: torch.profiler over 3 decode steps without graphs at B=rows, largest window "
                          "(eager, and compiled unless --no-compile): top-20 kernels and kernels per step")
@@ -607,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=None,
                     help="where the converted GGUF goes (default: $TMPDIR/srscode-bench-models, not OUT: 0.5 GB)")
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = out_dir(ap, args.out, args.smoke, "generate")
+    args.compile_backend = args.compile_backend or ("eager" if args.smoke else "inductor")
     args.cache = args.cache or str(Path(tempfile.gettempdir()) / "srscode-bench-models")
     open_log(args.out / "generate.log", "a")
     ensure_srscode_importable()
@@ -651,7 +658,11 @@ def main(argv: list[str] | None = None) -> int:
         say(f"RATIO fast/generate (1.5B shape, B={a['rows']}): {a['ratio_vs_generate']}")
     if isinstance(results.get("b"), dict) and "ratio_fast_vs_generate_subset" in results["b"]:
         say(f"RATIO fast/generate (SmolLM2, same prompts): {results['b']['ratio_fast_vs_generate_subset']}")
-    return 0
+    for name, part in results.items():
+        if isinstance(part, dict) and "skipped" in part:
+            say(f"part {name} skipped: {part['skipped']}")
+    failed = [name for name in args.parts if "error" in (results.get(name) or {})]
+    return 1 if args.smoke and failed else 0
 
 
 if __name__ == "__main__":

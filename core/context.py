@@ -2,28 +2,46 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
+from .types import PromptBuilder, Task
+
+
+@dataclass
+class SharedModels:
+    """The model objects the model stages share within one process, so the generator and the
+    trainers never load the base model twice. :mod:`srscode.plugins.lib.hf_model` fills it on
+    first use; a model-free run leaves it empty."""
+
+    source: Any = None  # hf_model.ModelSource: what from_pretrained loads
+    tokenizer: Any = None
+    base_model: Any = None  # eval mode, on the backend's device; no LoRA layers when a stage hands over
+    peft_model: Any = None  # the generator's PeftModel around base_model, kept between its calls
 
 
 @dataclass
 class StageContext:
     """Run-wide facts and shared objects.
 
-    ``cache`` holds objects stages share within one process (the loaded base model and
-    tokenizer, so the generator and the trainer never load it twice). ``backend`` is the
-    hardware backend resolved once per process, on first use, so a model-free run never
-    imports torch.
+    The engine sets ``tasks`` (the run's loaded tasks, by id), ``prompt_builder`` (the run's
+    builder, which generators extract code with) and ``adapter_rank`` (the largest LoRA rank the
+    configured trainers produce, None without a LoRA trainer) before the first round.
+    ``models`` holds the loaded base model and tokenizer. ``backend`` is the hardware backend
+    resolved once per process, on first use, so a model-free run never imports torch.
     """
 
     config: RunConfig
     run_dir: Path | None = None
     registry: Any = None
     quiet: bool = False
-    cache: dict[str, Any] = field(default_factory=dict)
+    tasks: Mapping[str, Task] = field(default_factory=dict)
+    prompt_builder: PromptBuilder | None = None
+    adapter_rank: int | None = None
+    models: SharedModels = field(default_factory=SharedModels)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("srscode"))
     _backend: Any = None
 
@@ -38,10 +56,6 @@ class StageContext:
 
             self._backend = resolve_backend(self.config.hardware, self.registry)
         return self._backend
-
-    @property
-    def hook(self) -> Any:
-        return self.registry.pm.hook if self.registry is not None else None
 
     def progress(self, name: str, total: int | None = None, unit: str = "it") -> Any:
         """A progress bar for a long stage (see :mod:`srscode.core.progress`): live bars in a

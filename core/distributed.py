@@ -92,7 +92,7 @@ class TorchDistributed:
         if not dist.is_initialized():
             raise ConfigError(
                 f"WORLD_SIZE is {os.environ.get('WORLD_SIZE')} but accelerate did not start a process "
-                "group; launch with `accelerate launch --num_processes N -m srscode.core.cli run CONFIG`."
+                "group; launch with `accelerate launch --num_processes N -m srscode run CONFIG`."
             )
         self.backend = str(dist.get_backend())
         # accelerate may name a combined backend ("cuda:nccl,cpu:gloo"); the resolved
@@ -159,14 +159,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_everywhere(dist: Distributed, what: str, fn: Callable[[], T]) -> list[T]:
-    """``fn()`` on every rank; every rank gets all ranks' results, in rank order. When
+def run_everywhere(dist: Distributed, what: str, fn: Callable[..., T], *args: Any) -> list[T]:
+    """``fn(*args)`` on every rank; every rank gets all ranks' results, in rank order. When
     ``fn`` raises on any rank, every rank raises (see the module docstring)."""
     if dist.world == 1:
-        return [fn()]
+        return [fn(*args)]
     error: BaseException | None = None
     try:
-        local: tuple[str, Any] = ("ok", fn())
+        local: tuple[str, Any] = ("ok", fn(*args))
     except BaseException as exc:  # noqa: BLE001 - exchanged, then re-raised below
         error = exc
         local = ("error", _describe(exc))
@@ -180,15 +180,16 @@ def run_everywhere(dist: Distributed, what: str, fn: Callable[[], T]) -> list[T]
     return [value for _kind, value in rows]
 
 
-def run_on_main(dist: Distributed, what: str, fn: Callable[[], T]) -> T:
-    """``fn()`` on rank 0 only; its result (or its failure) reaches every rank."""
+def run_on_main(dist: Distributed, what: str, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on rank 0 only; its result (or its failure) reaches every rank. On the
+    other ranks ``args`` may hold what only rank 0 has (the ledger is None there)."""
     if dist.world == 1:
-        return fn()
+        return fn(*args)
     error: BaseException | None = None
     payload: tuple[str, Any] = ("ok", None)
     if dist.is_main:
         try:
-            payload = ("ok", fn())
+            payload = ("ok", fn(*args))
         except BaseException as exc:  # noqa: BLE001 - broadcast, then re-raised below
             error = exc
             payload = ("error", _describe(exc))

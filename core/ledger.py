@@ -36,6 +36,9 @@ from .types import AdapterRef, ReviewState
 
 SCHEMA_VERSION = 1
 
+# the ``stages`` row of the DPO stage that runs once after the last round (``dpo.every: end``)
+FINAL_DPO = "dpo-final"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rounds (
@@ -128,6 +131,11 @@ def memory_row(s: ReviewState) -> tuple[Any, ...]:
 def state_from_json(text: str) -> ReviewState:
     data = json.loads(text)
     return ReviewState(**{k: v for k, v in data.items() if k in _STATE_FIELDS})
+
+
+def round_dir(run_dir: Path, round_: int) -> Path:
+    """The folder of one round's files (every rank knows it; only rank 0 opens the ledger)."""
+    return run_dir / "rounds" / f"{round_:06d}"
 
 
 # ----------------------------------------------------------------------- atomic files
@@ -311,7 +319,7 @@ class Ledger:
 
     # ------------------------------------------------------------------ rounds
     def round_dir(self, round_: int) -> Path:
-        return self.run_dir / "rounds" / f"{round_:06d}"
+        return round_dir(self.run_dir, round_)
 
     def last_round(self) -> int:
         row = self.db.execute("SELECT MAX(round) FROM rounds").fetchone()
@@ -463,10 +471,6 @@ class Ledger:
         return {r: json.loads(m) for r, m in self.db.execute("SELECT round, metrics FROM validations ORDER BY round")}
 
     # ------------------------------------------------------------------ memory
-    def get_state(self, task_id: str) -> ReviewState | None:
-        row = self.db.execute("SELECT state FROM memory WHERE task_id=?", (task_id,)).fetchone()
-        return state_from_json(row[0]) if row else None
-
     def get_states(self, task_ids: Sequence[str]) -> dict[str, ReviewState]:
         out: dict[str, ReviewState] = {}
         ids = list(task_ids)

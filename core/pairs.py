@@ -3,15 +3,16 @@
 Tied candidates (pass/pass, fail/fail) teach nothing, so only pass x fail pairs are
 built; identical code is deduplicated first; at most ``max_per_task`` pairs per task,
 chosen deterministically. Optionally the reference solution stands in as ``chosen``
-when no candidate of a task passed.
+when no candidate of a task passed (``reference``: the prompt builder renders it in the
+completion format its prompts ask for).
 """
 from __future__ import annotations
 
 import itertools
 import random
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
-from .types import Candidate, DPOPair, Prompt, Task, Verdict
+from .types import Candidate, DPOPair, Prompt, Verdict
 
 
 def build_pairs(
@@ -20,9 +21,10 @@ def build_pairs(
     verdicts: Sequence[Verdict],
     max_per_task: int,
     seed: int,
-    tasks: Mapping[str, Task] | None = None,
-    reference_as_chosen: bool = False,
+    reference: Callable[[str], str] | None = None,
 ) -> list[DPOPair]:
+    """``reference(task_id)``: the chosen answer of a task none of whose candidates passed
+    (its reference solution as a training target); None: such tasks give no pairs."""
     by_task: dict[str, tuple[dict[str, Candidate], dict[str, Candidate]]] = {}
     for cand, verdict in zip(candidates, verdicts, strict=True):
         if (cand.task_id, cand.index) != (verdict.task_id, verdict.index):
@@ -39,8 +41,8 @@ def build_pairs(
         flaky = passing.keys() & failing.keys()
         chosen = [passing[k].text for k in sorted(passing) if k not in flaky]
         rejected = [failing[k].text for k in sorted(failing) if k not in flaky]
-        if not chosen and reference_as_chosen and tasks and task_id in tasks:
-            chosen = [f"```python\n{tasks[task_id].solution.strip()}\n```"]
+        if not chosen and reference is not None:
+            chosen = [reference(task_id)]
         combos = list(itertools.product(chosen, rejected))
         random.Random(f"pairs:{seed}:{task_id}").shuffle(combos)
         prompt = prompts[task_id].text

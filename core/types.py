@@ -6,6 +6,7 @@ implementation is imported, so this module is cheap to import.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import (
@@ -17,6 +18,11 @@ from typing import (
     Sequence,
     runtime_checkable,
 )
+
+# The stages of one round, in the order the engine runs them ("dpo" and "validate" run only
+# when configured). Stage timings, reports, benchmarks and lifecycle hooks use these names.
+STAGES: tuple[str, ...] = ("schedule", "prompt", "generate", "evaluate", "memory", "train", "pairs", "dpo",
+                           "validate")
 
 # --------------------------------------------------------------------------- records
 
@@ -202,6 +208,16 @@ class Schedule:
     def task_ids(self) -> tuple[str, ...]:
         return self.new + self.review
 
+    def repeated(self) -> list[str]:
+        """Task ids named more than once, each with where: ``"t1 (new and review)"``."""
+        out = []
+        for tid, count in Counter(self.task_ids).items():
+            if count > 1:
+                where = [f"{n}x {name}" if n > 1 else name
+                         for name, n in (("new", self.new.count(tid)), ("review", self.review.count(tid))) if n]
+                out.append(f"{tid} ({' and '.join(where)})")
+        return out
+
 
 @dataclass(frozen=True)
 class SFTExample:
@@ -226,17 +242,6 @@ class TrainResult:
 
 
 @dataclass
-class RoundRecord:
-    """What a committed round produced (the ledger's summary row)."""
-
-    round: int
-    new: tuple[str, ...]
-    review: tuple[str, ...]
-    metrics: dict[str, Any] = field(default_factory=dict)
-    adapter: AdapterRef | None = None
-
-
-@dataclass
 class LoadReport:
     """Tasks a dataset source produced, and the rows it skipped with the reason."""
 
@@ -250,11 +255,21 @@ class LoadReport:
 
 @runtime_checkable
 class PromptBuilder(Protocol):
+    """Owns the text format both ways: the prompt, the code in a completion, and the
+    training target (SFT and DPO) in the completion format its prompts expect."""
+
     def build(self, task: Task) -> Prompt: ...
 
     def extract(self, output: str, prompt: Prompt | None = None) -> str:
         """Turn raw model output into the source of ``solution.py``; ``prompt`` lets a
         completion format put back the declaration the prompt ended with."""
+        ...
+
+    def render_target(self, task: Task, prompt: Prompt, code: str | None = None) -> str:
+        """The completion that answers ``prompt`` with ``code`` (default: ``task.solution``),
+        as the model should write it: ``extract(render_target(...), prompt)`` gives the code
+        back. Chat formats answer with one fenced Python block; a completion format (``base``)
+        continues the declaration its prompt ends with."""
         ...
 
 
@@ -334,6 +349,13 @@ class Scheduler(Protocol):
 
 @runtime_checkable
 class Trainer(Protocol):
+    """Trains the round's adapter on SFT examples.
+
+    Optional attribute ``adapter_rank: int | None``: the LoRA rank of the adapters it
+    produces (None when it produces none). The engine puts the largest over the configured
+    trainers into ``ctx.adapter_rank``, which sizes the vLLM generator's LoRA slots.
+    """
+
     def train_sft(
         self, examples: Sequence[SFTExample], init: AdapterRef | None, out_dir: Path
     ) -> TrainResult: ...

@@ -1,11 +1,12 @@
-"""The backend record a ``srscode_backends`` hook yields, and what its probe returns.
+"""The backend record a ``srscode_backends`` hook yields, what its probe returns, and its
+startup-check rules.
 
-A record is plain data plus three small callables; nothing here imports torch.
+A record is plain data plus a few small callables; nothing here imports torch.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,42 @@ class ProbeResult:
     reason: str
     device_name: str | None = None
     device_count: int = 0
+
+
+@dataclass(frozen=True)
+class CompatFacts:
+    """What a :class:`CompatRule` looks at: installed versions (``None`` = not installed),
+    the generator's tensor-parallel size, whether it serves a LoRA adapter, the environment."""
+
+    versions: Mapping[str, str | None]
+    tp: int = 1
+    lora: bool = False
+    environ: Mapping[str, str] = field(default_factory=dict)
+
+    def installed(self, dist: str) -> bool:
+        """Whether ``dist`` is installed with a version that parses."""
+        from .compat import parse_version
+
+        return parse_version(self.versions.get(dist)) is not None
+
+    def vllm_plugin_enabled(self, name: str) -> bool:
+        """Whether vLLM would activate its platform plugin ``name`` (every installed one,
+        unless ``VLLM_PLUGINS`` lists the wanted ones)."""
+        allowed = self.environ.get("VLLM_PLUGINS")
+        return allowed is None or name in [p.strip() for p in allowed.split(",")]
+
+
+@dataclass(frozen=True)
+class CompatRule:
+    """A known problem on one backend, checked at start-up while it is the resolved one.
+
+    Where ``applies(facts)``, ``message`` (formatted with ``tp``) refuses the start
+    (``error``) or is logged as a warning.
+    """
+
+    applies: Callable[[CompatFacts], bool]
+    message: str
+    error: bool = False
 
 
 def _no_env(env: MutableMapping[str, str]) -> None:
@@ -48,6 +85,14 @@ class Backend:
     nothing has fixed it yet. ``graph_runner`` returns a :class:`~.graphs.GraphRunner`
     (device graph capture and replay) or None where the device has none: callers then
     run the same work eagerly.
+
+    ``visible_devices_var`` selects this backend's devices (a launcher forwards it,
+    ``srscode env`` shows it); ``extra_visible_devices_vars`` are further variables its
+    runtime also reads. The evaluator's sandbox sets all of them, of every registered
+    backend, empty. ``device_module`` names the ``torch`` submodule that drives the device
+    (``torch.<device_module>.synchronize()`` and its memory counters, through
+    :mod:`~.device`); None where there is nothing to wait for or count. ``compat_rules``
+    are checked at start-up while this backend is the resolved one.
     """
 
     name: str
@@ -65,3 +110,12 @@ class Backend:
     describe: Callable[[], str | None] | None = None
     summary: str = ""
     graph_runner: Callable[[], object | None] = _no_graph_runner
+    extra_visible_devices_vars: tuple[str, ...] = ()
+    device_module: str | None = None
+    compat_rules: tuple[CompatRule, ...] = ()
+
+    @property
+    def visible_devices_vars(self) -> tuple[str, ...]:
+        """Every variable that, set empty, hides this backend's devices from a process."""
+        first = (self.visible_devices_var,) if self.visible_devices_var else ()
+        return first + self.extra_visible_devices_vars

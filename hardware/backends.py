@@ -12,6 +12,10 @@ Probes never initialise a device:
   ``device_count()``. The device name is read later, only for metadata.
 * CPU: always usable.
 
+Each record also says what the rest of the tree must not: the visible-devices variables
+the evaluator's sandbox clears, the torch module to synchronise, and the startup-check
+rules that hold only on that backend.
+
 Never ``torch_npu.contrib.transfer_to_npu`` here: it rewrites ``torch.cuda`` globally.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import MutableMapping
 from srscode.core.hookspecs import hookimpl
 
 from . import nvml
-from .backend import Backend, ProbeResult
+from .backend import Backend, CompatRule, ProbeResult
 from .graphs import runner_factory
 
 # ----------------------------------------------------------------------------- ascend
@@ -74,6 +78,12 @@ def _ascend_name() -> str | None:
     return str(torch.npu.get_device_name(0))
 
 
+ASCEND_LORA_TP = CompatRule(
+    lambda facts: facts.lora and facts.tp > 1,
+    "LoRA with tensor_parallel_size={tp} on vllm-ascend is reported broken upstream "
+    "(LoRA there is experimental); plan tensor_parallel_size=1 for LoRA rollouts",
+)
+
 ASCEND = Backend(
     name="ascend",
     device_type="npu",
@@ -88,6 +98,8 @@ ASCEND = Backend(
     mp_start_method="spawn",
     describe=_ascend_name,
     graph_runner=runner_factory("npu", "NPUGraph"),  # torch_npu's aclgraph; None where absent
+    device_module="npu",
+    compat_rules=(ASCEND_LORA_TP,),
     summary="Huawei Ascend NPU (910B) through torch_npu, HCCL; vLLM through vllm-ascend",
 )
 
@@ -125,11 +137,20 @@ def _cuda_name() -> str | None:
     return str(torch.cuda.get_device_name(0))
 
 
+CUDA_WITH_VLLM_ASCEND = CompatRule(
+    lambda facts: facts.installed("vllm-ascend") and facts.vllm_plugin_enabled("ascend"),
+    "vllm-ascend is installed in a CUDA environment: vLLM activates every installed "
+    "platform plugin, so it would import vllm_ascend and pick the NPU platform. "
+    "Uninstall vllm-ascend here, or set VLLM_PLUGINS to the plugins you want (without 'ascend')",
+    error=True,
+)
+
 CUDA = Backend(
     name="cuda",
     device_type="cuda",
     collective="nccl",
     visible_devices_var="CUDA_VISIBLE_DEVICES",
+    extra_visible_devices_vars=("HIP_VISIBLE_DEVICES",),  # ROCm builds of torch drive AMD GPUs as "cuda"
     env_prefixes=("CUDA_", "NCCL_", "NVIDIA_", "LD_LIBRARY_PATH"),
     probe=_cuda_probe,
     bf16_supported=_cuda_bf16,
@@ -137,6 +158,8 @@ CUDA = Backend(
     generator_modules=("vllm",),
     describe=_cuda_name,
     graph_runner=runner_factory("cuda", "CUDAGraph"),
+    device_module="cuda",
+    compat_rules=(CUDA_WITH_VLLM_ASCEND,),
     summary="NVIDIA GPUs (L40S, H100) through torch.cuda, NCCL; vLLM where installed",
 )
 

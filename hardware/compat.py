@@ -1,7 +1,9 @@
 """The startup check: refuse known-incompatible vllm / vllm-ascend / torch / torch_npu sets.
 
 It reads versions only (a mapping from :func:`srscode.hardware.versions.package_versions`),
-so it is a pure function and is tested with made-up version tables.
+so it is a pure function and is tested with made-up version tables. The package sets are
+checked whatever the backend (an installed stack is consistent or not everywhere); what
+is wrong only on one backend is that record's ``compat_rules``.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from collections.abc import Mapping
 
 from packaging.version import InvalidVersion, Version
 from srscode.core.errors import ConfigError
+
+from .backend import Backend, CompatFacts
 
 log = logging.getLogger("srscode.hardware")
 
@@ -30,7 +34,7 @@ SUPPORTED_TEXT = (
 )
 
 
-def _v(text: str | None) -> Version | None:
+def parse_version(text: str | None) -> Version | None:
     if not text:
         return None
     try:
@@ -45,7 +49,7 @@ def _release3(v: Version) -> tuple[int, ...]:
 
 def check_compat(
     versions: Mapping[str, str | None],
-    backend: str,
+    backend: Backend,
     *,
     tp: int = 1,
     lora: bool = False,
@@ -54,15 +58,14 @@ def check_compat(
     """Raise :class:`ConfigError` for a known-incompatible set; return (and log) warnings.
 
     ``tp`` is the generator's tensor-parallel size, ``lora`` whether it serves a LoRA
-    adapter. ``environ`` is consulted for ``VLLM_PLUGINS`` only.
+    adapter; with ``environ`` they are the facts ``backend.compat_rules`` look at.
     """
-    env = environ if environ is not None else {}
     errors: list[str] = []
     warns: list[str] = []
-    torch_v = _v(versions.get("torch"))
-    npu_v = _v(versions.get("torch-npu"))
-    vllm_v = _v(versions.get("vllm"))
-    va_v = _v(versions.get("vllm-ascend"))
+    torch_v = parse_version(versions.get("torch"))
+    npu_v = parse_version(versions.get("torch-npu"))
+    vllm_v = parse_version(versions.get("vllm"))
+    va_v = parse_version(versions.get("vllm-ascend"))
 
     if npu_v is not None:
         if torch_v is None:
@@ -80,7 +83,7 @@ def check_compat(
             errors.append(f"vllm-ascend {va_v} needs the vLLM release of the same number, but vLLM {vllm_v} is installed")
         if npu_v is None:
             errors.append(f"vllm-ascend {va_v} is installed but torch_npu is not")
-        py = _v(versions.get("python"))
+        py = parse_version(versions.get("python"))
         if py is not None and not (ASCEND_PYTHON[0] <= tuple(py.release[:2]) <= ASCEND_PYTHON[1]):
             errors.append(f"vllm-ascend runs on Python 3.10-3.12, this is Python {py}")
         if str(va_v) == ASCEND_SET["vllm-ascend"]:
@@ -96,20 +99,10 @@ def check_compat(
         elif not errors:
             warns.append(f"vllm-ascend {va_v} with vLLM {vllm_v} is consistent but not the verified set; {SUPPORTED_TEXT}")
 
-        if backend == "cuda":
-            allowed = env.get("VLLM_PLUGINS")
-            if allowed is None or "ascend" in [p.strip() for p in allowed.split(",")]:
-                errors.append(
-                    "vllm-ascend is installed in a CUDA environment: vLLM activates every installed "
-                    "platform plugin, so it would import vllm_ascend and pick the NPU platform. "
-                    "Uninstall vllm-ascend here, or set VLLM_PLUGINS to the plugins you want (without 'ascend')"
-                )
-
-    if backend == "ascend" and lora and tp > 1:
-        warns.append(
-            f"LoRA with tensor_parallel_size={tp} on vllm-ascend is reported broken upstream "
-            "(LoRA there is experimental); plan tensor_parallel_size=1 for LoRA rollouts"
-        )
+    facts = CompatFacts(versions, tp=tp, lora=lora, environ=environ if environ is not None else {})
+    for rule in backend.compat_rules:
+        if rule.applies(facts):
+            (errors if rule.error else warns).append(rule.message.format(tp=tp))
 
     if errors:
         raise ConfigError(

@@ -17,6 +17,7 @@ Dtype: ``auto`` = bf16 where the device supports it, else fp16, and fp32 on CPU.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import multiprocessing
@@ -177,7 +178,7 @@ class ResolvedBackend:
         from .compat import check_compat
 
         return check_compat(
-            self.versions() if versions is None else versions, self.name, tp=tp, lora=lora, environ=os.environ
+            self.versions() if versions is None else versions, self.backend, tp=tp, lora=lora, environ=os.environ
         )
 
 
@@ -209,6 +210,17 @@ def builtin_registry() -> Registry:
 
 def _records(registry: Registry) -> dict[str, Backend]:
     return {name: p.spec for name, p in registry.components["backend"].items()}
+
+
+@functools.cache
+def registered_backends() -> tuple[Backend, ...]:
+    """Every backend the installed plugins register, for code with no resolved backend at
+    hand (:mod:`.device`). Built once per process: the installed plugins do not change
+    while it runs, so :func:`reset_cache` keeps it (tests adding a backend call
+    ``registered_backends.cache_clear()``)."""
+    from srscode.core.registry import make_plugin_manager
+
+    return tuple(_records(make_plugin_manager()).values())
 
 
 def _pick(hw: HardwareConfig, backends: dict[str, Backend], env_value: str) -> tuple[Backend, ProbeResult, str]:

@@ -1,6 +1,7 @@
-"""``python -m srscode ...`` is the ``srscode`` command (handy under ``accelerate launch -m``)."""
+"""``python -m srscode ...`` is the ``srscode`` command (also ``accelerate launch -m srscode ...``)."""
 import sys
 
-from srscode.core.cli import main
+from srscode.cli.main import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

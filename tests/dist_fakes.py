@@ -18,10 +18,10 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from srscode.core.engine import round_seed
+from srscode.core.generate_evaluate import round_seed
 from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, TrainResult
-from srscode.plugins.replay_generator import ReplayGenerator, ReplayParams
+from srscode.plugins.generate.replay import ReplayGenerator, ReplayParams
 
 
 def _install_write_audit(spec: str) -> None:

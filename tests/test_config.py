@@ -89,14 +89,14 @@ def test_diff_keys():
 
 def test_cli_reports_config_errors_without_traceback(tmp_path):
     p = write(tmp_path, "rounds: 3\nstages: {scheduler: {name: ratio, params: {new_task_ratio: 2}}}\n")
-    proc = subprocess.run([sys.executable, "-m", "srscode.core.cli", "run", str(p), "--run-dir", str(tmp_path / "r")],
+    proc = subprocess.run([sys.executable, "-m", "srscode.cli.main", "run", str(p), "--run-dir", str(tmp_path / "r")],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "stages.scheduler.params.new_task_ratio" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_help_is_fast_and_imports_no_heavy_module():
-    code = ("import sys; from srscode.core import cli\n"
+    code = ("import sys; from srscode.cli import main as cli\n"
             "try:\n    cli.main(['--help'])\nexcept SystemExit: pass\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets', 'vllm') if m in sys.modules]\n"
             "assert not heavy, heavy\n"

@@ -25,7 +25,7 @@ import pytest
 
 import fault_stages as fs
 from fake_stages import fake_config
-from srscode.core import cli
+from srscode.cli import main as cli
 from srscode.core import ledger as ledger_mod
 from srscode.core.ledger import Ledger
 

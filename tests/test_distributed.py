@@ -27,7 +27,7 @@ from srscode.core.ledger import Ledger, read_jsonl
 TESTS = Path(__file__).resolve().parent
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-          "-m", "srscode.core.cli"]
+          "-m", "srscode.cli.main"]
 
 # an audit hook (installed by dist_fakes when this is set) logs, per rank, every file a
 # process opens for writing and every SQLite database it opens under the run dir

@@ -34,7 +34,7 @@ def sft_adapter(tiny_model_dir, tmp_path_factory):
 
 
 def dpo(ctx, **params):
-    from srscode.plugins.dpo import DPOParams, DPOTrainerStage
+    from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
 
     base = dict(r=4, alpha=8, lr=1e-2, epochs=1, batch_size=2, max_length=64)
     base.update(params)
@@ -55,7 +55,7 @@ def seq_logp(model, tok, prompt: str, completion: str) -> float:
 def test_step0_loss_is_log2_because_the_reference_is_the_sft_policy(ctx, sft_adapter, tmp_path):
     from peft import PeftModel
 
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     base, tok = hf_model.load_base(ctx)
     # the adapter moves the policy's log-ratios far from zero against the bare base, so
@@ -76,9 +76,9 @@ def test_step0_loss_is_log2_because_the_reference_is_the_sft_policy(ctx, sft_ada
 def test_dpo_changes_the_adapter_and_saves_only_it(ctx, sft_adapter, tmp_path):
     from safetensors.torch import load_file
 
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
-    base = ctx.cache.get(hf_model.BASE_KEY) or hf_model.load_base(ctx)[0]
+    base = ctx.models.base_model or hf_model.load_base(ctx)[0]
     result = dpo(ctx, epochs=2).train_pairs(PAIRS, sft_adapter, tmp_path / "dpo")
     out = tmp_path / "dpo"
     assert result.adapter == AdapterRef.from_dir(out) and result.adapter.sha256 != sft_adapter.sha256
@@ -89,7 +89,7 @@ def test_dpo_changes_the_adapter_and_saves_only_it(ctx, sft_adapter, tmp_path):
     assert max(float((before[k] - after[k]).abs().max()) for k in before) > 1e-4
     assert result.metrics["dpo_loss"] < result.metrics["dpo_first_loss"]  # it learned the preference
     # the shared base is the same object, without LoRA layers
-    assert ctx.cache[hf_model.BASE_KEY] is base
+    assert ctx.models.base_model is base
     assert not [n for n, _ in base.named_modules() if "lora_" in n] and not base.training
 
 
@@ -112,7 +112,7 @@ def test_beta_comes_from_the_dpo_config(tiny_model_dir):
 def test_registered_with_strict_params():
     from srscode.core.errors import ConfigError
     from srscode.core.registry import validate_params
-    from srscode.plugins import dpo as dpo_plugin
+    from srscode.plugins.train import dpo as dpo_plugin
 
     (spec,) = list(dpo_plugin.srscode_trainers())
     assert spec.name == "dpo"

@@ -13,9 +13,13 @@ import pytest
 import fake_stages
 from fake_stages import fake_config
 from srscode.core.config import validate
-from srscode.core.engine import Engine, split_tasks
+from srscode.core.engine import Engine
 from srscode.core.errors import LedgerError, StageError
+from srscode.core.hookspecs import hookimpl
 from srscode.core.ledger import Ledger, RunLock
+from srscode.core.task_loading import split_tasks
+from srscode.core.types import ComponentSpec, Schedule
+from srscode.plugins.schedule.ratio import RatioParams, RatioScheduler
 
 
 def run(tmp, cfg_dict, **kw):
@@ -174,6 +178,70 @@ def test_split_is_fixed_and_seeded():
 
 def test_status_command_of_a_finished_run(tmp_path):
     run(tmp_path, fake_config(rounds=3))
-    out = subprocess.run([sys.executable, "-m", "srscode.core.cli", "status", str(tmp_path)],
+    out = subprocess.run([sys.executable, "-m", "srscode.cli.main", "status", str(tmp_path)],
                          capture_output=True, text=True, check=True).stdout
     assert "round     3 of 3" in out and "graduated" in out and "validation before" in out
+
+
+class RepeatingScheduler:
+    """Schedules its first new task a second time, as a review (what a prefilled memory that
+    overlaps the ratio scheduler's new-task pool produced)."""
+
+    def __init__(self):
+        self.inner = RatioScheduler(RatioParams(new_task_ratio=1.0))
+
+    def setup(self, train_ids, seed):
+        self.inner.setup(train_ids, seed)
+
+    def schedule(self, step, batch_size, memory):
+        sched = self.inner.schedule(step, batch_size, memory)
+        return Schedule(sched.new, sched.review + sched.new[:1])
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+class RepeatingPlugin:
+    @hookimpl
+    def srscode_schedulers(self):
+        yield ComponentSpec("repeating", lambda params, ctx: RepeatingScheduler(), None, "names a task twice")
+
+
+def test_a_schedule_naming_a_task_twice_is_refused_with_the_scheduler_and_the_task(tmp_path):
+    cfg = validate(fake_config(**{"stages.scheduler": {"name": "repeating"}}))
+    eng = Engine(cfg, cfg.model_dump(mode="json"), tmp_path, extra_plugins=[fake_stages, RepeatingPlugin()],
+                 quiet=True)
+    with pytest.raises(StageError, match=r"round 1: scheduler 'repeating' named tasks more than once: "
+                                         r"\S+ \(new and review\) \(1 in all\)"):
+        eng.run()
+    assert Ledger(tmp_path, create=False).last_round() == 0
+
+
+class TwoWayBuilder:
+    """A third-party builder written before render_target existed: build and extract only."""
+
+    def build(self, task):
+        from srscode.core.types import Prompt
+
+        return Prompt(task.task_id, task.question)
+
+    def extract(self, output, prompt=None):
+        return output
+
+
+class OldBuilderPlugin:
+    @hookimpl
+    def srscode_prompt_builders(self):
+        yield ComponentSpec("old-style", lambda params, ctx: TwoWayBuilder(), None, "no render_target")
+
+
+def test_a_prompt_builder_without_render_target_is_refused_before_any_round(tmp_path):
+    cfg = validate(fake_config(**{"stages.prompt": {"name": "old-style"}}))
+    eng = Engine(cfg, cfg.model_dump(mode="json"), tmp_path, extra_plugins=[fake_stages, OldBuilderPlugin()],
+                 quiet=True)
+    with pytest.raises(StageError, match=r"stages.prompt: prompt builder 'old-style' has no render_target\(\)"):
+        eng.run()
+    assert not (tmp_path / "rounds").exists()

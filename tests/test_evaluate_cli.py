@@ -4,11 +4,15 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import sys
+import types
 
 import pytest
 
-from srscode.core.errors import ConfigError, DataError
-from srscode.core.evaluate_cmd import add_check_data_parser, add_evaluate_parser
+from srscode.core.errors import ConfigError, DataError, RegistryError
+from srscode.core.hookspecs import hookimpl
+from srscode.core.types import ComponentSpec, Verdict
+from srscode.cli.evaluate import add_check_data_parser, add_evaluate_parser
 
 REF = "def add(a, b):\n    return a + b\n"
 TEST = "def test_add():\n    assert add(2, 3) == 5\n\ndef test_neg():\n    assert add(-1, 1) == 0\n"
@@ -116,3 +120,50 @@ def test_check_data_reports_failing_references_and_records_runtimes(tmp_path, ca
     assert {s["task_id"] for s in summary["slowest"]} == {"ok1", "ok2", "broken"}
     entries = json.loads(cache.read_text())["entries"]
     assert len(entries) == 3 and all(e["ref_s"] is not None for e in entries.values())
+
+
+def test_an_unknown_evaluator_lists_the_registered_ones(tmp_path) -> None:
+    src = tmp_path / "in.jsonl"
+    write_lines(src, [{"id": "a", "solution": REF, "test": TEST}])
+    args = parse(["evaluate", str(src), "--evaluator", "pytest-xdsit", "--cache", "none"])
+    with pytest.raises(RegistryError, match=r"--evaluator: unknown evaluator 'pytest-xdsit'\. Available: .*pytest-xdist, subprocess"):
+        args.func(args)
+
+
+class EqualsReference:
+    """A third-party Evaluator without the streaming service: a candidate passes when its
+    code is the task's reference solution."""
+
+    closed = 0
+
+    def evaluate(self, tasks, candidates):
+        return [Verdict(c.task_id, c.index, "passed" if c.code == tasks[c.task_id].solution else "failed", 0, 1, {}, 0.0, "")
+                for c in candidates]
+
+    def close(self) -> None:
+        EqualsReference.closed += 1
+
+
+def test_a_third_party_evaluator_judges_the_file_through_the_registry(tmp_path, monkeypatch) -> None:
+    plugin = types.ModuleType("equals_reference_plugin")
+
+    @hookimpl
+    def srscode_evaluators():
+        yield ComponentSpec("equals-reference", lambda params, ctx: EqualsReference())
+
+    plugin.srscode_evaluators = srscode_evaluators
+    monkeypatch.setitem(sys.modules, plugin.__name__, plugin)
+    monkeypatch.setenv("SRSCODE_PLUGINS", plugin.__name__)
+    src = tmp_path / "in.jsonl"
+    write_lines(src, [{"id": "a", "solution": REF, "test": TEST, "reference": REF, "task_id": "t"},
+                      "not json",
+                      {"id": "b", "solution": "def add(a, b):\n    return 0\n", "test": TEST, "reference": REF, "task_id": "t"}])
+    args = parse(["evaluate", str(src), "--evaluator", "equals-reference", "-q"])
+    buf = io.StringIO()
+    assert args.func(args, out=buf) == 0
+    rows = [json.loads(line) for line in buf.getvalue().splitlines()]
+    assert [(r["id"], r["task_id"], r["status"]) for r in rows] == [("a", "t", "passed"), ("line 2", None, "error"), ("b", "t", "failed")]
+    assert EqualsReference.closed == 1
+    with pytest.raises(ConfigError, match=r"evaluator: this component takes no params"):
+        args = parse(["evaluate", str(src), "--evaluator", "equals-reference", "--workers", "2"])
+        args.func(args)

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from srscode.core.types import Candidate, Task
-from srscode.plugins.subprocess_evaluator import SubprocessEvaluator, SubprocessParams
-from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+from srscode.plugins.evaluate.subprocess_per_candidate import SubprocessEvaluator, SubprocessParams
+from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
 REF = "def add(a, b):\n    return a + b\n"
 TEST = """
@@ -141,7 +141,7 @@ def test_hostile_candidates_fail_cleanly_and_do_not_disturb_honest_ones(tmp_path
     ev = PytestXdistEvaluator(XdistParams(workers=2, cache_path="none", min_timeout_s=LIMIT_S, timeout_s=LIMIT_S, max_timeout_s=LIMIT_S, dedupe=False))
     try:
         clean = run_batch(ev, HONEST)
-        pool = ev.service.backend
+        pool = ev.service.pool
         base = pool.base
         bad = hostile(outside)
         if "PID namespace" in ev.isolation.get("processes", ""):
@@ -195,10 +195,10 @@ def test_hostile_candidates_fail_cleanly_and_do_not_disturb_honest_ones(tmp_path
 def test_unprivileged_path_when_run_as_root(tmp_path) -> None:
     """Root takes the setuid path above; users get user namespaces with their own uid.
     Exercise that path here too with the candidates that attack it."""
-    from srscode.plugins.sandbox.expected import ReferenceCache
-    from srscode.plugins.sandbox.limits import Limits
-    from srscode.plugins.sandbox.pool import WorkerPool
-    from srscode.plugins.sandbox.service import EvaluationService, TimeoutSettings
+    from srscode.plugins.evaluate.sandbox.expected import ReferenceCache
+    from srscode.plugins.evaluate.sandbox.limits import Limits
+    from srscode.plugins.evaluate.sandbox.pool import WorkerPool
+    from srscode.plugins.evaluate.sandbox.service import EvaluationService, TimeoutSettings
 
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -227,7 +227,7 @@ def test_unprivileged_path_when_run_as_root(tmp_path) -> None:
 
 
 def test_isolation_is_reported(tmp_path) -> None:
-    from srscode.plugins.sandbox import isolation_status
+    from srscode.plugins.evaluate.sandbox import isolation_status
 
     st = isolation_status()
     for key in ("network", "filesystem", "processes", "user", "process_limit", "environment", "accelerators"):

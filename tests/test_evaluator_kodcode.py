@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kodcode"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared KodCode rows not found at {DATA}")

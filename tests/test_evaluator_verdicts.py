@@ -8,12 +8,12 @@ import time
 import pytest
 
 from srscode.core.types import Candidate, Task
-from srscode.plugins.sandbox.expected import ReferenceCache, expected_key
-from srscode.plugins.sandbox.harness import static_test_ids
-from srscode.plugins.sandbox.service import TimeoutSettings, scaled_timeout
-from srscode.plugins.sandbox.verdicts import Expected, classify, expected_from_reference
-from srscode.plugins.subprocess_evaluator import SubprocessEvaluator, SubprocessParams
-from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+from srscode.plugins.evaluate.sandbox.expected import ReferenceCache, expected_key
+from srscode.plugins.evaluate.sandbox.harness import static_test_ids
+from srscode.plugins.evaluate.sandbox.service import TimeoutSettings, scaled_timeout
+from srscode.plugins.evaluate.sandbox.verdicts import Expected, classify, expected_from_reference
+from srscode.plugins.evaluate.subprocess_per_candidate import SubprocessEvaluator, SubprocessParams
+from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
 REF = "def add(a, b):\n    return a + b\n"
 TEST = """
@@ -240,7 +240,7 @@ def test_a_dead_worker_is_replaced_and_its_job_retried() -> None:
 
     ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=2, max_timeout_s=2, min_timeout_s=2, dedupe=False))  # REF must run again
     try:
-        pool = ev.service.backend
+        pool = ev.service.pool
         ev.evaluate({"add": TASK}, [cand(REF, 0)])  # reference learned, worker warm
         victim = pool.worker_pids()[0]
         # kill the worker (not the candidate) while it runs a slow candidate
@@ -256,10 +256,10 @@ def test_a_dead_worker_is_replaced_and_its_job_retried() -> None:
 # --------------------------------------------------------------------------- dedupe
 
 
-class CountingBackend:
-    """Runs nothing: answers each job with the events of a run in which every test of
-    TEST passes when the solution contains ``ok``, and fails otherwise. ``sandbox_errors``
-    jobs (by solution text) first fail with an error of ours."""
+class CountingPool:
+    """An ExecutionPool that runs nothing: answers each job with the events of a run in
+    which every test of TEST passes when the solution contains ``ok``, and fails
+    otherwise. ``sandbox_errors`` jobs (by solution text) first fail with an error of ours."""
 
     def __init__(self, sandbox_errors: tuple[str, ...] = ()) -> None:
         import queue
@@ -268,6 +268,9 @@ class CountingBackend:
         self.jobs: list[dict] = []
         self.info: dict = {}
         self.sandbox_errors = list(sandbox_errors)
+
+    def start(self) -> None:
+        pass
 
     def submit(self, job: dict, priority: int = 1) -> None:
         self.jobs.append(job)
@@ -284,10 +287,21 @@ class CountingBackend:
         pass
 
 
-def dedupe_service(backend: CountingBackend, dedupe: bool = True):
-    from srscode.plugins.sandbox.service import EvaluationService
+def test_the_builtin_pools_and_the_fake_are_execution_pools() -> None:
+    from srscode.plugins.evaluate.sandbox.limits import Limits
+    from srscode.plugins.evaluate.sandbox.pool import WorkerPool
+    from srscode.plugins.evaluate.sandbox.service import ExecutionPool
+    from srscode.plugins.evaluate.sandbox.subproc import SubprocessPool
 
-    return EvaluationService(backend, TimeoutSettings(), ReferenceCache(None), dedupe=dedupe)
+    for pool in (WorkerPool(1, Limits()), SubprocessPool(1, Limits()), CountingPool()):
+        assert isinstance(pool, ExecutionPool), type(pool).__name__
+        pool.close()
+
+
+def dedupe_service(pool: CountingPool, dedupe: bool = True):
+    from srscode.plugins.evaluate.sandbox.service import EvaluationService
+
+    return EvaluationService(pool, TimeoutSettings(), ReferenceCache(None), dedupe=dedupe)
 
 
 def run_all(svc, subs: list[tuple[str, int, str, str | None]]) -> dict[tuple[str, int], object]:
@@ -298,11 +312,11 @@ def run_all(svc, subs: list[tuple[str, int, str, str | None]]) -> dict[tuple[str
 
 
 def test_identical_candidates_run_once_and_each_gets_its_own_verdict() -> None:
-    backend = CountingBackend()
-    svc = dedupe_service(backend)
+    pool = CountingPool()
+    svc = dedupe_service(pool)
     ok, bad = "def add(a, b):  # ok\n    return a + b\n", "def add(a, b):\n    return 0\n"
     got = run_all(svc, [("t", 0, ok, None), ("t", 1, ok, None), ("t", 2, bad, None), ("t", 3, ok, None), ("u", 0, bad, None)])
-    assert len(backend.jobs) == 2  # one run per distinct solution of the same test file
+    assert len(pool.jobs) == 2  # one run per distinct solution of the same test file
     assert svc.reused == 3
     assert {k: (v.task_id, v.index, v.status) for k, v in got.items()} == {
         ("t", 0): ("t", 0, "passed"), ("t", 1): ("t", 1, "passed"), ("t", 2): ("t", 2, "failed"),
@@ -310,31 +324,31 @@ def test_identical_candidates_run_once_and_each_gets_its_own_verdict() -> None:
 
 
 def test_without_dedupe_every_copy_runs() -> None:
-    backend = CountingBackend()
+    pool = CountingPool()
     ok = "def add(a, b):  # ok\n    return a + b\n"
-    got = run_all(dedupe_service(backend, dedupe=False), [("t", i, ok, None) for i in range(4)])
-    assert len(backend.jobs) == 4 and all(v.status == "passed" for v in got.values())
+    got = run_all(dedupe_service(pool, dedupe=False), [("t", i, ok, None) for i in range(4)])
+    assert len(pool.jobs) == 4 and all(v.status == "passed" for v in got.values())
 
 
 def test_a_candidate_equal_to_the_reference_takes_the_reference_run() -> None:
-    backend = CountingBackend()
+    pool = CountingPool()
     ref = "def add(a, b):  # ok reference\n    return a + b\n"
     other = "def add(a, b):  # ok too\n    return b + a\n"
-    svc = dedupe_service(backend)
+    svc = dedupe_service(pool)
     got = run_all(svc, [("t", 0, ref, ref), ("t", 1, other, ref), ("t", 2, ref, ref)])
     # the reference run (which learned the expected ids) and one run of the other solution
-    assert [j["solution"] for j in backend.jobs] == [ref, other]
+    assert [j["solution"] for j in pool.jobs] == [ref, other]
     assert [got[("t", i)].status for i in range(3)] == ["passed"] * 3
     assert got[("t", 0)].tests_expected == 3
 
 
 def test_copies_of_a_run_that_failed_on_our_side_run_themselves() -> None:
     ok = "def add(a, b):  # ok\n    return a + b\n"
-    backend = CountingBackend(sandbox_errors=(ok,))
-    got = run_all(dedupe_service(backend), [("t", i, ok, None) for i in range(3)])
+    pool = CountingPool(sandbox_errors=(ok,))
+    got = run_all(dedupe_service(pool), [("t", i, ok, None) for i in range(3)])
     statuses = [got[("t", i)].status for i in range(3)]
     assert statuses[0] == "sandbox-error" and statuses[1:] == ["passed", "passed"]
-    assert len(backend.jobs) == 3  # the failed run and one run for each waiting copy
+    assert len(pool.jobs) == 3  # the failed run and one run for each waiting copy
 
 
 def test_a_reference_timeout_excerpt_names_the_reference_limit() -> None:

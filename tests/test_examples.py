@@ -68,13 +68,13 @@ def test_dry_ablations_run_and_compare(tmp_path):
     """The three dry configs through the command line, side by side (the evaluator
     mostly waits on its workers, so three runs at once take little longer than one)."""
     pytest.importorskip("matplotlib", reason="srscode report needs matplotlib (pip install matplotlib)")
-    from srscode.core.report_cmd import add_report_parser
+    from srscode.cli.report import add_report_parser
 
     dirs = [tmp_path / f"{name}-dry" for name in ABLATIONS]
     # plain progress (as in CI) and a private reference cache of the evaluator
     env = {**os.environ, "SRSCODE_PROGRESS": "plain", "SRSCODE_CACHE_DIR": str(tmp_path / "cache")}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "srscode.core.cli", "run", str(EXAMPLES / f"{name}-dry.yaml"),
+        subprocess.Popen([sys.executable, "-m", "srscode.cli.main", "run", str(EXAMPLES / f"{name}-dry.yaml"),
                           "--run-dir", str(d)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         for name, d in zip(ABLATIONS, dirs)
     ]

@@ -1,4 +1,4 @@
-"""The fast decode loop (plugins/fast_decode.py) against transformers on tiny CPU models:
+"""The fast decode loop (plugins/lib/fast_decode.py) against transformers on tiny CPU models:
 greedy token-for-token equality with ``generate`` (Qwen2 and a tied-embedding Llama, with
 and without a LoRA adapter, left padding, per-row EOS, min_new_tokens), prefix sharing,
 the exact top-p restriction against transformers' own warpers, graph reuse through a
@@ -73,7 +73,7 @@ def _reference(model, enc, tok, max_new: int, eos: int, **kw):
 def _fast(model, enc, tok, n: int, max_new: int, eos: int, runner=None, min_new: int = 0):
     import torch
 
-    from srscode.plugins.fast_decode import FastDecoder, SamplingSpec
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
 
     spec = SamplingSpec(0.0, 1.0, (eos,), tok.pad_token_id, min_new_tokens=min_new)
     with torch.inference_mode():
@@ -155,7 +155,7 @@ class RecordingRunner:
 
 
 def test_steps_go_through_the_graph_runner_once_per_window(tokenizer, monkeypatch):
-    from srscode.plugins import fast_decode
+    from srscode.plugins.lib import fast_decode
 
     tok = tokenizer
     monkeypatch.setattr(fast_decode, "WINDOW", 16)  # several attention windows in a short run
@@ -200,7 +200,7 @@ def _dense(parts, rows: int, vocab: int):
 def test_top_p_restriction_is_transformers_distribution(probe):
     import torch
 
-    from srscode.plugins.fast_decode import top_p_candidates
+    from srscode.plugins.lib.fast_decode import top_p_candidates
 
     gen = torch.Generator().manual_seed(0)
     peaked = torch.randn(3, 500, generator=gen) * 4.0
@@ -220,9 +220,9 @@ def test_top_p_restriction_is_transformers_distribution(probe):
 def test_samples_follow_temperature_and_top_p():
     import torch
 
-    from srscode.plugins.fast_decode import SamplingSpec, sample_tokens
+    from srscode.plugins.lib.fast_decode import SamplingSpec, sample_tokens
 
-    from srscode.plugins import fast_decode
+    from srscode.plugins.lib import fast_decode
 
     logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20000, 1)
     torch.manual_seed(0)
@@ -266,15 +266,15 @@ def _gpt2(vocab: int):
 
 def test_unsupported_models_fall_back_to_generate(tiny_model_dir, tokenizer):
     from srscode.core.errors import StageError
-    from srscode.plugins import fast_decode, hf_model
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     gpt2 = _gpt2(len(tokenizer))
     assert "gpt2" in fast_decode.unsupported_reason(gpt2, 64)
     assert fast_decode.unsupported_reason(_tiny("llama", len(tokenizer), 1, 0), 64) is None
     ctx = make_ctx(tiny_model_dir)
-    ctx.cache[hf_model.TOKENIZER_KEY] = tokenizer
-    ctx.cache[hf_model.BASE_KEY] = gpt2
+    ctx.models.tokenizer = tokenizer
+    ctx.models.base_model = gpt2
     prompts = [Prompt("t1", TEXTS[0]), Prompt("t2", TEXTS[1])]
     auto = HFGenerator(HFGeneratorParams(max_new_tokens=6, do_sample=False), ctx)
     assert auto._fast_decoder(gpt2, prompts, tokenizer) is None
@@ -287,7 +287,7 @@ def test_unsupported_models_fall_back_to_generate(tiny_model_dir, tokenizer):
 
 
 def test_generate_iter_streams_batches_and_generate_concatenates_them(tiny_model_dir):
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     ctx = make_ctx(tiny_model_dir)
     prompts = [Prompt(f"t{i}", t) for i, t in enumerate(TEXTS)]
@@ -341,12 +341,12 @@ def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
 def test_stop_strings_end_rows_like_generate(tiny_model_dir, tokenizer):
     """A stop string completed late in the row (after a periodic check) and a special-token
     stop: the fast loop gives generate()'s text and token count."""
-    from srscode.plugins import fast_decode, hf_model
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     ctx = make_ctx(tiny_model_dir)
-    ctx.cache[hf_model.TOKENIZER_KEY] = tokenizer
-    ctx.cache[hf_model.BASE_KEY] = _tiny("qwen2", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    ctx.models.tokenizer = tokenizer
+    ctx.models.base_model = _tiny("qwen2", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
 
     def run(decode, prompts):
         g = HFGenerator(HFGeneratorParams(max_new_tokens=48, do_sample=False, decode=decode), ctx)
@@ -439,7 +439,7 @@ def test_sampling_uses_its_own_seeded_generator(tokenizer):
     generator is never advanced by it (a failed graph capture can leave that one unusable)."""
     import torch
 
-    from srscode.plugins.fast_decode import FastDecoder, SamplingSpec
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
 
     tok = tokenizer
     model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
@@ -466,7 +466,7 @@ def test_sampling_uses_its_own_seeded_generator(tokenizer):
 def test_exponential_race_draw_is_categorical():
     import torch
 
-    from srscode.plugins.fast_decode import draw
+    from srscode.plugins.lib.fast_decode import draw
 
     gen = torch.Generator().manual_seed(0)
     w = torch.tensor([[0.1, 0.0, 0.6, 0.3]]).repeat(20000, 1)
@@ -482,7 +482,7 @@ def test_exponential_race_draw_is_categorical():
 def _fast_compiled(model, enc, tok, n: int, max_new: int, backend, runner=None, sample: bool = False):
     import torch
 
-    from srscode.plugins.fast_decode import FastDecoder, SamplingSpec
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
 
     spec = SamplingSpec(0.8 if sample else 0.0, 0.9 if sample else 1.0, (tok.eos_token_id,), tok.pad_token_id)
     dec = FastDecoder(model, graph_runner=runner, seed=7, compile=backend is not None,
@@ -532,7 +532,7 @@ def test_compiled_regions_compile_once_for_all_layers(kind, tokenizer):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    from srscode.plugins import fast_decode
+    from srscode.plugins.lib import fast_decode
 
     tok = tokenizer
     cls, cfg = {"llama": (LlamaForCausalLM, LlamaConfig), "qwen2": (Qwen2ForCausalLM, Qwen2Config)}[kind]
@@ -566,7 +566,7 @@ def test_hf_generator_compile_auto_asks_the_backend(tiny_model_dir, tokenizer):
     accelerator; an explicit bool wins. No device is named."""
     import types
 
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     model = _tiny("llama", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     ctx = make_ctx(tiny_model_dir)

@@ -5,6 +5,7 @@ import platform
 
 import pytest
 from srscode.core.errors import ConfigError
+from srscode.hardware.backends import ASCEND, CPU, CUDA
 from srscode.hardware.compat import check_compat
 from srscode.hardware.versions import cann_version, dist_version, package_versions
 
@@ -25,12 +26,12 @@ def with_(**changes):
 
 
 def test_verified_ascend_set_passes_quietly():
-    assert check_compat(GOOD, "ascend") == []
+    assert check_compat(GOOD, ASCEND) == []
 
 
 def test_plain_cpu_or_cuda_install_passes():
-    assert check_compat({"python": "3.11.7", "torch": "2.13.0+cpu"}, "cpu") == []
-    assert check_compat({"python": "3.12.3", "torch": "2.11.0", "vllm": "0.24.1"}, "cuda") == []
+    assert check_compat({"python": "3.11.7", "torch": "2.13.0+cpu"}, CPU) == []
+    assert check_compat({"python": "3.12.3", "torch": "2.11.0", "vllm": "0.24.1"}, CUDA) == []
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,7 @@ def test_plain_cpu_or_cuda_install_passes():
 )
 def test_known_incompatible_sets_are_refused(versions, needle):
     with pytest.raises(ConfigError) as err:
-        check_compat(versions, "ascend")
+        check_compat(versions, ASCEND)
     text = str(err.value)
     assert needle in text
     # the message names the supported set
@@ -55,37 +56,37 @@ def test_known_incompatible_sets_are_refused(versions, needle):
 
 
 def test_torch_local_label_is_fine():
-    assert check_compat(with_(torch="2.10.0+cpu"), "ascend") == []
+    assert check_compat(with_(torch="2.10.0+cpu"), ASCEND) == []
 
 
 def test_other_consistent_set_warns_unverified():
     versions = with_(vllm="0.24.0", vllm_ascend="0.24.0", torch="2.11.0", torch_npu="2.11.0")
-    warns = check_compat(versions, "ascend")
+    warns = check_compat(versions, ASCEND)
     assert len(warns) == 1 and "not the verified set" in warns[0]
 
 
 def test_other_cann_warns():
-    warns = check_compat(with_(cann="8.3.RC1"), "ascend")
+    warns = check_compat(with_(cann="8.3.RC1"), ASCEND)
     assert warns == ["CANN 8.3.RC1 is not the CANN 9.1.0 that vllm-ascend 0.23.0 is verified with"]
 
 
 def test_lora_with_tensor_parallel_on_ascend_warns():
-    assert check_compat(GOOD, "ascend", tp=1, lora=True) == []
-    assert check_compat(GOOD, "ascend", tp=2, lora=False) == []
-    (warn,) = check_compat(GOOD, "ascend", tp=2, lora=True)
+    assert check_compat(GOOD, ASCEND, tp=1, lora=True) == []
+    assert check_compat(GOOD, ASCEND, tp=2, lora=False) == []
+    (warn,) = check_compat(GOOD, ASCEND, tp=2, lora=True)
     assert "tensor_parallel_size=2" in warn and "broken upstream" in warn
 
 
 def test_vllm_ascend_in_a_cuda_env_is_refused_unless_filtered():
     versions = {"python": "3.11.7", "torch": "2.10.0", "vllm": "0.23.0", "vllm-ascend": "0.23.0", "torch-npu": "2.10.0.post4"}
     with pytest.raises(ConfigError, match="vllm-ascend is installed in a CUDA environment"):
-        check_compat(versions, "cuda")
+        check_compat(versions, CUDA)
     with pytest.raises(ConfigError, match="CUDA environment"):
-        check_compat(versions, "cuda", environ={"VLLM_PLUGINS": "ascend,lora_resolver"})
-    assert check_compat(versions, "cuda", environ={"VLLM_PLUGINS": "lora_resolver"}) == []
+        check_compat(versions, CUDA, environ={"VLLM_PLUGINS": "ascend,lora_resolver"})
+    assert check_compat(versions, CUDA, environ={"VLLM_PLUGINS": "lora_resolver"}) == []
 
 
-def test_resolved_backend_check_compat_uses_its_name(monkeypatch):
+def test_resolved_backend_check_compat_uses_its_rules(monkeypatch):
     from srscode.core.config import HardwareConfig
     from srscode.hardware import builtin_registry, reset_cache, resolve_backend
 

@@ -7,7 +7,7 @@ import sys
 import types
 
 import pytest
-from srscode.core.env_cmd import add_env_parser
+from srscode.cli.env import add_env_parser
 from srscode.hardware import reset_cache
 from srscode.hardware.testing import fake_module
 
@@ -33,7 +33,7 @@ def run(argv, capsys):
 
 
 def test_env_json(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "srscode.plugins.sandbox", None)  # not written yet / absent
+    monkeypatch.setitem(sys.modules, "srscode.plugins.evaluate.sandbox", None)  # not written yet / absent
     rc, out = run(["--json"], capsys)
     info = json.loads(out)
     assert rc == 0
@@ -45,7 +45,7 @@ def test_env_json(monkeypatch, capsys):
 
 
 def test_env_text_shows_isolation_status(monkeypatch, capsys):
-    fake_module(monkeypatch, "srscode.plugins.sandbox", isolation_status=lambda: {"namespaces": "unshare ok", "rlimits": True})
+    fake_module(monkeypatch, "srscode.plugins.evaluate.sandbox", isolation_status=lambda: {"namespaces": "unshare ok", "rlimits": True})
     rc, out = run([], capsys)
     assert rc == 0
     assert "backend             cpu (from env" in out
@@ -57,7 +57,7 @@ def test_env_text_shows_isolation_status(monkeypatch, capsys):
 def test_env_reports_unusable_backend(monkeypatch, capsys, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("hardware: {backend: ascend}\n")
-    monkeypatch.setitem(sys.modules, "srscode.plugins.sandbox", types.ModuleType("srscode.plugins.sandbox"))
+    monkeypatch.setitem(sys.modules, "srscode.plugins.evaluate.sandbox", types.ModuleType("srscode.plugins.evaluate.sandbox"))
     rc, out = run([str(cfg)], capsys)
     assert rc == 2
     assert "ERROR: hardware.backend: backend 'ascend' is not usable here: torch_npu is not installed" in out

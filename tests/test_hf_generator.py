@@ -34,7 +34,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 
 def gen(ctx, **params):
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     base = dict(max_new_tokens=10, batch_size=2)
     base.update(params)
@@ -46,7 +46,7 @@ def texts(cands):
 
 
 def test_candidates_per_prompt_in_order_with_token_counts(ctx):
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     cands = gen(ctx).generate(PROMPTS, 3, None, seed=0)
     assert [(c.task_id, c.index) for c in cands] == [(p.task_id, k) for p in PROMPTS for k in range(3)]
@@ -57,7 +57,7 @@ def test_candidates_per_prompt_in_order_with_token_counts(ctx):
         assert c.prompt_tokens == len(tok(prompt.text)["input_ids"])
         assert 1 <= c.completion_tokens <= 10
         assert c.adapter is None
-        assert c.code == c.text.strip() + "\n"  # the builder in ctx.cache extracted it
+        assert c.code == c.text.strip() + "\n"  # ctx.prompt_builder extracted it
 
 
 def test_seeded_sampling_is_reproducible(ctx):
@@ -89,7 +89,7 @@ def test_stop_strings_cut_the_text(ctx):
 
 
 def test_completion_length_and_truncation_helpers():
-    from srscode.plugins.hf_generator import completion_length, truncate_at_stop
+    from srscode.plugins.generate.hf import completion_length, truncate_at_stop
 
     assert completion_length([5, 6, 2, 0, 0], eos_ids={2}, pad_id=0) == 3  # through the eos
     assert completion_length([5, 6, 0, 0], eos_ids={2}, pad_id=0) == 2  # stopped by a stop string
@@ -136,21 +136,21 @@ def test_missing_adapter_folder_is_a_stage_error(ctx, tmp_path):
 
 
 def test_extractor_falls_back_to_the_configured_prompt_builder(tiny_model_dir):
-    from srscode.plugins.prompts import QwenBuilder
+    from srscode.plugins.prompt.builders import QwenBuilder
 
     ctx = make_ctx(tiny_model_dir, stages={"prompt": {"name": "qwen"}})
-    del ctx.cache["prompt_builder"]
+    ctx.prompt_builder = None  # a generator used without the engine
     prompt = Prompt("t1", "def add(a, b):", stop=QwenBuilder.stop)
     cand = gen(ctx).generate([prompt], 1, None, 0)[0]
     assert cand.code == QwenBuilder().extract(cand.text, prompt)
-    assert isinstance(ctx.cache["prompt_builder"], QwenBuilder)
+    assert isinstance(ctx.prompt_builder, QwenBuilder)
 
 
 def test_registered_with_strict_params_and_loads_the_tokenizer_for_prompts(tiny_model_dir, tmp_path):
     from srscode.core.registry import validate_params
     from srscode.core.types import Task
-    from srscode.plugins import hf_generator
-    from srscode.plugins.prompts import ChatBuilder
+    from srscode.plugins.generate import hf as hf_generator
+    from srscode.plugins.prompt.builders import ChatBuilder
 
     (spec,) = list(hf_generator.srscode_generators())
     assert spec.name == "hf"
@@ -160,8 +160,8 @@ def test_registered_with_strict_params_and_loads_the_tokenizer_for_prompts(tiny_
     # model's own template, and the (heavy) model itself is not loaded yet
     ctx = make_ctx(tiny_model_dir)
     spec.factory(validate_params(spec.params, {}, "p"), ctx)
-    assert "tokenizer" in ctx.cache and "base_model" not in ctx.cache
-    prompt = ChatBuilder(tokenizer_provider=lambda: ctx.cache.get("tokenizer")).build(
+    assert ctx.models.tokenizer is not None and ctx.models.base_model is None
+    prompt = ChatBuilder(tokenizer_provider=lambda: ctx.models.tokenizer).build(
         Task("t", "Write f.", "def f(): pass", "def test_f(): pass")
     )
     assert prompt.format == "chat" and prompt.text.endswith("<|im_start|>assistant\n")
@@ -172,7 +172,7 @@ def test_registered_with_strict_params_and_loads_the_tokenizer_for_prompts(tiny_
 @pytest.mark.parametrize("decode", ["fast", "generate"])
 def test_the_generate_bar_shows_the_decode_step_within_a_batch(tiny_model_dir, decode):
     """A batch can take minutes on a CPU: the fast loop reports its step on the bar."""
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     bars: list = []
     ctx = make_ctx(tiny_model_dir)

@@ -11,9 +11,9 @@ import pytest
 from srscode.core.errors import ConfigError, DataError
 from srscode.core.registry import validate_params
 from srscode.core.types import FunctionInfo, RecordedTrial
-from srscode.plugins import kodcode_source as kc
-from srscode.plugins.kodcode_source import KodCodeParams, KodCodeSource
-from srscode.plugins.starter_source import StarterSource
+from srscode.plugins.data import kodcode as kc
+from srscode.plugins.data.kodcode import KodCodeParams, KodCodeSource
+from srscode.plugins.data.starter import StarterSource
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/kodcode"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared KodCode rows not present at {SHARED}")
@@ -329,7 +329,7 @@ def test_params_schema_rejects_unknown_keys():
 
 
 def _packaged_starter() -> Path:
-    return Path(str(importlib.resources.files("srscode.plugins.starter") / "tasks.jsonl"))
+    return Path(str(importlib.resources.files("srscode.plugins.data.starter_set") / "tasks.jsonl"))
 
 
 @pytest.mark.skipif(not _packaged_starter().is_file(), reason="starter tasks.jsonl not written yet")

@@ -15,7 +15,8 @@ from srscode.core.config import validate
 from srscode.core.engine import Engine
 from srscode.core.errors import ConfigError
 from srscode.core.ledger import Ledger
-from srscode.plugins import console_logger, tracker_logger
+from srscode.plugins.log import console as console_logger
+from srscode.plugins.log import trackers as tracker_logger
 
 
 def run(run_dir: Path, cfg_dict: dict, **kw) -> dict:

@@ -29,7 +29,7 @@ def examples(n: int = 4, weight: float = 1.0) -> list[SFTExample]:
 
 
 def trainer(ctx, **params):
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
 
     base = dict(r=4, alpha=8, lr=1e-2, epochs=1, batch_size=2, max_length=64)
     base.update(params)
@@ -71,14 +71,13 @@ def expected_steps(built, n_examples: int, max_length: int) -> int:
 
 
 def test_trains_saves_adapter_and_leaves_the_base_clean(ctx, tmp_path, monkeypatch):
-    from srscode.plugins import hf_model
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
-    from srscode.plugins.lora_sft import LoRASFTTrainer
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.train.lora_sft import LoRASFTTrainer
 
     g = HFGenerator(HFGeneratorParams(max_new_tokens=8, do_sample=False), ctx)
     prompts = [Prompt("t0", PROMPT.format(name="f0"))]
     before = [c.text for c in g.generate(prompts, 1, None, 0)]
-    base = ctx.cache[hf_model.BASE_KEY]
+    base = ctx.models.base_model
 
     built = []  # the TRL trainer train_sft trains with, to read its rows and batch size
     build = LoRASFTTrainer.build_trainer
@@ -100,13 +99,13 @@ def test_trains_saves_adapter_and_leaves_the_base_clean(ctx, tmp_path, monkeypat
     assert m["train_weighted"] == 0.0  # equal weights: plain shuffled epoch
 
     # the same base object, without LoRA layers, in eval mode: not reloaded, not modified
-    assert ctx.cache[hf_model.BASE_KEY] is base
+    assert ctx.models.base_model is base
     assert lora_modules(base) == [] and not base.training
-    assert hf_model.PEFT_KEY not in ctx.cache
+    assert ctx.models.peft_model is None
     assert [c.text for c in g.generate(prompts, 1, None, 0)] == before
     # and the generator serves the new adapter next round, reporting its hash
     assert g.generate(prompts, 1, result.adapter, 0)[0].adapter == result.adapter
-    assert ctx.cache[hf_model.BASE_KEY] is base
+    assert ctx.models.base_model is base
 
 
 def test_continues_from_the_previous_adapter(ctx, tiny_model_dir, tmp_path):
@@ -124,7 +123,7 @@ def test_continues_from_the_previous_adapter(ctx, tiny_model_dir, tmp_path):
 
 
 def _tokens(ctx, ex: SFTExample) -> int:
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     _, tok = hf_model.load_base(ctx)
     return len(tok(ex.prompt + ex.completion + tok.eos_token)["input_ids"])
@@ -160,7 +159,7 @@ def test_zero_weight_examples_are_dropped(ctx, tmp_path):
 def test_registered_with_strict_params():
     from srscode.core.errors import ConfigError
     from srscode.core.registry import validate_params
-    from srscode.plugins import lora_sft
+    from srscode.plugins.train import lora_sft
 
     (spec,) = list(lora_sft.srscode_trainers())
     assert spec.name == "lora-sft"
@@ -177,7 +176,7 @@ DDP_SCRIPT = textwrap.dedent(
     from pathlib import Path
     from model_fixtures import make_ctx
     from srscode.core.types import SFTExample
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
     from accelerate import PartialState
 
     state = PartialState(cpu=True)
@@ -220,7 +219,7 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_
 def test_one_process_trains_on_one_device_even_with_several_visible():
     """Without a launcher, Trainer would use nn.DataParallel over every visible GPU (TRL
     refuses it); under a launcher each process already has one device."""
-    from srscode.plugins.lora_sft import one_device_per_process
+    from srscode.plugins.train.lora_sft import one_device_per_process
 
     class Args:
         def __init__(self, visible: int, world: int):

@@ -1,4 +1,4 @@
-"""Base-model loading (plugins/hf_model.py): local folders, hub ids, the missing-path error,
+"""Base-model loading (plugins/lib/hf_model.py): local folders, hub ids, the missing-path error,
 the embedded SmolLM2 GGUF converted once into the cache, and the shared cache in ctx."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from srscode.core.errors import ConfigError
 
 
 def test_missing_local_path_names_the_key_and_the_path(tmp_path):
-    from srscode.plugins.hf_model import resolve_model_source
+    from srscode.plugins.lib.hf_model import resolve_model_source
 
     missing = tmp_path / "no-such-model"
     with pytest.raises(ConfigError) as err:
@@ -26,7 +26,7 @@ def test_missing_local_path_names_the_key_and_the_path(tmp_path):
 
 
 def test_hub_ids_pass_through_and_local_folders_resolve(tmp_path):
-    from srscode.plugins.hf_model import resolve_model_source
+    from srscode.plugins.lib.hf_model import resolve_model_source
 
     src = resolve_model_source(ModelConfig(name_or_path="Qwen/Qwen2.5-Coder-1.5B-Instruct", revision="main"))
     assert (src.path, src.revision) == ("Qwen/Qwen2.5-Coder-1.5B-Instruct", "main")
@@ -35,7 +35,7 @@ def test_hub_ids_pass_through_and_local_folders_resolve(tmp_path):
 
 
 def test_embedded_default_falls_back_to_the_hub_id_without_the_package(monkeypatch):
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     monkeypatch.setattr(hf_model, "embedded_gguf", lambda: None)
     for alias in ("", "smollm2-135m-instruct", "SmolLM2-135M-Instruct"):
@@ -45,18 +45,18 @@ def test_embedded_default_falls_back_to_the_hub_id_without_the_package(monkeypat
 def test_load_base_is_cached_with_left_padding(tiny_model_dir):
     import torch
 
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     ctx = make_ctx(tiny_model_dir)
     model, tok = hf_model.load_base(ctx)
     assert hf_model.load_base(ctx) == (model, tok)
-    assert ctx.cache["base_model"] is model and ctx.cache["tokenizer"] is tok
+    assert ctx.models.base_model is model and ctx.models.tokenizer is tok
     assert tok.padding_side == "left" and tok.pad_token is not None
     assert not model.training and next(model.parameters()).dtype == torch.float32
 
 
 def test_pad_token_set_when_missing(tiny_model_dir, tmp_path):
-    from srscode.plugins.hf_model import ModelSource, load_tokenizer
+    from srscode.plugins.lib.hf_model import ModelSource, load_tokenizer
 
     folder = tmp_path / "nopad"  # a bare fast tokenizer without a pad token
     folder.mkdir()
@@ -72,7 +72,7 @@ def test_pad_token_set_when_missing(tiny_model_dir, tmp_path):
 def test_failed_conversion_leaves_no_folder(monkeypatch, tmp_path):
     import transformers
 
-    from srscode.plugins.hf_model import convert_gguf
+    from srscode.plugins.lib.hf_model import convert_gguf
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
@@ -84,7 +84,7 @@ def test_failed_conversion_leaves_no_folder(monkeypatch, tmp_path):
 
 
 def test_existing_conversion_is_reused(tmp_path):
-    from srscode.plugins.hf_model import convert_gguf
+    from srscode.plugins.lib.hf_model import convert_gguf
 
     dest = tmp_path / "models" / "done"
     dest.mkdir(parents=True)
@@ -94,7 +94,7 @@ def test_existing_conversion_is_reused(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_smollm2_gguf_converts_once_and_loads(monkeypatch, tmp_path):
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     gguf = hf_model.embedded_gguf()
     if gguf is None:
@@ -113,7 +113,7 @@ def test_embedded_smollm2_gguf_converts_once_and_loads(monkeypatch, tmp_path):
     model, tok = hf_model.load_base(ctx)
     assert getattr(model, "hf_quantizer", None) is None and tok.chat_template
     from srscode.core.types import Prompt
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     text = tok.apply_chat_template([{"role": "user", "content": "Say hello."}], tokenize=False, add_generation_prompt=True)
     cand = HFGenerator(HFGeneratorParams(max_new_tokens=8, do_sample=False), ctx).generate(

@@ -78,7 +78,7 @@ def test_one_round_through_every_stage_then_resume_restores_the_adapter(tiny_mod
 def test_smollm2_cpu_demo_runs_one_round(tmp_path):
     """The README's main command, cut to one round (about 4 minutes on 2 cores)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "srscode.core.cli", "--quiet", "run", str(ROOT / "examples" / "demo-cpu.yaml"),
+        [sys.executable, "-m", "srscode.cli.main", "--quiet", "run", str(ROOT / "examples" / "demo-cpu.yaml"),
          "--run-dir", str(tmp_path / "demo"), "--set", "rounds=1", "--json"],
         capture_output=True, text=True, timeout=1200,
     )

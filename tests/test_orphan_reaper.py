@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from srscode.plugins.orphan_reaper import descendants, proc_start_time
+from srscode.plugins.lib.orphan_reaper import descendants, proc_start_time
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the reaper reads /proc (Linux)")
 
 OWNER = textwrap.dedent(
     """
     import subprocess, sys, time
-    from srscode.plugins.orphan_reaper import descendants, reap_when_gone
+    from srscode.plugins.lib.orphan_reaper import descendants, reap_when_gone
     before = descendants()
     # a "library" child that starts a grandchild, like vLLM's engine core and its worker
     lib = subprocess.Popen([sys.executable, "-c",
@@ -75,7 +75,7 @@ def test_a_sigkilled_owner_takes_the_processes_it_registered_with_it():
 
 def test_a_reused_pid_is_not_killed(tmp_path):
     """The watchdog checks the start time it was given: a new process with the old pid lives."""
-    from srscode.plugins import orphan_reaper
+    from srscode.plugins.lib import orphan_reaper
 
     victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:

@@ -44,8 +44,8 @@ def test_reference_as_chosen_only_when_asked_and_no_candidate_passed():
     cands = [cand("c", 0, "p"), cand("c", 1, "q")]
     verdicts = [verdict("c", 0, False), verdict("c", 1, False)]
     tasks = {"c": Task("c", "q", "def ref(): pass", "def test(): pass")}
-    assert build_pairs(PROMPTS, cands, verdicts, 4, 0, tasks=tasks) == []
-    pairs = build_pairs(PROMPTS, cands, verdicts, 4, 0, tasks=tasks, reference_as_chosen=True)
+    assert build_pairs(PROMPTS, cands, verdicts, 4, 0) == []
+    pairs = build_pairs(PROMPTS, cands, verdicts, 4, 0, reference=lambda t: tasks[t].solution)
     assert len(pairs) == 2 and all("def ref()" in p.chosen for p in pairs)
 
 

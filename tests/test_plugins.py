@@ -3,7 +3,9 @@ package found through the ``srscode`` entry-point group, and the error cases."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from srscode.core.registry import DEFAULT_PLUGINS, make_plugin_manager
 from srscode.core.types import ComponentSpec
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +80,7 @@ def test_third_party_memory_policy_runs_from_its_entry_point(leitner_site, tmp_p
     assert boxes >= {1, 2}  # the policy's own state reached the ledger
     led.close()
     # and it is listed by `srscode plugins`
-    out = subprocess.run([sys.executable, "-m", "srscode.core.cli", "plugins"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "srscode.cli.main", "plugins"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(leitner_site), os.environ.get("PYTHONPATH", "")) if p)},
                          check=True).stdout
     assert "leitner (srscode-leitner 0.3.1, third-party)" in out and "memory: leitner" in out
@@ -126,7 +129,7 @@ def test_a_name_provided_twice_names_both_plugins():
         yield ComponentSpec("sm2", lambda p, c: None)
 
     dup.srscode_memory_policies = srscode_memory_policies
-    with pytest.raises(RegistryError, match=r"memory name 'sm2' is provided twice: by plugin 'srscode.plugins.sm2'.*dup_plugin"):
+    with pytest.raises(RegistryError, match=r"memory name 'sm2' is provided twice: by plugin 'srscode.plugins.memory.sm2'.*dup_plugin"):
         make_plugin_manager([dup], load_entry_points=False)
 
 
@@ -140,3 +143,26 @@ def test_builtin_params_unknown_key_and_wrong_type():
         reg.build("memory", "sm2", {"initial_ef": "high"}, None, "stages.memory")
     with pytest.raises(ConfigError, match=r"stages\.scheduler\.params: this component takes no params"):
         reg.build("scheduler", "uniform", {"x": 1}, None, "stages.scheduler")
+
+
+def test_the_new_evaluator_walkthrough_runs_through_srscode_evaluate(tmp_path):
+    """docs/plugins.md's evaluator, saved as the module it names and registered through
+    SRSCODE_PLUGINS, judges a file with `python -m srscode evaluate --evaluator threads`."""
+    page = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = page.split("\n## A new evaluator\n", 1)[1].split("\n## ", 1)[0]
+    [code] = re.findall(r"```python\n(.*?)```", section, re.S)
+    (tmp_path / "srscode_threads.py").write_text(code)
+    ref, test = "def add(a, b):\n    return a + b\n", "def test_add():\n    assert add(2, 3) == 5\n"
+    lines = [{"id": "ok", "solution": ref, "test": test, "reference": ref},
+             {"id": "wrong", "solution": "def add(a, b):\n    return a - b\n", "test": test, "reference": ref},
+             {"id": "exit", "solution": "import os\nos._exit(0)\n", "test": test}]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    env = {**os.environ, "SRSCODE_PLUGINS": "srscode_threads",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)}
+    proc = subprocess.run([sys.executable, "-m", "srscode", "evaluate", "in.jsonl", "-o", "out.jsonl", "--evaluator", "threads",
+                           "--workers", "2", "--timeout", "20", "--cache", "none"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in rows] == [("ok", "passed"), ("wrong", "failed"), ("exit", "crashed")]
+    assert "evaluated 3 line(s)" in proc.stderr

@@ -14,7 +14,7 @@ import pytest
 from srscode.core.errors import ConfigError
 from srscode.core.registry import validate_params
 from srscode.core.types import FunctionInfo, Task
-from srscode.plugins import prompts as P
+from srscode.plugins.prompt import builders as P
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "prompts"
 
@@ -78,7 +78,7 @@ def test_golden_chat_uses_the_tokenizer_template():
 
 def test_chat_without_tokenizer_falls_back_to_qwen(caplog):
     builder = P.ChatBuilder()
-    with caplog.at_level("INFO", logger="srscode.plugins.prompts"):
+    with caplog.at_level("INFO", logger="srscode.plugins.prompt.builders"):
         first = builder.build(TASK)
         builder.build(TASK)
     assert first.text == P.QwenBuilder().build(TASK).text
@@ -88,18 +88,20 @@ def test_chat_without_tokenizer_falls_back_to_qwen(caplog):
     assert P.ChatBuilder(tokenizer_provider=lambda: tiny_tokenizer(None)).build(TASK).format == "qwen"
 
 
-def test_chat_tokenizer_found_lazily_in_ctx_cache_or_set_later():
+def test_chat_tokenizer_found_lazily_in_ctx_models_or_set_later():
+    from srscode.core.context import SharedModels
+
     class Ctx:
-        cache: dict = {}
+        models = SharedModels()
 
     ctx = Ctx()
     (spec,) = [s for s in P.srscode_prompt_builders() if s.name == "chat"]
     builder = spec.factory(P.PromptParams(), ctx)
     assert builder.build(TASK).format == "qwen"  # no model loaded yet
-    ctx.cache["tokenizer"] = tiny_tokenizer()
+    ctx.models.tokenizer = tiny_tokenizer()
     assert builder.build(TASK).format == "chat"
     other = tiny_tokenizer("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}")
-    builder.tokenizer = other  # set by a generator: wins over the cache
+    builder.tokenizer = other  # set by a generator: wins over ctx.models
     assert builder.build(TASK).text.startswith("[system] ")
 
 
@@ -240,3 +242,43 @@ def test_extract_chat_uses_template_stops():
     assert builder.extract(f"{CODE}<|end|>\nmore", prompt) == CODE
     assert builder.extract(f"{CODE}<|end|>\nmore") == CODE
     assert P.ChatBuilder().extract(f"{CODE}<|im_end|>x") == CODE
+
+
+# --------------------------------------------------------------------------- training targets
+
+
+def chat_style_builders():
+    return [P.QwenBuilder(), P.DeepSeekBuilder(), P.CodeLlamaBuilder(), P.ChatBuilder(),
+            P.ChatBuilder(tokenizer_provider=tiny_tokenizer)]
+
+
+@pytest.mark.parametrize("builder", chat_style_builders(), ids=["qwen", "deepseek", "codellama", "chat-qwen", "chat"])
+def test_chat_formats_answer_with_one_python_block(builder):
+    prompt = builder.build(TASK)
+    fence = "```" + "python"
+    assert builder.render_target(TASK, prompt) == f"{fence}\n{TASK.solution.strip()}\n```"
+    assert builder.render_target(TASK, prompt, "\nx = 1\n\n") == f"{fence}\nx = 1\n```"
+    assert builder.extract(builder.render_target(TASK, prompt), prompt) == TASK.solution
+
+
+def test_base_target_continues_the_declaration_the_prompt_ends_with():
+    builder = P.BaseBuilder()
+    prompt = builder.build(TASK)
+    target = builder.render_target(TASK, prompt)
+    assert target == "    out, m = [], None\n    ...\n"  # the body: the prompt holds the declaration
+    assert builder.extract(target, prompt) == TASK.solution
+    # imports first: the whole program, which the extractor keeps as a restart
+    code = "from typing import List\n\ndef running_max(xs: List[int]):\n    return xs\n"
+    assert builder.render_target(TASK, prompt, code) == code
+    assert builder.extract(builder.render_target(TASK, prompt, code), prompt) == code
+
+
+def test_every_target_round_trips_through_extract_on_the_starter_set():
+    from srscode.plugins.data.starter import StarterSource
+
+    tasks = StarterSource().load(None).tasks
+    assert len(tasks) > 20
+    for builder in [P.BaseBuilder(), *chat_style_builders()]:
+        for task in tasks:
+            prompt = builder.build(task)
+            assert builder.extract(builder.render_target(task, prompt), prompt) == P._tidy(task.solution), task.task_id

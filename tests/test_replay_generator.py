@@ -10,13 +10,13 @@ import pytest
 from srscode.core.errors import ConfigError, StageError
 from srscode.core.registry import validate_params
 from srscode.core.types import AdapterRef, Prompt, RecordedTrial, Task
-from srscode.plugins import replay_generator as R
-from srscode.plugins.replay_generator import ReplayGenerator, ReplayParams
+from srscode.plugins.generate import replay as R
+from srscode.plugins.generate.replay import ReplayGenerator, ReplayParams
 
 
 @dataclass
 class Ctx:
-    cache: dict = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)
 
 
 def task(task_id: str, codes: list[str]) -> Task:
@@ -30,7 +30,7 @@ ADAPTER = AdapterRef("/runs/x/rounds/000001/adapter", "ab" * 32)
 
 
 def gen(**params) -> ReplayGenerator:
-    return ReplayGenerator(ReplayParams(**params), Ctx({"tasks": TASKS}))
+    return ReplayGenerator(ReplayParams(**params), Ctx(TASKS))
 
 
 def prompts(*ids: str) -> list[Prompt]:
@@ -78,7 +78,7 @@ def test_adapter_is_echoed():
 
 def test_task_without_trials_gets_empty_candidates_and_is_counted(caplog):
     g = gen()
-    with caplog.at_level("WARNING", logger="srscode.plugins.replay_generator"):
+    with caplog.at_level("WARNING", logger="srscode.plugins.generate.replay"):
         cands = g.generate(prompts("E", "A"), 2, None, seed=0)
     empty = [c for c in cands if c.task_id == "E"]
     assert [(c.index, c.code, c.text) for c in empty] == [(0, "", ""), (1, "", "")]
@@ -86,7 +86,7 @@ def test_task_without_trials_gets_empty_candidates_and_is_counted(caplog):
 
 
 def test_trials_source_needs_the_tasks():
-    with pytest.raises(StageError, match=r"ctx.cache\['tasks'\]"):
+    with pytest.raises(StageError, match=r"ctx\.tasks"):
         ReplayGenerator(ReplayParams(), Ctx()).generate(prompts("A"), 1, None, seed=0)
     with pytest.raises(StageError, match="'Z'"):
         gen().generate(prompts("Z"), 1, None, seed=0)
@@ -130,5 +130,5 @@ def test_ledger_errors(tmp_path):
 def test_registered_as_replay():
     (spec,) = list(R.srscode_generators())
     assert spec.name == "replay"
-    built = spec.factory(validate_params(spec.params, {}, "stages.generator.params"), Ctx({"tasks": TASKS}))
+    built = spec.factory(validate_params(spec.params, {}, "stages.generator.params"), Ctx(TASKS))
     assert len(built.generate(prompts("A"), 2, None, seed=0)) == 2

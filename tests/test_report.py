@@ -20,8 +20,8 @@ pytest.importorskip("matplotlib", reason="srscode report needs matplotlib (pip i
 
 from matplotlib.image import imread  # noqa: E402
 
-from srscode.core.report import PLOTS, load_run, write_report  # noqa: E402
-from srscode.core.report_cmd import add_report_parser  # noqa: E402
+from srscode.cli.report_render import PLOTS, load_run, write_report  # noqa: E402
+from srscode.cli.report import add_report_parser  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

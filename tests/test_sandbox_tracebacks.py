@@ -15,8 +15,8 @@ import _pytest.python
 import pytest
 from _pytest._code.source import get_statement_startend2
 
-from srscode.plugins.sandbox import tracebacks
-from srscode.plugins.xdist_evaluator import PytestXdistEvaluator, XdistParams
+from srscode.plugins.evaluate.sandbox import tracebacks
+from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
 
 @pytest.mark.parametrize("module", [_pytest.python, ast, json.decoder, subprocess])
@@ -39,7 +39,7 @@ RENDER = textwrap.dedent(
     """
     import contextlib, io, json, os, re, sys
     import pytest
-    from srscode.plugins.sandbox import tracebacks
+    from srscode.plugins.evaluate.sandbox import tracebacks
 
     os.chdir(sys.argv[1])
     def run():
@@ -143,7 +143,7 @@ CAPPED = textwrap.dedent(
     """
     import contextlib, io, json, os, re, sys
     import pytest
-    from srscode.plugins.sandbox import tracebacks
+    from srscode.plugins.evaluate.sandbox import tracebacks
 
     os.chdir(sys.argv[1])
     def run():
@@ -251,7 +251,7 @@ def test_a_runaway_recursion_renders_only_the_head_and_tail_of_its_traceback(tmp
 
 @pytest.mark.parametrize("evaluator", ["fork", "subprocess"])
 def test_both_evaluators_keep_a_capped_recursion_excerpt(evaluator) -> None:
-    from srscode.plugins.subprocess_evaluator import SubprocessEvaluator, SubprocessParams
+    from srscode.plugins.evaluate.subprocess_per_candidate import SubprocessEvaluator, SubprocessParams
 
     ev = (PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", dedupe=False)) if evaluator == "fork"
           else SubprocessEvaluator(SubprocessParams(workers=1, cache_path="none", dedupe=False)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from srscode.plugins.sandbox.pool import auto_workers
+from srscode.plugins.evaluate.sandbox.pool import auto_workers
 
 
 def test_auto_workers_is_one_per_core_for_a_single_process(monkeypatch):

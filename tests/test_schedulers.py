@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from srscode.plugins.ratio_scheduler import RatioParams, RatioScheduler
-from srscode.plugins.uniform_scheduler import UniformScheduler
+from srscode.core.types import Schedule
+from srscode.plugins.schedule.ratio import RatioParams, RatioScheduler
+from srscode.plugins.schedule.uniform import UniformScheduler
 
 
 class FakeMemory:
@@ -94,3 +95,8 @@ def test_uniform_is_random_per_step_and_reports_seen_as_review():
     u2 = UniformScheduler()
     u2.setup(IDS, 3)
     assert u2.schedule(1, 20, mem) == s1
+
+
+def test_a_schedule_names_the_tasks_it_repeats_and_where():
+    assert Schedule(("a", "b"), ("c",)).repeated() == []
+    assert Schedule(("a", "b", "a"), ("b", "c")).repeated() == ["a (2x new)", "b (new and review)"]

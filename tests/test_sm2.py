@@ -1,10 +1,10 @@
-"""Table-driven test of the seed's SM-2 transitions (plugins/sm2.py)."""
+"""Table-driven test of the seed's SM-2 transitions (plugins/memory/sm2.py)."""
 from __future__ import annotations
 
 import pytest
 
 from srscode.core.types import Task
-from srscode.plugins.sm2 import SM2Memory, SM2Params
+from srscode.plugins.memory.sm2 import SM2Memory, SM2Params
 
 TASK = Task("t1", "q", "def f(): pass", "def test(): pass", pass_percentage=0.25)
 

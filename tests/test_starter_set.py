@@ -1,4 +1,4 @@
-"""Checks for the starter task set in plugins/starter/tasks.jsonl (KodCode-V1 schema).
+"""Checks for the starter task set in plugins/data/starter_set/tasks.jsonl (KodCode-V1 schema).
 
 Schema checks are cheap; ``test_solutions_and_trials_execute_as_recorded`` runs every
 reference solution and every recorded trial against its pytest file in a fresh temp dir.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-TASKS_PATH = Path(__file__).resolve().parents[1] / "plugins/starter/tasks.jsonl"
+TASKS_PATH = Path(__file__).resolve().parents[1] / "plugins/data/starter_set/tasks.jsonl"
 
 TASK_KEYS = {
     "style", "subset", "question_id", "question", "solution", "test_code", "test_info",

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator, Mapping, Sequence
 
 import pytest
@@ -177,15 +178,12 @@ def test_the_adapter_check_holds_when_streaming(tmp_path):
 
 
 def test_replay_generate_iter_serves_what_generate_serves():
-    from srscode.plugins.replay_generator import ReplayGenerator, ReplayParams
-    from srscode.plugins.starter_source import StarterSource
+    from srscode.plugins.generate.replay import ReplayGenerator, ReplayParams
+    from srscode.plugins.data.starter import StarterSource
 
     tasks = {t.task_id: t for t in StarterSource().load(None).tasks}
 
-    class Ctx:
-        cache = {"tasks": tasks}
-
-    gen = ReplayGenerator(ReplayParams(batch_tasks=5), Ctx())
+    gen = ReplayGenerator(ReplayParams(batch_tasks=5), SimpleNamespace(tasks=tasks))
     prompts = [Prompt(t, "p") for t in sorted(tasks)[:12]]
     batches = list(gen.generate_iter(prompts, 3, None, 11))
     assert [len(b) for b in batches] == [15, 15, 6]

@@ -55,7 +55,7 @@ def _per_example_logprobs(trainer, model) -> tuple[dict[tuple, list[float]], int
 
 
 def test_packed_rows_give_the_padded_per_token_logprobs(ctx, tiny_model_dir, tmp_path):
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
 
     init = AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / "init", seed=1, r=4, scale=0.3))
     got = {}
@@ -68,7 +68,7 @@ def test_packed_rows_give_the_padded_per_token_logprobs(ctx, tiny_model_dir, tmp
             model.eval()
             got[packing] = _per_example_logprobs(trainer, model)
         finally:
-            from srscode.plugins.lora_sft import restore_base
+            from srscode.plugins.train.lora_sft import restore_base
 
             restore_base(ctx, model)
     padded, _ = got[False]
@@ -89,8 +89,8 @@ def test_packed_rows_attend_only_within_their_example(ctx):
     equality above depends on the block-diagonal mask (no cross-contamination)."""
     import torch
 
-    from srscode.plugins import hf_model
-    from srscode.plugins.lora_sft import PackedRowsCollator
+    from srscode.plugins.lib import hf_model
+    from srscode.plugins.train.lora_sft import PackedRowsCollator
 
     model, tok = hf_model.load_base(ctx)
     a = tok("def a():\n    return 1\n")["input_ids"]
@@ -111,7 +111,7 @@ def test_packed_rows_attend_only_within_their_example(ctx):
 
 
 def test_progress_goes_through_ctx_progress(ctx, tmp_path, capfd):
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
 
     bars = []
 
@@ -130,7 +130,7 @@ def test_liger_is_chosen_through_the_backend():
     import importlib.util
 
     from srscode.core.errors import StageError
-    from srscode.plugins.lora_sft import use_liger
+    from srscode.plugins.train.lora_sft import use_liger
 
     cpu, gpu = types.SimpleNamespace(use_cpu=True), types.SimpleNamespace(use_cpu=False)
     installed = importlib.util.find_spec("liger_kernel") is not None
@@ -145,7 +145,7 @@ def test_liger_is_chosen_through_the_backend():
 
 
 def test_weighted_packing_draws_before_packing(ctx, tmp_path):
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer, weighted_draw
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, weighted_draw
 
     draw = weighted_draw([1.0, 0.0, 3.0], 4000, seed=5)
     assert draw == weighted_draw([1.0, 0.0, 3.0], 4000, seed=5)  # the same on every process
@@ -156,7 +156,7 @@ def test_weighted_packing_draws_before_packing(ctx, tmp_path):
     m = LoRASFTTrainer(LoRASFTParams(r=4, alpha=8, batch_size=1, max_length=128, epochs=2.0), ctx).train_sft(
         ex, None, tmp_path / "w").metrics
     assert m["train_packed"] == 1.0 and m["train_weighted"] == 1.0
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     _, tok = hf_model.load_base(ctx)
     n1 = len(tok(ex[1].prompt + ex[1].completion + tok.eos_token)["input_ids"])

@@ -30,7 +30,7 @@ def fake_vllm(monkeypatch):
     vllm = importlib.import_module("vllm")
     vllm.reset()
     # the fake platform says "cuda"; this machine has no CUDA generator to probe, so answer for it
-    from srscode.plugins import vllm_generator
+    from srscode.plugins.generate import vllm as vllm_generator
 
     probe = vllm_generator.device_generator_has_offset
     monkeypatch.setattr(vllm_generator, "device_generator_has_offset", lambda d: d == "cuda" or probe(d))
@@ -49,7 +49,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
 
 
 def generator(ctx, **params):
-    from srscode.plugins.vllm_generator import VLLMGenerator, VLLMParams
+    from srscode.plugins.generate.vllm import VLLMGenerator, VLLMParams
 
     return VLLMGenerator(VLLMParams(**params), ctx)
 
@@ -61,8 +61,9 @@ def calls(vllm, kind):
 def test_engine_built_once_with_the_documented_arguments(fake_vllm, tiny_model_dir):
     backend = cpu_backend()
     backend.dtype_name = "bf16"
-    ctx = make_ctx(tiny_model_dir, seed=11, stages={"trainer": {"name": "lora-sft", "params": {"r": 12}}})
+    ctx = make_ctx(tiny_model_dir, seed=11)
     ctx._backend = backend
+    ctx.adapter_rank = 12  # what the engine sets for a lora-sft trainer with r=12
     g = generator(ctx, gpu_memory_utilization=0.4, max_model_len=2048, temperature=0.7, top_p=0.9, max_tokens=64)
     g.generate(PROMPTS, 3, None, seed=5)
     g.generate(PROMPTS, 3, None, seed=6)
@@ -130,21 +131,32 @@ def test_sleep_between_calls_frees_the_device(fake_vllm, tiny_model_dir):
 
 
 def test_adapter_rank_above_max_lora_rank_is_a_clear_error(fake_vllm, tiny_model_dir, tmp_path):
-    ctx = make_ctx(tiny_model_dir, stages={"trainer": {"name": "lora-sft", "params": {"r": 8}}})
-    # max_lora_rank = 16: the largest of the SFT trainer's r=8 and the DPO default r=16
+    ctx = make_ctx(tiny_model_dir)
+    ctx.adapter_rank = 16  # the engine's largest of the SFT trainer's r=8 and the DPO default r=16
     big = AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / "r32", seed=1, r=32))
     with pytest.raises(StageError, match="max_lora_rank"):
         generator(ctx).generate(PROMPTS, 1, big, 0)
 
 
+@pytest.mark.parametrize(
+    ("adapter_rank", "param", "expected"),
+    [(None, None, 16), (8, None, 8), (40, None, 64), (8, 100, 128)],
+)
+def test_max_lora_rank_from_the_trainers_rank_or_the_param(fake_vllm, tiny_model_dir, adapter_rank, param, expected):
+    ctx = make_ctx(tiny_model_dir)
+    ctx.adapter_rank = adapter_rank  # None: no trainer says its rank; room for lora-sft's default r=16
+    generator(ctx, max_lora_rank=param).generate(PROMPTS, 1, None, 0)
+    assert calls(fake_vllm, "LLM")[0]["max_lora_rank"] == expected
+
+
 def test_missing_vllm_names_the_extras(monkeypatch, tiny_model_dir):
-    from srscode.plugins import vllm_generator
+    from srscode.plugins.generate import vllm as vllm_generator
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm -> ImportError
     (spec,) = list(vllm_generator.srscode_generators())
     ctx = make_ctx(tiny_model_dir)
     g = spec.factory(spec.params(), ctx)  # building needs no vllm, only the tokenizer (for prompts)
-    assert "tokenizer" in ctx.cache
+    assert ctx.models.tokenizer is not None
     with pytest.raises(StageError) as err:
         g.generate(PROMPTS, 1, None, 0)
     assert "srs-code[cuda]" in str(err.value) and "srs-code[ascend]" in str(err.value)
@@ -154,7 +166,7 @@ def test_missing_vllm_names_the_extras(monkeypatch, tiny_model_dir):
 def test_seeds_per_request_only_where_vllms_device_generator_has_an_offset(fake_vllm, tiny_model_dir):
     """vLLM rewinds a seeded request's generator with get_offset/set_offset; torch's CPU generator
     has none, so on vLLM's CPU build the engine's own generator (seeded with the run's seed) draws."""
-    from srscode.plugins.vllm_generator import device_generator_has_offset
+    from srscode.plugins.generate.vllm import device_generator_has_offset
 
     assert device_generator_has_offset("cpu") is False  # the probe really runs torch's CPU generator
     import vllm.platforms
@@ -195,7 +207,7 @@ def test_a_vllm_that_fails_to_import_says_why_and_how_to_fix_torchvision(monkeyp
     for name in [m for m in sys.modules if m == "vllm" or m.startswith("vllm.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(broken.parent))
-    from srscode.plugins.vllm_generator import import_vllm
+    from srscode.plugins.generate.vllm import import_vllm
 
     with pytest.raises(StageError) as err:
         import_vllm()
@@ -237,12 +249,12 @@ def test_the_fake_rejects_what_vllm_rejects(fake_vllm, tiny_model_dir):
 def test_plugin_modules_import_no_heavy_dependency():
     code = (
         "import sys\n"
-        "import srscode.plugins.vllm_generator, srscode.plugins.hf_generator, srscode.plugins.lora_sft, "
-        "srscode.plugins.dpo, srscode.plugins.hf_model\n"
+        "import srscode.plugins.generate.vllm, srscode.plugins.generate.hf, srscode.plugins.train.lora_sft, "
+        "srscode.plugins.train.dpo, srscode.plugins.lib.hf_model\n"
         "print([m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets', 'vllm', 'vllm_ascend') "
         "if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert json.loads(out.strip().replace("'", '"')) == []
-    src = (Path(__file__).parents[1] / "plugins" / "vllm_generator.py").read_text()
+    src = (Path(__file__).parents[1] / "plugins" / "generate" / "vllm.py").read_text()
     assert "import vllm_ascend" not in src and "from vllm_ascend" not in src

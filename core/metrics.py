@@ -1,0 +1,88 @@
+"""A round's metrics (``metrics.json``, the ledger row, ``srscode_round_end``) and the run's
+status summary (``srscode status``, ``srscode_run_finish``)."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Mapping, Sequence
+
+from .ledger import FINAL_DPO, Ledger
+from .retention import retention_metrics
+from .round_state import RoundState
+
+
+def round_metrics(ledger: Ledger, s: RoundState, seconds: Mapping[str, float], world: int) -> dict[str, Any]:
+    """Everything recorded about round ``s``: counts and pass rates, the trainers' metrics,
+    validation, wall seconds, and the retention metrics (before the round commits)."""
+    metrics = _outcome(s)
+    metrics.update(s.train_metrics)
+    metrics.update(s.dpo_metrics)
+    if s.validation:
+        metrics["validation"] = s.validation
+    metrics["seconds"] = dict(seconds)
+    if s.generated.timing:  # under "seconds" like every wall-time figure (readers treat those as volatile)
+        metrics["streaming"] = {"seconds": s.generated.timing}
+    if world > 1:
+        metrics["world_size"] = world
+    metrics.update(retention_metrics(ledger, s.round, s.after, s.task_rate, pairs=len(s.pairs)))
+    return metrics
+
+
+def _outcome(s: RoundState) -> dict[str, Any]:
+    def mean(xs: Sequence[float]) -> float:
+        return sum(xs) / len(xs) if xs else 0.0
+
+    candidates, verdicts = s.generated.candidates, s.generated.verdicts
+    # sampling that collapses onto one solution shows here first (the evaluator runs
+    # each distinct one once, so this is also the share of runs it saved)
+    seen: set[tuple[str, str]] = set()
+    copies = 0
+    for c in candidates:
+        copies += (c.task_id, c.code) in seen
+        seen.add((c.task_id, c.code))
+
+    sched, rate, before, after = s.schedule, s.task_rate, s.before, s.after
+    ids = list(sched.task_ids)
+    statuses = Counter(v.status for v in verdicts)
+    return {
+        "round": s.round,
+        "new": len(sched.new),
+        "review": len(sched.review),
+        "candidates": len(verdicts),
+        "pass_rate": mean([rate.get(t, 0.0) for t in ids]),
+        "pass_rate_new": mean([rate.get(t, 0.0) for t in sched.new]),
+        "pass_rate_review": mean([rate.get(t, 0.0) for t in sched.review]),
+        "candidate_pass_rate": mean([float(v.passed) for v in verdicts]),
+        "tasks_solved": sum(1 for t in ids if any(v.passed for v in verdicts if v.task_id == t)),
+        "statuses": dict(sorted(statuses.items())),
+        "timeout_rate": statuses.get("timeout", 0) / len(verdicts) if verdicts else 0.0,
+        "duplicate_rate": copies / len(candidates) if candidates else 0.0,
+        "newly_graduated": sum(1 for t in ids if after[t].graduated and not before[t].graduated),
+        "newly_skipped": sum(1 for t in ids if after[t].skipped and not before[t].skipped),
+        "lapses": sum(1 for t in sched.review if (before[t].last_pass_rate or 0) > 0 and rate.get(t, 0.0) == 0),
+        "dpo_pairs": len(s.pairs),
+    }
+
+
+def prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` with every key starting with ``prefix`` (the DPO trainer's, next to SFT's)."""
+    return {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.items()}
+
+
+def status_summary(ledger: Ledger) -> dict[str, Any]:
+    last = ledger.last_round()
+    row = ledger.round_row(last) if last else None
+    config = ledger.get_meta("config") or {}
+    vals = ledger.validations()
+    dpo = ledger.stage(FINAL_DPO)
+    return {
+        "run_dir": str(ledger.run_dir),
+        "round": last,
+        "rounds_planned": config.get("rounds"),
+        "memory": ledger.memory_counts(last + 1),
+        "n_train": ledger.get_meta("n_train"),
+        "n_val": ledger.get_meta("n_val"),
+        "last_metrics": row["metrics"] if row else {},
+        "adapter": row["adapter_path"] if row else None,
+        "validations": vals,
+        "final_dpo": dpo["metrics"] if dpo else None,
+    }

@@ -1,0 +1,1 @@
+"""Helper libraries shared by stage plugins; they register no hooks."""

@@ -1,0 +1,1 @@
+"""Schedulers (hook ``srscode_schedulers``): ratio (new + due reviews) and uniform."""

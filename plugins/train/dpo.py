@@ -1,0 +1,127 @@
+"""Preference trainer ``dpo``: TRL's ``DPOTrainer`` on the same LoRA adapter.
+
+The reference model is the policy as it stands when the stage starts (base + the adapter
+passed as ``init``, normally the one SFT just trained), not the bare base. TRL 1.16 has no
+``model_adapter_name`` / ``ref_adapter_name`` options any more; its equivalent is built in:
+given a ``PeftModel`` whose trainable adapter is named ``"default"`` and no ``ref_model``,
+``DPOTrainer.__init__`` adds a frozen adapter ``"ref"`` with a copy of ``"default"``'s
+weights and computes the reference log-probs under it (``use_adapter(model, "ref")``).
+So the policy and the reference agree at step 0 and the first loss is log 2 (≈ 0.693).
+Without ``init`` a fresh LoRA (B = 0) is trained and the reference is the base, which is
+the same function. Only ``"default"`` is saved (``selected_adapters``).
+
+Speed: gradient checkpointing off and liger's layer kernels where available (``liger``, as
+in ``lora-sft``); TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so
+DPO batches stay padded. Progress: one ``ctx.progress("dpo")`` bar with the loss.
+
+``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
+epochs, batch size, ...) from ``dpo.params``. Precision/device from the hardware backend.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pydantic import Field
+
+from srscode.core.errors import StageError
+from srscode.core.hookspecs import hookimpl
+from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
+
+from ..lib import hf_model
+from .lora_sft import (
+    LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter, train_with_progress,
+)
+
+log = logging.getLogger(__name__)
+
+
+class DPOParams(LoRAParams):
+    lr: float = Field(5.0e-5, gt=0.0, description="Learning rate (a LoRA takes more than full DPO fine-tuning).")
+    loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid = the DPO paper's loss).")
+
+
+class DPOTrainerStage:
+    def __init__(self, params: DPOParams, ctx: Any):
+        self.params = params
+        self.ctx = ctx
+
+    @property
+    def adapter_rank(self) -> int:
+        """The LoRA rank of the adapters it saves (the vLLM generator sizes its slots with it)."""
+        return self.params.r
+
+    @property
+    def beta(self) -> float:
+        return float(self.ctx.config.dpo.beta)
+
+    def build_trainer(self, pairs: Sequence[DPOPair], model: Any, scratch: str, **overrides: Any) -> Any:
+        """The TRL ``DPOTrainer`` this stage trains with; ``overrides`` replace DPOConfig
+        arguments (the benchmark sets ``max_steps``)."""
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+
+        p = self.params
+        _, tokenizer = hf_model.load_base(self.ctx)
+        data = Dataset.from_dict(
+            {
+                "prompt": [x.prompt for x in pairs],
+                "chosen": [x.chosen for x in pairs],
+                "rejected": [x.rejected for x in pairs],
+            }
+        )
+        kw = {**common_args(p, self.ctx, scratch), **overrides}
+        args = one_device_per_process(DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw))
+        with known_library_deprecations():
+            return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+
+    def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
+        if not pairs:
+            return TrainResult(adapter=init, metrics={"dpo_pairs": 0.0})
+        if self.ctx.quiet:
+            hf_model.quiet_libraries()
+        else:
+            hf_model.quiet_datasets()
+        hf_model.load_base(self.ctx)
+        started = time.perf_counter()
+        model = peft_model_for(self.ctx, init, self.params)
+        try:
+            with tempfile.TemporaryDirectory(prefix="srscode-dpo-") as scratch:
+                trainer = self.build_trainer(pairs, model, scratch)
+                if init is not None and "ref" not in model.peft_config:
+                    raise StageError(
+                        "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
+                        "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
+                    )
+                output = train_with_progress(trainer, self.ctx, "dpo")
+                adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
+        finally:
+            restore_base(self.ctx, model)
+        seconds = time.perf_counter() - started
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        tokens = float(trainer.state.num_input_tokens_seen or 0)
+        metrics = {
+            "dpo_pairs": float(len(pairs)),
+            "dpo_loss": float(output.training_loss),
+            "dpo_first_loss": float(logs[0]["loss"]) if logs else float("nan"),
+            "dpo_reward_accuracy": float(logs[-1].get("rewards/accuracies", float("nan"))) if logs else float("nan"),
+            "dpo_reward_margin": float(logs[-1].get("rewards/margins", float("nan"))) if logs else float("nan"),
+            "dpo_steps": float(trainer.state.global_step),
+            "dpo_tokens": tokens,
+            "dpo_seconds": seconds,
+            "dpo_liger": float(bool(trainer.args.use_liger_kernel)),
+        }
+        return TrainResult(adapter=adapter, metrics=metrics)
+
+
+@hookimpl
+def srscode_trainers():
+    yield ComponentSpec(
+        "dpo",
+        lambda params, ctx: DPOTrainerStage(params, ctx),
+        DPOParams,
+        "TRL DPOTrainer on the LoRA adapter; reference = the policy at the stage's start",
+    )
