@@ -66,6 +66,28 @@ class DPOConfig(_Strict):
         return v
 
 
+class ValidationSource(_Strict):
+    """One further validation set: a dataset source's tasks, all of them validated (none trained on)."""
+
+    name: str = Field(description="Dataset source name (see `srscode plugins`), e.g. humaneval or kodcode.")
+    path: str | None = Field(None, description="What the source reads, like data.path (empty: its default).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Source-specific params, like data.params.")
+    label: str | None = Field(None, description="Its key in the recorded metrics and in `srscode status` (default: name).")
+    limit: int | None = Field(None, ge=1, description="Validate on at most this many of its tasks (the first by id).")
+
+    @field_validator("label")
+    @classmethod
+    def _label_text(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "/" in v):
+            raise ValueError("must be a non-empty name without '/'")
+        return v
+
+    @property
+    def key(self) -> str:
+        """The name its metrics are recorded under."""
+        return self.label or self.name
+
+
 class ValidationConfig(_Strict):
     every: int = Field(0, ge=0, description="Validate every k rounds (0 = only before and after).")
     at_start: bool = True
@@ -73,6 +95,36 @@ class ValidationConfig(_Strict):
     candidates: int = Field(1, ge=1, description="Samples per validation task (k of pass@k ≤ this).")
     k: list[int] = Field(default_factory=lambda: [1])
     limit: int | None = Field(None, ge=1, description="Validate on at most this many held-out tasks.")
+    held_out: bool = Field(True, description=(
+        "Validate on the held-out split of the training data (the tasks data.train_ratio leaves out); "
+        "its metrics are the top-level ones. Set false to validate on `sources` only."))
+    sources: list[ValidationSource] = Field(default_factory=list, description=(
+        "Further validation sets, each read by its own dataset source (e.g. `[{name: humaneval}]`), "
+        "validated with the same candidates and k and recorded separately under `sources.<label>`. "
+        "An entry has `name` (a dataset source), `path` and `params` (as data.path and data.params), "
+        "`label` (its key; default the name) and `limit` (at most this many of its tasks, the first by id)."))
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_labels(cls, v: list[ValidationSource]) -> list[ValidationSource]:
+        seen: set[str] = set()
+        for i, src in enumerate(v):
+            if src.key in seen:
+                raise ValueError(f"entry {i}: label {src.key!r} is used twice; give each source a distinct `label`")
+            seen.add(src.key)
+        return v
+
+
+class RetentionConfig(_Strict):
+    """The retention probe: re-test every training task that was ever solved with the
+    current adapter and record the share still solved (off unless `at_end` or `every`)."""
+
+    at_end: bool = Field(False, description="Probe once after the last round (and the final DPO stage).")
+    every: int = Field(0, ge=0, description="Also probe every k rounds, after the round commits (0 = never).")
+    threshold: float = Field(0.5, gt=0.0, le=1.0, description=(
+        "A task counts as solved when its mean test pass rate (over its samples) reaches this: "
+        "at some review to be probed, in the probe to count as still solved."))
+    candidates: int = Field(4, ge=1, description="Samples per probed task.")
 
 
 class HardwareConfig(_Strict):
@@ -91,6 +143,7 @@ class RunConfig(_Strict):
     stages: StagesConfig = StagesConfig()
     dpo: DPOConfig = DPOConfig()
     validation: ValidationConfig = ValidationConfig()
+    retention: RetentionConfig = RetentionConfig()
     hardware: HardwareConfig = HardwareConfig()
     log_with: list[Literal["tensorboard", "wandb"]] = Field(
         default_factory=list,
@@ -169,14 +222,22 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return cfg, cfg.model_dump(mode="json")
 
 
-def diff_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Key paths whose values differ between two config dicts."""
+def diff_keys(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "",
+              defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """Key paths whose values differ between two config dicts. A key the old config lacks
+    is unchanged when the new value is its default (``RunConfig``'s unless ``defaults``
+    is given): a config stored before that key existed ran with the default."""
+    if defaults is None and not prefix:
+        defaults = RunConfig().model_dump(mode="json")
     out: list[str] = []
     for key in sorted(set(old) | set(new)):
         path = f"{prefix}{key}"
         a, b = old.get(key, None), new.get(key, None)
+        default = defaults.get(key) if isinstance(defaults, Mapping) else None
         if isinstance(a, dict) and isinstance(b, dict):
-            out.extend(diff_keys(a, b, path + "."))
+            out.extend(diff_keys(a, b, path + ".", default if isinstance(default, Mapping) else {}))
+        elif key not in old and isinstance(defaults, Mapping) and key in defaults and b == default:
+            continue
         elif a != b:
             out.append(path)
     return out

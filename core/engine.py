@@ -42,12 +42,13 @@ from .metrics import prefixed, round_metrics, status_summary
 from .pairs import build_pairs
 from .registry import Registry, make_plugin_manager
 from .resume import final_dpo, restore, resume_point, validated
+from .retention_probe import probe_tasks, summarize_probe
 from .round_files import RoundFiles, committed_pairs
 from .round_state import RoundState
 from .stage_timing import StageTimer
-from .task_loading import Split, check_same_tasks, ids_digest, load_tasks
-from .types import AdapterRef, DPOPair, ReviewState, Schedule, SFTExample
-from .validation import summarize
+from .task_loading import Split, check_same_tasks, ids_digest, load_tasks, load_validation_sources
+from .types import AdapterRef, DPOPair, ReviewState, Schedule, SFTExample, Task
+from .validation import per_task, summarize, validation_metrics
 
 log = logging.getLogger("srscode.engine")
 
@@ -150,10 +151,25 @@ class Engine:
         self.ctx.tasks = self.tasks
         self.gen_eval = GenerateEvaluate(self.config, self.generator, self.evaluator, self.tasks, self.dist,
                                          self.timer, self.ctx.progress)
+        # validation.sources: every rank loads them too; each is validated apart from the
+        # training data (its own task ids, its own GenerateEvaluate)
+        self.val_sources: dict[str, tuple[dict[str, Task], GenerateEvaluate]] = {}
+        if self.config.validation.sources:
+            check_same_tasks(run_everywhere(self.dist, "loading the validation sources", self._load_val_sources_here),
+                             self.config)
 
     def _load_tasks_here(self) -> str:
         self.tasks = load_tasks(self.config, self.registry, self.ctx)
         return ids_digest(self.tasks)
+
+    def _load_val_sources_here(self) -> str:
+        loaded = load_validation_sources(self.config, self.registry, self.ctx)
+        self.val_sources = {
+            label: (tasks, GenerateEvaluate(self.config, self.generator, self.evaluator, tasks, self.dist,
+                                            self.timer, self.ctx.progress))
+            for label, tasks in loaded.items()
+        }
+        return ids_digest(f"{label}\0{t}" for label, tasks in loaded.items() for t in tasks)
 
     # ----------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -209,11 +225,17 @@ class Engine:
             log.info("resuming %s after round %d", self.run_dir, last)
         if cfg.validation.at_start and self._validation_missing(0):
             self._validate(0, adapter, "before")
+        if last and self._probe_due(last):  # its round committed, the probe did not
+            self._probe(last, adapter, "round")
         for r in range(last + 1, cfg.rounds + 1):
             adapter = self._round(r, adapter)
+            if self._probe_due(r):
+                self._probe(r, adapter, "round")
         adapter = self._dpo_at_end(adapter)
         if cfg.validation.at_end and self._validation_missing(cfg.rounds + 1):
             self._validate(cfg.rounds + 1, adapter, "final")
+        if cfg.retention.at_end and self._probe_missing(cfg.rounds + 1):
+            self._probe(cfg.rounds + 1, adapter, "final")
         return run_on_main(dist, "finishing the run", self._finish)
 
     def _finish(self) -> dict[str, Any]:
@@ -237,7 +259,7 @@ class Engine:
             self._pairs(s)
         if self.dpo_trainer is not None and isinstance(cfg.dpo.every, int) and r % cfg.dpo.every == 0:
             self._dpo(s)
-        if cfg.validation.every and r % cfg.validation.every == 0 and self.split.val and r != cfg.rounds:
+        if cfg.validation.every and r % cfg.validation.every == 0 and self._validates() and r != cfg.rounds:
             s.validation = self._validate(r, s.adapter, "round")
         run_on_main(self.dist, f"round {r}: commit", self._commit, s)  # also the end-of-round barrier
         return s.adapter
@@ -387,25 +409,101 @@ class Engine:
         self.ledger.commit_stage(FINAL_DPO, metrics, adapter)
         log.info("final DPO stage: %d pairs", n_pairs)
 
+    def _validates(self) -> bool:
+        """Whether there is a validation set: the held-out split (unless turned off) or a source."""
+        return bool(self.config.validation.held_out and self.split.val) or bool(self.val_sources)
+
     def _validation_missing(self, key: int) -> bool:
-        return bool(self.split.val) and not run_on_main(self.dist, "reading validations", validated, self.ledger, key)
+        return self._validates() and not run_on_main(self.dist, "reading validations", validated, self.ledger, key)
 
     def _validate(self, key: int, adapter: AdapterRef | None, label: str) -> dict[str, Any] | None:
-        """Validation split across ranks like generation; rank 0 records it (other ranks get None)."""
+        """Validation split across ranks like generation; rank 0 records it (other ranks get None).
+
+        The top-level metrics are the held-out split's; each of ``validation.sources`` is
+        validated with the same candidates and k and recorded under ``sources.<label>``.
+        Every set records ``per_task: {task_id: [n_passed, n_samples]}``."""
         cfg = self.config.validation
+        ks = [k for k in cfg.k if k <= cfg.candidates]
         with self.timer.stage(key, "validate") as info:
-            prompts = [self.prompt_builder.build(self.tasks[t]) for t in self.split.val]
-            ge = self.gen_eval(key, prompts, cfg.candidates, adapter, round_seed(self.config.seed, key, "validate"),
-                               timed=False)
-            metrics: dict[str, Any] = summarize(ge.verdicts, [k for k in cfg.k if k <= cfg.candidates])
-            metrics.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=len(ge.candidates))
+            metrics: dict[str, Any] = {}
+            held_out: dict[str, list[int]] | None = None
+            n_candidates = 0
+            if cfg.held_out and self.split.val:
+                prompts = [self.prompt_builder.build(self.tasks[t]) for t in self.split.val]
+                ge = self.gen_eval(key, prompts, cfg.candidates, adapter,
+                                   round_seed(self.config.seed, key, "validate"), timed=False)
+                metrics = summarize(ge.verdicts, ks)
+                held_out, n_candidates = per_task(ge.verdicts), len(ge.candidates)
+            metrics.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=n_candidates)
             info.update({k: v for k, v in metrics.items() if isinstance(v, float)})
+            if held_out is not None:
+                metrics["per_task"] = held_out
+            sources = {name: self._validate_source(key, name, adapter, ks) for name in self.val_sources}
+            if sources:
+                metrics["sources"] = sources
+                info["sources"] = {name: {k: v for k, v in m.items() if isinstance(v, float)}
+                                   for name, m in sources.items()}
         run_on_main(self.dist, "recording validation", self._record_validation, key, metrics)
         return metrics if self.dist.is_main else None
+
+    def _validate_source(self, key: int, name: str, adapter: AdapterRef | None, ks: Sequence[int]) -> dict[str, Any]:
+        """One of ``validation.sources``: all its tasks, ``validation.candidates`` samples each.
+        ``ctx.tasks`` names its tasks meanwhile (a generator such as replay reads them there)."""
+        cfg = self.config.validation
+        tasks, gen_eval = self.val_sources[name]
+        prompts = [self.prompt_builder.build(t) for t in tasks.values()]
+        previous, self.ctx.tasks = self.ctx.tasks, tasks
+        try:
+            ge = gen_eval(key, prompts, cfg.candidates, adapter, round_seed(self.config.seed, key, f"validate:{name}"),
+                          timed=False)
+        finally:
+            self.ctx.tasks = previous
+        metrics = validation_metrics(ge.verdicts, ks, len(ge.candidates))
+        if self.dist.is_main:
+            scores = ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k.startswith("pass@") and "ci" not in k)
+            log.info("validation %s on %s: %s on %d tasks", key, name, scores or "no scores", len(tasks))
+        return metrics
 
     def _record_validation(self, key: int, metrics: Mapping[str, Any]) -> None:
         assert self.ledger is not None
         self.ledger.record_validation(key, metrics)
+
+
+    # ----------------------------------------------------------------- retention probe
+    def _probe_due(self, r: int) -> bool:
+        """Whether the every-k retention probe of round ``r`` is due and not recorded (the
+        last round's is the final probe's when ``retention.at_end`` is on)."""
+        cfg = self.config.retention
+        if not cfg.every or r % cfg.every or (r == self.config.rounds and cfg.at_end):
+            return False
+        return self._probe_missing(r)
+
+    def _probe_missing(self, key: int) -> bool:
+        return not run_on_main(self.dist, "reading retention probes", lambda: key in self.ledger.retention_probes())
+
+    def _probe(self, key: int, adapter: AdapterRef | None, label: str) -> None:
+        """Re-test every ever-solved training task with ``adapter`` (see
+        :mod:`.retention_probe`); split across ranks like validation, recorded by rank 0."""
+        cfg = self.config.retention
+        ids = run_on_main(self.dist, "retention probe: tasks", self._probe_tasks, key)
+        # untimed and not a lifecycle stage: observers read "validate" stages as validations
+        prompts = [self.prompt_builder.build(self.tasks[t]) for t in ids]
+        ge = self.gen_eval(key, prompts, cfg.candidates, adapter,
+                           round_seed(self.config.seed, key, "retention"), timed=False)
+        result = summarize_probe(ge.verdicts, ids, cfg.threshold)
+        result.update(label=label, adapter=adapter.sha256 if adapter else None, candidates=cfg.candidates)
+        run_on_main(self.dist, "recording the retention probe", self._record_probe, key, result)
+
+    def _probe_tasks(self, key: int) -> list[str]:
+        assert self.ledger is not None
+        solved = self.ledger.ever_solved(self.config.retention.threshold, min(key, self.config.rounds))
+        return probe_tasks(solved, self.split.train)
+
+    def _record_probe(self, key: int, result: Mapping[str, Any]) -> None:
+        assert self.ledger is not None
+        self.ledger.record_retention_probe(key, result)
+        log.info("retention probe (%s, after round %d): %d of %d ever-solved training tasks still solved",
+                 result["label"], min(key, self.config.rounds), result["solved"], result["tasks"])
 
 
 def _stop_on_signal(signum: int, frame: Any) -> None:

@@ -9,7 +9,8 @@ whose files fail their checksums stops the run.
 
 Layout::
 
-    RUN_DIR/ledger.sqlite        meta, rounds, memory (current), memory_log (deltas), validations
+    RUN_DIR/ledger.sqlite        meta, rounds, memory (current), memory_log (deltas), validations,
+                                 retention_probes
     RUN_DIR/config.yaml          the config the run was started with (for people)
     RUN_DIR/lock                 flock + pid of the running process
     RUN_DIR/rounds/000001/       schedule.json prompts.jsonl candidates.jsonl verdicts.jsonl
@@ -79,6 +80,12 @@ CREATE TABLE IF NOT EXISTS memory_log (
 CREATE TABLE IF NOT EXISTS validations (
     round INTEGER PRIMARY KEY,
     metrics TEXT NOT NULL
+);
+-- retention probes (config ``retention``): round -> the probe's result (JSON), the
+-- final one under rounds + 1 like the final validation
+CREATE TABLE IF NOT EXISTS retention_probes (
+    round INTEGER PRIMARY KEY,
+    result TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS stages (
     name TEXT PRIMARY KEY,
@@ -469,6 +476,27 @@ class Ledger:
 
     def validations(self) -> dict[int, dict[str, Any]]:
         return {r: json.loads(m) for r, m in self.db.execute("SELECT round, metrics FROM validations ORDER BY round")}
+
+    def record_retention_probe(self, round_: int, result: Mapping[str, Any]) -> None:
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO retention_probes VALUES (?, ?)",
+                (round_, json.dumps(dict(result), sort_keys=True, default=_json_default)),
+            )
+
+    def retention_probes(self) -> dict[int, dict[str, Any]]:
+        """Every recorded retention probe by round (rounds + 1: the final one); each holds
+        ``share``, ``ci95_low``/``ci95_high`` (Wilson) and ``per_task: {task_id: [n_passed,
+        n_samples]}`` (see :mod:`srscode.core.retention_probe`)."""
+        q = "SELECT round, result FROM retention_probes ORDER BY round"
+        return {r: json.loads(m) for r, m in self.db.execute(q)}
+
+    def ever_solved(self, threshold: float, up_to_round: int) -> list[str]:
+        """Tasks whose pass rate reached ``threshold`` at some review up to ``up_to_round``
+        (from ``memory_log``, every committed review), sorted."""
+        q = ("SELECT DISTINCT task_id FROM memory_log WHERE round <= ? "
+             "AND json_extract(state, '$.last_pass_rate') >= ? ORDER BY task_id")
+        return [r[0] for r in self.db.execute(q, (up_to_round, threshold))]
 
     # ------------------------------------------------------------------ memory
     def get_states(self, task_ids: Sequence[str]) -> dict[str, ReviewState]:

@@ -72,8 +72,13 @@ def status_summary(ledger: Ledger) -> dict[str, Any]:
     last = ledger.last_round()
     row = ledger.round_row(last) if last else None
     config = ledger.get_meta("config") or {}
-    vals = ledger.validations()
+    # per-task counts stay in the ledger (Ledger.validations(), for paired comparisons), not the summary
+    vals = {r: _without_per_task(v) for r, v in ledger.validations().items()}
     dpo = ledger.stage(FINAL_DPO)
+    probes = ledger.retention_probes()
+    # only runs with the retention probe on carry the key (status output unchanged otherwise)
+    retention = {"retention": {r: {k: v for k, v in p.items() if k not in ("per_task", "pass_rate")}
+                               for r, p in probes.items()}} if probes else {}
     return {
         "run_dir": str(ledger.run_dir),
         "round": last,
@@ -81,8 +86,20 @@ def status_summary(ledger: Ledger) -> dict[str, Any]:
         "memory": ledger.memory_counts(last + 1),
         "n_train": ledger.get_meta("n_train"),
         "n_val": ledger.get_meta("n_val"),
-        "last_metrics": row["metrics"] if row else {},
+        "last_metrics": _without_per_task(row["metrics"], "validation") if row else {},
         "adapter": row["adapter_path"] if row else None,
         "validations": vals,
         "final_dpo": dpo["metrics"] if dpo else None,
+        **retention,
     }
+
+
+def _without_per_task(metrics: Mapping[str, Any], key: str | None = None) -> dict[str, Any]:
+    """Validation metrics (``metrics[key]`` when ``key`` is given) without their per-task counts."""
+    if key is not None:
+        inner = metrics.get(key)
+        return {**metrics, key: _without_per_task(inner)} if isinstance(inner, Mapping) else dict(metrics)
+    out = {k: v for k, v in metrics.items() if k != "per_task"}
+    if isinstance(out.get("sources"), Mapping):
+        out["sources"] = {name: {k: v for k, v in m.items() if k != "per_task"} for name, m in out["sources"].items()}
+    return out

@@ -14,16 +14,22 @@ from .types import Task
 log = logging.getLogger("srscode.engine")
 
 
+def _load(registry: Any, ctx: Any, name: str, params: Any, path: str | None, key: str, params_key: str | None,
+          what: str) -> tuple[dict[str, Task], Any]:
+    """One dataset source's tasks by id and its load report; skipped rows are logged."""
+    source = registry.build("dataset", name, params, ctx, key, params_key)
+    report = source.load(path)
+    for reason, count in sorted(report.skipped.items()):
+        examples = ", ".join(report.examples.get(reason, [])[:3])
+        log.warning("%s: skipped %d rows: %s%s", what, count, reason, f" (e.g. {examples})" if examples else "")
+    return {t.task_id: t for t in report.tasks}, report
+
+
 def load_tasks(config: RunConfig, registry: Any, ctx: Any) -> dict[str, Task]:
     """The configured source's tasks by id (at most ``data.limit``, a seeded choice); the
     rows it skipped are logged with their reasons."""
     cfg = config.data
-    source = registry.build("dataset", cfg.source, cfg.params, ctx, "data.source")
-    report = source.load(cfg.path)
-    for reason, count in sorted(report.skipped.items()):
-        examples = ", ".join(report.examples.get(reason, [])[:3])
-        log.warning("data: skipped %d rows: %s%s", count, reason, f" (e.g. {examples})" if examples else "")
-    tasks = {t.task_id: t for t in report.tasks}
+    tasks, report = _load(registry, ctx, cfg.source, cfg.params, cfg.path, "data.source", None, "data")
     if cfg.limit is not None and len(tasks) > cfg.limit:
         keep = sorted(tasks, key=lambda t: hashlib.sha256(f"limit:{config.seed}:{t}".encode()).digest())
         tasks = {t: tasks[t] for t in sorted(keep[: cfg.limit])}
@@ -33,6 +39,25 @@ def load_tasks(config: RunConfig, registry: Any, ctx: Any) -> dict[str, Task]:
             f"skipped: {dict(report.skipped) or 'none'}."
         )
     return tasks
+
+
+def load_validation_sources(config: RunConfig, registry: Any, ctx: Any) -> dict[str, dict[str, Task]]:
+    """``validation.sources``: each source's tasks by id (at most its ``limit``, the first by
+    id), keyed by its label; a source that gives no task is an error naming it."""
+    out: dict[str, dict[str, Task]] = {}
+    for i, src in enumerate(config.validation.sources):
+        where = f"validation.sources[{i}]"
+        tasks, report = _load(registry, ctx, src.name, src.params, src.path, f"{where}.name", f"{where}.params",
+                              f"{where} ({src.key})")
+        if src.limit is not None:
+            tasks = {t: tasks[t] for t in sorted(tasks)[: src.limit]}
+        if not tasks:
+            raise DataError(
+                f"{where}: source {src.name!r} gave no usable tasks from {src.path or '(its default)'}; "
+                f"skipped: {dict(report.skipped) or 'none'}."
+            )
+        out[src.key] = dict(sorted(tasks.items()))
+    return out
 
 
 def ids_digest(task_ids: Iterable[str]) -> str:

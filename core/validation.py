@@ -1,9 +1,10 @@
-"""pass@k on the held-out split: the unbiased estimator of Chen et al. (2021)."""
+"""pass@k on a validation set (the held-out split or a validation source): the unbiased
+estimator of Chen et al. (2021), and the per-task counts paired comparisons need."""
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .types import Verdict
 
@@ -34,3 +35,21 @@ def summarize(verdicts: Iterable[Verdict], ks: Sequence[int]) -> dict[str, float
                 var = sum((s - mean) ** 2 for s in scores) / (len(scores) - 1)
                 out[f"pass@{k}_ci95"] = 1.96 * math.sqrt(var / len(scores))
     return out
+
+
+def per_task(verdicts: Iterable[Verdict]) -> dict[str, list[int]]:
+    """``{task_id: [n_passed, n_samples]}``, sorted by id: what paired comparisons across runs
+    (same tasks, same samples per task) are computed from."""
+    out: dict[str, list[int]] = {}
+    for v in verdicts:
+        row = out.setdefault(v.task_id, [0, 0])
+        row[0] += int(v.passed)
+        row[1] += 1
+    return dict(sorted(out.items()))
+
+
+def validation_metrics(verdicts: Sequence[Verdict], ks: Sequence[int], n_candidates: int) -> dict[str, Any]:
+    """One validation set's recorded metrics: :func:`summarize`'s, ``candidates`` and ``per_task``."""
+    metrics: dict[str, Any] = dict(summarize(verdicts, ks))
+    metrics.update(candidates=n_candidates, per_task=per_task(verdicts))
+    return metrics

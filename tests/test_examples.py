@@ -21,7 +21,7 @@ from srscode.core.registry import make_plugin_manager, validate_params
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
-ABLATIONS = ("srs", "uniform", "sft-only")
+ABLATIONS = ("srs", "uniform", "sft-only", "learnability")
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,8 @@ def test_ablations_share_data_seed_and_budget():
         assert (srs.stages.scheduler.name, srs.stages.memory.name, srs.dpo.every) == ("ratio", "sm2", "end")
         assert (uniform.stages.scheduler.name, uniform.stages.memory.name) == ("uniform", "none")
         assert sft.dpo.every == "never" and sft.stages.scheduler == srs.stages.scheduler
+        learn = cfgs["learnability"]
+        assert (learn.stages.scheduler.name, learn.dpo.every) == ("learnability", srs.dpo.every)
         if not suffix:
             assert {c.stages.generator.name for c in cfgs.values()} == {"hf"}
             assert {c.stages.trainer.name for c in cfgs.values()} == {"lora-sft"}
@@ -65,8 +67,8 @@ def test_ablations_share_data_seed_and_budget():
 
 
 def test_dry_ablations_run_and_compare(tmp_path):
-    """The three dry configs through the command line, side by side (the evaluator
-    mostly waits on its workers, so three runs at once take little longer than one)."""
+    """The four dry configs through the command line, side by side (the evaluator
+    mostly waits on its workers, so four runs at once take little longer than one)."""
     pytest.importorskip("matplotlib", reason="srscode report needs matplotlib (pip install matplotlib)")
     from srscode.cli.report import add_report_parser
 

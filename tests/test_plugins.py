@@ -58,7 +58,7 @@ def test_every_builtin_is_registered_through_the_plugin_manager():
         "generator": {"replay", "hf", "vllm"},
         "evaluator": {"subprocess", "pytest-xdist"},
         "memory": {"sm2", "none"},
-        "scheduler": {"ratio", "uniform"},
+        "scheduler": {"ratio", "uniform", "learnability"},
         "trainer": {"none", "lora-sft", "dpo"},
         "dataset": {"kodcode", "starter"},
         "backend": {"cpu", "cuda", "ascend"},
@@ -117,7 +117,7 @@ def test_plugin_that_fails_to_import_warns_then_errors_when_used(tmp_path, monke
 
 def test_unknown_name_lists_the_choices():
     reg = make_plugin_manager(load_entry_points=False)
-    with pytest.raises(RegistryError, match=r"stages\.scheduler\.name: unknown scheduler 'ratoi'\. Available: ratio, uniform"):
+    with pytest.raises(RegistryError, match=r"stages\.scheduler\.name: unknown scheduler 'ratoi'\. Available: learnability, ratio, uniform"):
         reg.get("scheduler", "ratoi", "stages.scheduler.name")
 
 

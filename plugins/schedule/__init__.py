@@ -1,1 +1,2 @@
-"""Schedulers (hook ``srscode_schedulers``): ratio (new + due reviews) and uniform."""
+"""Schedulers (hook ``srscode_schedulers``): ratio (new + due reviews), uniform and
+learnability (max p(1-p) + re-tests of solved tasks)."""

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "srscode.cli.evaluate": ("add_evaluate_parser", "add_check_data_parser"),
     "srscode.cli.env": ("add_env_parser",),
     "srscode.cli.report": ("add_report_parser",),
+    "srscode.cli.ablate": ("add_ablate_parser",),
 }
 
 
@@ -109,9 +110,20 @@ def _print_status(summary: dict[str, Any], args: argparse.Namespace) -> None:
             print("seconds   " + ", ".join(f"{k} {v:.2f}" for k, v in secs.items()))
     for key, v in sorted((summary.get("validations") or {}).items(), key=lambda kv: int(kv[0])):
         ks = ", ".join(f"{k} {val:.3f}" for k, val in v.items() if k.startswith("pass@") and "ci" not in k)
-        print(f"validation {v.get('label', '')} (after round {min(int(key), summary.get('rounds_planned') or int(key))}): {ks}")
+        when = f"validation {v.get('label', '')} (after round {min(int(key), summary.get('rounds_planned') or int(key))})"
+        sources = v.get("sources") or {}
+        if ks or not sources:  # the held-out split's line (absent when only sources were validated)
+            print(f"{when}: {ks}")
+        for name, sv in sources.items():  # each validation source on its own line
+            sks = ", ".join(f"{k} {val:.3f}" for k, val in sv.items() if k.startswith("pass@") and "ci" not in k)
+            print(f"{when} {name}: {sks or 'no scores'} on {int(sv.get('tasks', 0))} tasks")
     if summary.get("final_dpo"):
         print(f"final DPO {summary['final_dpo']}")
+    if summary.get("retention"):
+        from srscode.core.retention_probe import describe
+
+        for key, probe in sorted(summary["retention"].items(), key=lambda kv: int(kv[0])):
+            print(describe(int(key), probe, summary.get("rounds_planned")))
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

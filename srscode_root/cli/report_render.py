@@ -34,6 +34,7 @@ class RunData:
     n_val: int | None = None
     final_dpo: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    retention: dict[int, dict[str, Any]] = field(default_factory=dict)  # retention probes by round
 
     def series(self, key: str, default: float | None = None) -> tuple[list[int], list[float]]:
         """(rounds, values) of a numeric metric; a dotted key reaches into nested dicts."""
@@ -67,6 +68,7 @@ def load_run(run_dir: str | Path) -> RunData:
             n_train=ledger.get_meta("n_train"),
             n_val=ledger.get_meta("n_val"),
             final_dpo=dpo["metrics"] if dpo else None,
+            retention=ledger.retention_probes(),
         )
     finally:
         ledger.close()
@@ -399,6 +401,38 @@ def plot_pairs(runs: Sequence[RunData]) -> Any:
     return fig
 
 
+def plot_retention(runs: Sequence[RunData]) -> Any | None:
+    """Held-out pass@1 (left) beside the retention probe's share of ever-solved training
+    tasks still solved (right); only when some run has a probe."""
+    if not any(run.retention for run in runs):
+        return None
+    fig, (val_ax, ret_ax) = _figure(ncols=2)
+    compare = len(runs) > 1
+    for run, color in zip(runs, _colors(len(runs)) if compare else ["tab:green"] * len(runs)):
+        label = run.name if compare else None
+        vals = [(min(k, run.planned + 1), v) for k, v in sorted(run.validations.items()) if "pass@1" in v]
+        if vals:
+            val_ax.errorbar([x for x, _ in vals], [v["pass@1"] for _, v in vals],
+                            yerr=[v.get("pass@1_ci95", 0.0) for _, v in vals], fmt="s--", color=color, ms=5, lw=1,
+                            capsize=3, mfc="white", label=label)
+        probes = [(min(k, run.planned + 1), p) for k, p in sorted(run.retention.items())
+                  if isinstance(p.get("share"), float)]
+        if probes:
+            ys = [p["share"] for _, p in probes]
+            lo = [max(0.0, y - (p.get("ci95_low") if p.get("ci95_low") is not None else y)) for y, (_, p) in zip(ys, probes)]
+            hi = [max(0.0, (p.get("ci95_high") if p.get("ci95_high") is not None else y) - y) for y, (_, p) in zip(ys, probes)]
+            ret_ax.errorbar([x for x, _ in probes], ys, yerr=[lo, hi], fmt="D-", color=color if compare else "tab:red",
+                            ms=5, lw=1, capsize=3, label=label)
+    for ax, title in ((val_ax, "Held-out pass@1 (95% CI)"), (ret_ax, "Ever-solved training tasks still solved (95% Wilson)")):
+        ax.set_ylim(0, 1.02)
+        ax.set_title(title, fontsize=10)
+        _round_axis(ax, runs, final=True)
+    val_ax.set_ylabel("share")
+    if compare:
+        _legend(ret_ax, loc="best")
+    return fig
+
+
 def plot_loss(runs: Sequence[RunData]) -> Any | None:
     if not any(run.series("train_loss")[0] or run.series("dpo_loss")[0] for run in runs):
         return None
@@ -413,6 +447,7 @@ def plot_loss(runs: Sequence[RunData]) -> Any | None:
 
 PLOTS: tuple[tuple[str, str, Callable[[Sequence[RunData]], Any]], ...] = (
     ("pass_rate", "Pass rate", plot_pass_rate),
+    ("retention", "Retention beside held-out pass@1", plot_retention),
     ("memory", "Graduation, skips and backlog", plot_memory),
     ("turnover", "Correct-set turnover", plot_turnover),
     ("rates", "Lapse, timeout and turnover rates", plot_rates),
@@ -426,6 +461,9 @@ CAPTIONS = {
     "pass_rate": "Train: mean pass rate of the round's scheduled tasks (new and review tasks separately). "
                  "Validation: pass@1 on the held-out split with a 95% normal-approximation interval over tasks; "
                  "round 0 is before training, 'final' after the last round and the final DPO stage.",
+    "retention": "Left: pass@1 on the held-out split. Right: the retention probe, every training task whose pass "
+                 "rate reached the threshold at some review, re-tested with the adapter of that point; the share whose "
+                 "mean test pass rate still reaches the threshold, with a 95% Wilson interval over tasks.",
     "memory": "Cumulative memory totals after each round; 'due next round' counts active tasks whose review is due; "
               "'overdue' counts due tasks the scheduler had no room for.",
     "turnover": "A task is correct when its pass rate is at least 0.5. Gained: reviewed tasks wrong at their "
@@ -511,7 +549,7 @@ details{margin:.5rem 0} summary{cursor:pointer} .meta{color:#666;font-size:.85re
 """
 
 
-def render_html(runs: Sequence[RunData], images: Sequence[tuple[str, str, Path]]) -> str:
+def render_html(runs: Sequence[RunData], images: Sequence[tuple[str, str, Path]], comparison: str = "") -> str:
     title = "srs-code report: " + (", ".join(r.name for r in runs))
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -521,6 +559,8 @@ def render_html(runs: Sequence[RunData], images: Sequence[tuple[str, str, Path]]
         + ", ".join(html.escape(str(r.run_dir)) for r in runs) + "</p>",
         _summary_rows(runs),
     ]
+    if comparison:  # the paired comparison of arms (srscode.cli.compare), already HTML
+        parts.append(comparison)
     for key, heading, path in images:
         data = base64.b64encode(path.read_bytes()).decode()
         parts.append(f"<h2 id='{key}'>{html.escape(heading)}</h2>")
@@ -541,7 +581,7 @@ def default_out_dir(run_dirs: Sequence[str | Path]) -> Path:
     return first / ("report" if len(run_dirs) == 1 else "report-compare")
 
 
-def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> Path:
+def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None, comparison: str = "") -> Path:
     """Render every plot as PNG and ``report.html`` (images embedded) into ``out_dir``
     (default ``RUN_DIR/report``, or ``RUN_DIR/report-compare`` for several runs).
     Returns the HTML path."""
@@ -564,5 +604,5 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
         fig.savefig(path, format="png")
         images.append((key, heading, path))
     page = out / "report.html"
-    page.write_text(render_html(runs, images), encoding="utf-8")
+    page.write_text(render_html(runs, images, comparison), encoding="utf-8")
     return page
