@@ -161,6 +161,7 @@ def worker_stages(args: argparse.Namespace) -> int:
         out["training"] = {"error": f"{type(exc).__name__}: {exc}"}
     if dist.is_main:
         Path(args.json).write_text(json.dumps(out))
+    dist.close()
     return 0
 
 
@@ -180,6 +181,11 @@ def launch_cmd(n: int, smoke: bool) -> list[str]:
            "--mixed_precision", "no" if smoke else "bf16", "--num_processes", str(n)]
     if n > 1:
         cmd.insert(3, "--multi_gpu")  # torch elastic's multi-process launcher (gloo when the backend is cpu)
+        # a port of its own: another launch on this host (a test, a second benchmark) may hold 29500
+        importable()
+        from srscode.testing.ports import free_port
+
+        cmd[3:3] = ["--main_process_port", str(free_port())]
     return cmd
 
 

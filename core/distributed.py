@@ -54,6 +54,10 @@ class Distributed(Protocol):
 
     def barrier(self) -> None: ...
 
+    def close(self) -> None:
+        """Leave the process group (idempotent); a process must not exit still holding it."""
+        ...
+
 
 class SingleProcess:
     """One process: the collectives are identities; torch is never imported."""
@@ -74,6 +78,9 @@ class SingleProcess:
 
     def barrier(self) -> None:
         return None
+
+    def close(self) -> None:
+        pass
 
 
 class TorchDistributed:
@@ -126,6 +133,15 @@ class TorchDistributed:
 
     def barrier(self) -> None:
         self.state.wait_for_everyone()
+
+    def close(self) -> None:
+        # a process that exits still holding the group can die at interpreter exit
+        # ("terminate called without an active exception", SIGABRT) after its work is done,
+        # which fails a finished run; leaving it first joins its threads
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def launched_world() -> int:

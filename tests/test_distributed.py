@@ -19,6 +19,7 @@ import yaml
 
 import dist_fakes
 from model_fixtures import *  # noqa: F401,F403  (tiny_model_dir)
+from srscode.testing.ports import free_port
 from srscode.core.config import validate
 from srscode.core.distributed import SingleProcess, connect, run_everywhere, run_on_main, shard
 from srscode.core.engine import Engine
@@ -67,7 +68,8 @@ def launch(tmp: Path, cfg: dict, run_dir: Path, extra_env: dict | None = None, t
                CUDA_VISIBLE_DEVICES="", ASCEND_RT_VISIBLE_DEVICES="")
     env.pop(AUDIT_ENV, None)
     env.update(extra_env or {})
-    return subprocess.run([*LAUNCH, "-q", "run", str(path), "--run-dir", str(run_dir)],
+    port = ["--main_process_port", str(free_port())]  # launches on other xdist workers use their own
+    return subprocess.run([*LAUNCH[:3], *port, *LAUNCH[3:], "-q", "run", str(path), "--run-dir", str(run_dir)],
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from model_fixtures import *  # noqa: F401,F403
+from srscode.testing.ports import free_port
 from model_fixtures import make_ctx, make_lora_adapter
 
 from srscode.core.types import AdapterRef, Prompt, SFTExample
@@ -204,6 +205,7 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_
     # flag means one process. The processes run on the CPU because the trainer passes the
     # backend's use_cpu=True, so accelerate joins them with gloo.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--main_process_port", str(free_port()),  # other xdist workers launch too
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
