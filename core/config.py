@@ -66,6 +66,19 @@ class DPOConfig(_Strict):
         return v
 
 
+class SFTConfig(_Strict):
+    """What each round's supervised fine-tuning trains on (one example per scheduled task at most)."""
+
+    target: Literal["reference", "own_pass", "mixed"] = Field("reference", description=(
+        "The completion each SFT example trains on, always with the prompt the task got this round "
+        "(a reflection prompt trains a repair). `reference`: the task's reference solution (every "
+        "scheduled task gives an example). `own_pass`: rejection-sampling SFT, the model's own passing "
+        "code of this round (a task none of whose candidates passed gives no example; for datasets "
+        "without references). `mixed`: the own passing code where a candidate passed, else the reference. "
+        "Of several passing candidates the shortest code is taken (ties: the lowest candidate index); "
+        "code that did not pass in another candidate of the task (flaky) is never taken."))
+
+
 class ValidationSource(_Strict):
     """One further validation set: a dataset source's tasks, all of them validated (none trained on)."""
 
@@ -142,6 +155,7 @@ class RunConfig(_Strict):
     candidates: int = Field(8, ge=1)
     stages: StagesConfig = StagesConfig()
     dpo: DPOConfig = DPOConfig()
+    sft: SFTConfig = SFTConfig()
     validation: ValidationConfig = ValidationConfig()
     retention: RetentionConfig = RetentionConfig()
     hardware: HardwareConfig = HardwareConfig()

@@ -36,18 +36,21 @@ from .config import RunConfig
 from .context import StageContext
 from .distributed import Distributed, SingleProcess, connect, run_everywhere, run_on_main
 from .errors import Interrupted, LedgerError, StageError
+from .failure_excerpt import default_paths
 from .generate_evaluate import GenerateEvaluate, round_seed
 from .ledger import FINAL_DPO, Ledger, RunLock, is_io_error
 from .metrics import prefixed, round_metrics, status_summary
 from .pairs import build_pairs
+from .reflection import last_failed_attempts
 from .registry import Registry, make_plugin_manager
 from .resume import final_dpo, restore, resume_point, validated
 from .retention_probe import probe_tasks, summarize_probe
 from .round_files import RoundFiles, committed_pairs
 from .round_state import RoundState
+from .sft_target import own_passing_code
 from .stage_timing import StageTimer
 from .task_loading import Split, check_same_tasks, ids_digest, load_tasks, load_validation_sources
-from .types import AdapterRef, DPOPair, ReviewState, Schedule, SFTExample, Task
+from .types import AdapterRef, DPOPair, FailedAttempt, ReviewState, Schedule, SFTExample, Task
 from .validation import per_task, summarize, validation_metrics
 
 log = logging.getLogger("srscode.engine")
@@ -213,6 +216,7 @@ class Engine:
                 ledger.close()
             if self.lock is not None:
                 self.lock.release()
+            self.dist.close()
 
     def _run(self) -> dict[str, Any]:
         cfg, dist, ledger = self.config, self.dist, self.ledger
@@ -289,9 +293,31 @@ class Engine:
         return schedule, {t: states[t] for t in schedule.task_ids}
 
     def _prompt(self, s: RoundState) -> None:
-        with self.timer.stage(s.round, "prompt"):
-            s.prompts = {t: self.prompt_builder.build(self.tasks[t]) for t in s.task_ids}
+        with self.timer.stage(s.round, "prompt") as info:
+            # a review task with a failing attempt in the ledger gets a reflection prompt when the
+            # builder has build_reflection (reflect); new tasks and validation always get build
+            attempts = self._review_attempts(s)
+            s.prompts = {t: self.prompt_builder.build_reflection(self.tasks[t], attempts[t]) if t in attempts
+                         else self.prompt_builder.build(self.tasks[t]) for t in s.task_ids}
+            if attempts:
+                info["reflect"] = len(attempts)
             s.files.prompts(s.prompts.values())
+
+    def _reflects(self) -> bool:
+        return callable(getattr(self.prompt_builder, "build_reflection", None))
+
+    def _review_attempts(self, s: RoundState) -> dict[str, FailedAttempt]:
+        """The review tasks' last failing attempts (rank 0 reads the ledger; every rank gets them)."""
+        if not s.schedule.review or not self._reflects():
+            return {}
+        return run_on_main(self.dist, f"round {s.round}: failed attempts",
+                           lambda: self.ledger.failed_attempts(s.schedule.review))
+
+    def _failed_attempts(self, s: RoundState) -> dict[str, FailedAttempt | None]:
+        """Rank 0, at commit: each scheduled task's new last failing attempt (see
+        :func:`~srscode.core.reflection.last_failed_attempts`)."""
+        return last_failed_attempts(s.round, s.task_ids, s.generated.candidates, s.generated.verdicts, self.tasks,
+                                    default_paths(self.run_dir))
 
     def _update_memory(self, s: RoundState) -> None:
         with self.timer.stage(s.round, "memory"):
@@ -310,7 +336,20 @@ class Engine:
 
     def _train(self, s: RoundState) -> None:
         with self.timer.stage(s.round, "train") as info:
-            examples = [self._sft_example(s, t) for t in s.task_ids]
+            target = self.config.sft.target
+            # reference (the default): every scheduled task, its reference solution; otherwise
+            # s.generated is gathered on every rank, so every rank picks the same examples
+            passing = {} if target == "reference" else own_passing_code(s.generated.candidates,
+                                                                        s.generated.verdicts)
+            picked = [self._sft_example(s, t, passing.get(t)) for t in s.task_ids]
+            examples = [e for e in picked if e is not None]
+            if target != "reference":
+                own = sum(1 for t in s.task_ids if t in passing)
+                s.sft_metrics = {"sft_examples": float(len(examples)), "sft_own_pass": float(own)}
+                info.update(s.sft_metrics)
+                if not examples:
+                    log.info("round %d: no SFT examples (sft.target %s: %s); training skipped", s.round, target,
+                             "no candidate passed" if target == "own_pass" else "no candidate passed, no reference")
             if not examples:
                 return
             # every rank trains (the trainer's accelerate shards the data); an exception here
@@ -320,10 +359,17 @@ class Engine:
             s.train_metrics = dict(result.metrics)
             info.update(result.metrics)
 
-    def _sft_example(self, s: RoundState, task_id: str) -> SFTExample:
+    def _sft_example(self, s: RoundState, task_id: str, own: str | None = None) -> SFTExample | None:
+        """The task's SFT example on the prompt it got this round: its own passing code ``own``
+        when given (sft.target own_pass/mixed), else the reference; None when the target has
+        nothing to train on (own_pass without a pass; mixed without a pass or a reference)."""
         task, prompt = self.tasks[task_id], s.prompts[task_id]
-        return SFTExample(task_id, prompt.text, self.prompt_builder.render_target(task, prompt),
-                          self.memory.weight(s.after[task_id]))
+        target = self.config.sft.target
+        if own is None and (target == "own_pass" or (target == "mixed" and not task.solution.strip())):
+            return None
+        completion = (self.prompt_builder.render_target(task, prompt) if own is None
+                      else self.prompt_builder.render_target(task, prompt, code=own))
+        return SFTExample(task_id, prompt.text, completion, self.memory.weight(s.after[task_id]))
 
     def _pairs(self, s: RoundState) -> None:
         cfg = self.config.dpo
@@ -360,8 +406,9 @@ class Engine:
         assert self.ledger is not None
         metrics = round_metrics(self.ledger, s, self.timer.seconds, self.dist.world)
         s.files.metrics(metrics)
+        attempts = self._failed_attempts(s) if self._reflects() else None
         self.ledger.commit_round(s.round, s.schedule.new, s.schedule.review, metrics, self.scheduler.state_dict(),
-                                 list(s.after.values()), s.adapter)
+                                 list(s.after.values()), s.adapter, attempts)
         self._notify("srscode_round_end", round=s.round, metrics=metrics)
 
     def _same_adapter(self, r: int, stage: str, adapter: AdapterRef | None) -> AdapterRef | None:

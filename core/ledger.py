@@ -10,7 +10,7 @@ whose files fail their checksums stops the run.
 Layout::
 
     RUN_DIR/ledger.sqlite        meta, rounds, memory (current), memory_log (deltas), validations,
-                                 retention_probes
+                                 retention_probes, failed_attempts (last failing candidate per task)
     RUN_DIR/config.yaml          the config the run was started with (for people)
     RUN_DIR/lock                 flock + pid of the running process
     RUN_DIR/rounds/000001/       schedule.json prompts.jsonl candidates.jsonl verdicts.jsonl
@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .errors import LedgerError
 from .faults import checkpoint
-from .types import AdapterRef, ReviewState
+from .types import AdapterRef, FailedAttempt, ReviewState
 
 SCHEMA_VERSION = 1
 
@@ -86,6 +86,18 @@ CREATE TABLE IF NOT EXISTS validations (
 CREATE TABLE IF NOT EXISTS retention_probes (
     round INTEGER PRIMARY KEY,
     result TEXT NOT NULL
+);
+-- reflection prompts: each task's last failing candidate (code + sanitised failure excerpt),
+-- replaced in the commit transaction of the round that produced it, deleted when a later
+-- round of the task had no failing candidate
+CREATE TABLE IF NOT EXISTS failed_attempts (
+    task_id TEXT PRIMARY KEY,
+    round INTEGER NOT NULL,
+    candidate_index INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    pass_rate REAL NOT NULL,
+    code TEXT NOT NULL,
+    excerpt TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS stages (
     name TEXT PRIMARY KEY,
@@ -413,11 +425,16 @@ class Ledger:
         scheduler_state: Mapping[str, Any],
         states: Sequence[ReviewState],
         adapter: AdapterRef | None,
+        attempts: Mapping[str, FailedAttempt | None] | None = None,
     ) -> None:
+        """``attempts``: task id -> its new last failing attempt, or None to forget the one
+        kept (written in the round's transaction, so an unfinished round leaves none)."""
         commit_sha = self.seal_round_files(round_)
         checkpoint("commit-files")
         with self.transaction():
             self._upsert_states(states, round_)
+            if attempts:
+                self._write_attempts(attempts)
             self.db.execute(
                 "INSERT INTO rounds VALUES (?,?,?,?,?,?,?,?,?)",
                 (
@@ -451,6 +468,28 @@ class Ledger:
         self.db.executemany(
             "INSERT OR REPLACE INTO memory_log VALUES (?,?,?)", [(round_, r[0], r[-1]) for r in rows]
         )
+
+    def _write_attempts(self, attempts: Mapping[str, FailedAttempt | None]) -> None:
+        for tid, a in sorted(attempts.items()):
+            if a is None:
+                self.db.execute("DELETE FROM failed_attempts WHERE task_id=?", (tid,))
+            elif a.task_id != tid:
+                raise LedgerError(f"failed attempt of task {a.task_id!r} filed under task {tid!r}")
+            else:
+                self.db.execute("INSERT OR REPLACE INTO failed_attempts VALUES (?,?,?,?,?,?,?)",
+                                (tid, a.round, a.index, a.status, float(a.pass_rate), a.code, a.excerpt))
+
+    def failed_attempts(self, task_ids: Sequence[str]) -> dict[str, FailedAttempt]:
+        """The last failing attempt kept for each of ``task_ids`` that has one (primary-key lookups)."""
+        out: dict[str, FailedAttempt] = {}
+        ids = list(task_ids)
+        for i in range(0, len(ids), 900):  # SQLite's host-parameter limit
+            chunk = ids[i : i + 900]
+            q = ("SELECT task_id, round, candidate_index, status, pass_rate, code, excerpt FROM failed_attempts "
+                 f"WHERE task_id IN ({','.join('?' * len(chunk))})")
+            for row in self.db.execute(q, chunk):
+                out[row[0]] = FailedAttempt(*row)
+        return out
 
     # ------------------------------------------------------------------ stages / validation
     def commit_stage(self, name: str, metrics: Mapping[str, Any], adapter: AdapterRef | None) -> None:

@@ -14,6 +14,7 @@ def round_metrics(ledger: Ledger, s: RoundState, seconds: Mapping[str, float], w
     """Everything recorded about round ``s``: counts and pass rates, the trainers' metrics,
     validation, wall seconds, and the retention metrics (before the round commits)."""
     metrics = _outcome(s)
+    metrics.update(s.sft_metrics)  # empty unless sft.target is own_pass or mixed
     metrics.update(s.train_metrics)
     metrics.update(s.dpo_metrics)
     if s.validation:

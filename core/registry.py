@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "srscode"
 
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "srscode.plugins.prompt.builders",
+    "srscode.plugins.prompt.reflect",
     "srscode.plugins.data.kodcode",
     "srscode.plugins.data.starter",
     "srscode.plugins.data.humaneval",

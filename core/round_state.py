@@ -27,6 +27,8 @@ class RoundState:
     task_rate: dict[str, float] = field(default_factory=dict)  # mean pass rate of each task's candidates
     after: dict[str, ReviewState] = field(default_factory=dict)
     train_metrics: dict[str, float] = field(default_factory=dict)
+    # sft.target own_pass/mixed only: sft_examples (trained on) and sft_own_pass (of them, own passing code)
+    sft_metrics: dict[str, float] = field(default_factory=dict)
     pairs: list[DPOPair] = field(default_factory=list)
     dpo_metrics: dict[str, float] = field(default_factory=dict)
     validation: dict[str, Any] | None = None

@@ -93,6 +93,20 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class FailedAttempt:
+    """A task's last failing candidate (the ledger keeps one per task): its code and the
+    sanitised excerpt of its failure (:mod:`srscode.core.failure_excerpt`)."""
+
+    task_id: str
+    round: int
+    index: int
+    status: str
+    pass_rate: float
+    code: str
+    excerpt: str
+
+
+@dataclass(frozen=True)
 class AdapterRef:
     """A LoRA adapter on disk and the hash of its content (its identity)."""
 
@@ -271,6 +285,12 @@ class PromptBuilder(Protocol):
         back. Chat formats answer with one fenced Python block; a completion format (``base``)
         continues the declaration its prompt ends with."""
         ...
+
+    # Optional (the engine checks with getattr): ``build_reflection(task, attempt) -> Prompt``,
+    # the prompt for a review task whose last attempt failed (a :class:`FailedAttempt` from the
+    # ledger): the task as ``build`` presents it, that attempt's code and its sanitised failure
+    # excerpt, asking for a corrected solution. Only review prompts use it; new tasks and
+    # validation always get ``build`` (the built-in ``reflect`` builder has it).
 
 
 @runtime_checkable

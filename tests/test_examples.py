@@ -66,6 +66,26 @@ def test_ablations_share_data_seed_and_budget():
             assert srs.model.name_or_path == "" and srs.dpo.name == "dpo"
 
 
+def test_reflection_pair_differs_in_the_prompt_stage_only():
+    """reflect / reflect-off (issue 18): srs's data, seed, model and budget; the configs are
+    equal key for key except stages.prompt, reflect around qwen vs plain qwen."""
+    for suffix in ("", "-dry"):
+        srs = load_config(EXAMPLES / f"srs{suffix}.yaml")[0]
+        on, on_dict = load_config(EXAMPLES / f"reflect{suffix}.yaml")
+        off, off_dict = load_config(EXAMPLES / f"reflect-off{suffix}.yaml")
+        for cfg in (on, off):
+            gen, srs_gen = cfg.stages.generator.params, srs.stages.generator.params
+            assert (cfg.data, cfg.seed, cfg.model, cfg.rounds, cfg.batch_size, cfg.candidates, cfg.validation) == \
+                (srs.data, srs.seed, srs.model, srs.rounds, srs.batch_size, srs.candidates, srs.validation), suffix
+            assert (cfg.stages.generator.name, gen.get("max_new_tokens")) == \
+                (srs.stages.generator.name, srs_gen.get("max_new_tokens")), suffix
+        assert (on.stages.prompt.name, on.stages.prompt.params) == ("reflect", {"inner": "qwen"}), suffix
+        assert (off.stages.prompt.name, off.stages.prompt.params) == ("qwen", {}), suffix
+        del on_dict["stages"]["prompt"], off_dict["stages"]["prompt"]
+        assert on_dict == off_dict, suffix
+        assert on.sft.target == "reference"  # the arms differ in the prompts, not in what SFT trains on
+
+
 def test_dry_ablations_run_and_compare(tmp_path):
     """The four dry configs through the command line, side by side (the evaluator
     mostly waits on its workers, so four runs at once take little longer than one)."""
