@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import json
 import logging
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -36,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from srscode.core.errors import DataError
 from srscode.core.hookspecs import hookimpl
 from srscode.core.types import ComponentSpec, FunctionInfo, LoadReport, Task
+
+from .kodcode import iter_json_lines
 
 log = logging.getLogger(__name__)
 
@@ -91,19 +92,10 @@ def iter_rows(path: Path) -> Iterator[tuple[str, Any]]:
         except (OSError, EOFError) as exc:
             raise DataError(f"HumanEval file {path} is not a readable gzip file ({exc}).") from None
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")  # kodcode skips undecodable rows; a non-UTF-8 HumanEval file is the wrong file
     except UnicodeDecodeError as exc:
         raise DataError(f"HumanEval file {path} is not UTF-8 text ({exc}).") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            yield f"{path}:{lineno}", json.loads(line)
-        except ValueError as exc:
-            raise DataError(
-                f"HumanEval file {path}, line {lineno}, is not valid JSON ({exc}); each line must be one "
-                f"JSON object with {', '.join(FIELDS)}."
-            ) from None
+    yield from iter_json_lines(data, str(path))
 
 
 def _helpers(reference: str, entry_point: str) -> tuple[str, str, str]:
