@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,10 +39,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or Path("runs") / Path(args.config).stem)
     force = [k.strip() for item in (args.force or ()) for k in item.split(",") if k.strip()]
     engine = Engine(cfg, data, run_dir, force_keys=force, quiet=args.quiet)
+    started = time.monotonic()
     summary = engine.run()
     if engine.dist.is_main:  # under `accelerate launch`, one status, not one per rank
         _print_status(summary, args)
+        if not getattr(args, "json", False):
+            _print_run_end(summary, time.monotonic() - started)
     return 0
+
+
+def _print_run_end(summary: dict[str, Any], seconds: float) -> None:
+    """After the status: what this run did, in one sentence, where its trained adapter is, and
+    where its report goes (``srscode report`` draws it from the ledger; not written here, so a
+    run needs no matplotlib)."""
+    run_dir = Path(summary["run_dir"])
+    dpo = summary.get("final_dpo") or {}
+    did = f"{summary['round']} of {summary.get('rounds_planned')} rounds committed"
+    if dpo:
+        did += f", final DPO on {int(dpo.get('dpo_pairs_trained', dpo.get('dpo_pairs', 0)))} pairs"
+    if summary.get("validations"):
+        did += ", validated before and after"
+    mins, secs = divmod(int(round(seconds)), 60)
+    print(f"done      {did} ({mins} min {secs:02d} s in this call)")
+    final = run_dir / "final" / "adapter-dpo"  # where the engine's final DPO stage saves its adapter
+    adapter = str(final) if dpo and (final / "adapter_config.json").is_file() else summary.get("adapter")
+    if adapter:
+        print(f"adapter   {adapter}  (the trained LoRA adapter)")
+    print(f"report    srscode report {run_dir}  (writes {run_dir / 'report' / 'report.html'}; "
+          f"metrics per round: {run_dir / 'metrics.jsonl'})")
 
 
 def _launched_rank() -> int:
