@@ -146,12 +146,13 @@ def seed_style_cpu(items: list[dict[str, Any]]) -> list[float]:
     return out
 
 
-def ours_cpu(items: list[dict[str, Any]]) -> list[float]:
+def ours_cpu(items: list[dict[str, Any]], **params: Any) -> list[float]:
     """CPU seconds of each candidate's run in a warm worker (its process + the worker's
-    share), expected ids already learned: the per-candidate cost in steady state."""
+    share), expected ids already learned: the per-candidate cost in steady state.
+    ``params``: more evaluator params (``integrity``, ``strict_equality``)."""
     from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
-    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=5, max_timeout_s=5))
+    ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path="none", timeout_s=5, max_timeout_s=5, **params))
     try:
         svc = ev.service
         done = []
@@ -184,13 +185,15 @@ def run_seed_style(items: list[dict[str, Any]], workers: int, autoload: bool) ->
 # --------------------------------------------------------------------------- (b)
 
 
-def run_ours(items: list[dict[str, Any]], workers: int, cache_path: str = "none", cap_s: float = 5.0, dedupe: bool = True) -> tuple[dict[str, dict[str, Any]], float, float, float]:
+def run_ours(
+    items: list[dict[str, Any]], workers: int, cache_path: str = "none", cap_s: float = 5.0, dedupe: bool = True, **params: Any
+) -> tuple[dict[str, dict[str, Any]], float, float, float]:
     from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams
 
     t0, c0 = time.monotonic(), cpu_now()
     # the same 5 s cap as the seed-style runner (what `srscode evaluate --timeout 5` sets);
     # below it, each candidate's limit is max(2 s, 5 x its reference's runtime)
-    ev = PytestXdistEvaluator(XdistParams(workers=workers, cache_path=cache_path, timeout_s=cap_s, max_timeout_s=cap_s, dedupe=dedupe))
+    ev = PytestXdistEvaluator(XdistParams(workers=workers, cache_path=cache_path, timeout_s=cap_s, max_timeout_s=cap_s, dedupe=dedupe, **params))
     try:
         svc = ev.service  # starts the workers
         started = time.monotonic() - t0

@@ -24,6 +24,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMOKES: dict[str, tuple[list[str], str, str | None]] = {
     "engine_overhead.py": ([], "ratio seed-style / srs-code per round:", None),
     "evaluator.py": (["--json", "{out}/evaluator.json"], "| runner | candidates |", "evaluator.json"),
+    "evaluator_integrity.py": (["--json", "{out}/integrity.json"], "RATIO integrity on/off per-candidate CPU:", "integrity.json"),
     "soak.py": (["--json", "{out}/soak.json"], "| round | engine RSS MiB |", "soak.json"),
     "generate.py": (["--out", "{out}"], "RATIO fast/generate", "generate.json"),
     "gpu_model_stages.py": (["--out", "{out}/stages.json"], "RESULT {", "stages.json"),

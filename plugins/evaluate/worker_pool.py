@@ -35,6 +35,14 @@ class XdistParams(CommonParams):
     )
     isolation: bool = Field(True, description="Use the namespaces/read-only mounts the OS allows (see `srscode env`).")
     sandbox_uid: int | None = Field(None, description="When running as root: uid candidates run as (default 65534).")
+    integrity: bool = Field(
+        True,
+        description="Fingerprint pytest's runner and seal every result in the candidate's process (docs/security.md); off only to measure its cost.",
+    )
+    strict_equality: bool = Field(
+        False,
+        description="Asserts comparing a value with a literal fail when the value's type has its own __eq__ from outside the standard library (docs/security.md).",
+    )
 
 
 class PytestXdistEvaluator(ServiceEvaluator):
@@ -51,6 +59,8 @@ class PytestXdistEvaluator(ServiceEvaluator):
             plugins=tuple(p.plugins),
             isolation=p.isolation,
             sandbox_uid=p.sandbox_uid,
+            integrity=p.integrity,
+            strict_equality=p.strict_equality,
         )
 
 

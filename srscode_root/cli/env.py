@@ -91,7 +91,12 @@ def _print_text(info: dict[str, Any]) -> None:
     if isinstance(iso, dict):
         print("evaluator isolation")
         for k, v in iso.items():
-            print(f"  {k:<18}{v}")
+            if isinstance(v, list):  # filesystem_binds, refused: one entry a line
+                print(f"  {k:<18}{v[0] if v else '-'}")
+                for item in v[1:]:
+                    print(f"  {'':<18}{item}")
+            else:
+                print(f"  {k:<18}{v}")
     else:
         row("evaluator isolation", iso)
 

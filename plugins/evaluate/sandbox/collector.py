@@ -8,8 +8,14 @@ Loaded two ways: registered as an object by the fork worker (``Collector(fd)``),
 ``-p srscode.plugins.evaluate.sandbox.collector`` in a subprocess, where the descriptor number
 comes from ``SRSCODE_RESULT_FD``.
 
-Events: ``collected`` (node ids), ``collect_error``, ``report`` (one per test phase),
-``interrupted`` (``pytest.exit`` or KeyboardInterrupt), ``tamper`` and ``done``.
+Events: ``collected`` (node ids), ``collect_error``, ``phase`` (whether a test's
+setup, call or teardown raised, seen by a wrapper the exception passes through),
+``report`` (one per test phase), ``interrupted`` (``pytest.exit`` or KeyboardInterrupt),
+``tamper`` and ``done``.
+
+In the fork worker the collector is *armed* (:mod:`.integrity`): it no longer writes to
+the pipe itself but hands each line to the audit hook, which checks the runner and
+seals the line first.
 """
 from __future__ import annotations
 
@@ -18,6 +24,10 @@ import os
 import sys
 import time
 from typing import Any
+
+import pytest
+
+_audit = sys.audit  # bound at import, before any candidate code could rebind sys.audit
 
 TEXT_LIMIT = 2000  # characters of failure text kept per report
 
@@ -61,6 +71,7 @@ class Collector:
         self._guard = _guarded()
         self._tamper_sent = False
         self._t0 = time.monotonic()
+        self.armed = False  # set in the candidate's process once the integrity hook is in place
 
     # ---------------------------------------------------------------- output
     def emit(self, event: dict[str, Any]) -> None:
@@ -75,8 +86,18 @@ class Collector:
         except OSError:
             self.fd = None  # the reader is gone; nothing useful left to do
 
+    def sealed(self, event: dict[str, Any]) -> None:
+        """The events a verdict rests on (``collected``, ``phase``, ``done``): once armed,
+        the integrity hook checks the runner, seals the event and writes it itself."""
+        if self.fd is None:
+            return
+        if self.armed:
+            _audit("srscode.emit", event)
+            return
+        self.emit(event)
+
     def _check_guard(self) -> None:
-        if self._tamper_sent:
+        if self._tamper_sent or self.armed:  # armed: the integrity hook checks far more
             return
         try:
             now = _guarded()
@@ -98,7 +119,44 @@ class Collector:
 
     def pytest_collection_finish(self, session: Any) -> None:
         self._check_guard()
-        self.emit({"t": "collected", "ids": [item.nodeid for item in session.items]})
+        self.sealed({"t": "collected", "ids": [item.nodeid for item in session.items]})
+
+    # The outcome of each phase, seen from inside it: the exception passes through these
+    # wrappers whatever later happens to the report object built from it. Only armed runs
+    # send them, sealed: every call phase (a pass rests on it), and a setup or teardown
+    # phase only when it raised (it can only add a failure; a pass needs none of them).
+    # (the sealed path accepts only these hook methods as callers: no helper in between)
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: Any) -> Any:
+        try:
+            result = yield
+        except BaseException:
+            if self.armed:
+                self.sealed({"t": "phase", "id": item.nodeid, "when": "setup", "raised": True})
+            raise
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: Any) -> Any:
+        try:
+            result = yield
+        except BaseException:
+            if self.armed:
+                self.sealed({"t": "phase", "id": item.nodeid, "when": "call", "raised": True})
+            raise
+        if self.armed:
+            self.sealed({"t": "phase", "id": item.nodeid, "when": "call", "raised": False})
+        return result
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: Any, nextitem: Any) -> Any:
+        try:
+            result = yield
+        except BaseException:
+            if self.armed:
+                self.sealed({"t": "phase", "id": item.nodeid, "when": "teardown", "raised": True})
+            raise
+        return result
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         self._check_guard()
@@ -124,7 +182,7 @@ class Collector:
 
     def pytest_sessionfinish(self, session: Any, exitstatus: Any) -> None:
         self._check_guard()
-        self.emit(
+        self.sealed(
             {
                 "t": "done",
                 "exitstatus": int(exitstatus),

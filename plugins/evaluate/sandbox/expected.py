@@ -30,10 +30,10 @@ def default_cache_path() -> Path:
     return Path(root) / CACHE_NAME
 
 
-def expected_key(test_code: str, reference: str | None) -> str:
+def expected_key(test_code: str, reference: str | None, variant: str = "") -> str:
     import pytest
 
-    env = f"h{HARNESS_VERSION}|pytest{pytest.__version__}|py{sys.version_info[0]}.{sys.version_info[1]}|{platform.node()}"
+    env = f"h{HARNESS_VERSION}{variant}|pytest{pytest.__version__}|py{sys.version_info[0]}.{sys.version_info[1]}|{platform.node()}"
     return sha256(env, test_code, reference or "")
 
 

@@ -14,9 +14,9 @@ SOLUTION_FILE = "solution.py"
 TEST_FILE = "test_solution.py"
 HARNESS_PREFIX = "from solution import *\n"
 # bump when the harness or the inner pytest options change: it is part of cache keys
-HARNESS_VERSION = "1"
+HARNESS_VERSION = "2"  # 2: the debugging plugin stays loaded (unittest tests need its options)
 
-# Plugins blocked inside the sandboxed session: caching/debugging/report-file machinery
+# Plugins blocked inside the sandboxed session: caching/report-file machinery
 # no verdict depends on (the terminal reporter stays: assertion explanations use it). Each one skipped is work the per-candidate process does not do;
 # unraisableexception/threadexception run gc.collect() five times per session (~40 ms).
 BLOCKED_PLUGINS = (
@@ -27,7 +27,6 @@ BLOCKED_PLUGINS = (
     "stepwise",
     "setuponly",
     "setupplan",
-    "debugging",
     "unraisableexception",
     "threadexception",
 )

@@ -90,6 +90,8 @@ class WorkerPool:
         sandbox_uid: int | None = None,
         base_dir: str | None = None,
         as_user: bool = False,
+        integrity: bool = True,
+        strict_equality: bool = False,
     ) -> None:
         self.n = max(1, int(workers))
         self.limits = limits
@@ -98,6 +100,10 @@ class WorkerPool:
         self.isolation = isolation
         self.sandbox_uid = sandbox_uid
         self.as_user = as_user
+        self.integrity = integrity
+        self.strict_equality = strict_equality
+        # verdicts differ under strict equality, so the reference cache keeps them apart
+        self.verdict_variant = "strict-eq" if strict_equality else ""
         self.base = tempfile.mkdtemp(prefix="srscode-eval-", dir=base_dir)
         os.chmod(self.base, 0o755)  # an unprivileged candidate uid must reach its dir
         self._jobs: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
@@ -133,6 +139,7 @@ class WorkerPool:
         self.info = dict(self._slots[0].hello.get("isolation", {}))
         self.info["preloaded"] = self._slots[0].hello.get("preloaded", [])
         self.info["traceback_patches"] = self._slots[0].hello.get("tracebacks", {})
+        self.info["integrity"] = self._slots[0].hello.get("integrity", {})
         for slot in self._slots:
             t = threading.Thread(target=self._dispatch, args=(slot,), name=f"srscode-eval-{slot.index}", daemon=True)
             t.start()
@@ -155,6 +162,8 @@ class WorkerPool:
             "isolation": self.isolation,
             "sandbox_uid": self.sandbox_uid,
             "as_user": self.as_user,
+            "integrity": self.integrity,
+            "strict_equality": self.strict_equality,
             "log": slot.log_path,
             "env_source": {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONPATH")},
         }

@@ -130,6 +130,7 @@ class EvaluationService:
 
     def __init__(self, pool: ExecutionPool, settings: TimeoutSettings, cache: ReferenceCache, dedupe: bool = True) -> None:
         self.pool = pool
+        self.variant = str(getattr(pool, "verdict_variant", ""))  # part of the reference-cache key
         self.settings = settings
         self.cache = cache
         self.dedupe = dedupe
@@ -151,7 +152,7 @@ class EvaluationService:
     # ------------------------------------------------------------------ submit
     def submit_code(self, task_id: str, index: int, solution: str, test: str, reference: str | None) -> int:
         """Queue one candidate; returns its sequence number (see :meth:`results_with_seq`)."""
-        key = expected_key(test, reference)
+        key = expected_key(test, reference, self.variant)
         seq = next(self._seq)
         pend = _Pending(seq, task_id, index, solution, test, key, run_key=sha256(key, solution) if self.dedupe else "")
         with self._lock:
@@ -188,7 +189,7 @@ class EvaluationService:
     def learn(self, test: str, reference: str | None, callback: Any = None) -> None:
         """Make sure the expected ids of (test, reference) are known; ``callback(key,
         expected)`` runs (in the result thread) once they are."""
-        key = expected_key(test, reference)
+        key = expected_key(test, reference, self.variant)
         with self._lock:
             exp = self.cache.get(key)
             if exp is None and reference:

@@ -52,13 +52,21 @@ class Parsed:
     interrupted: str = ""
     internal: str = ""
     tamper: list[str] = field(default_factory=list)
+    phases: dict[tuple[str, str], bool] = field(default_factory=dict)  # (id, when) -> raised
+    unsealed: int = 0  # events that did not pass the integrity hook (sealed runs only)
+    seal_broken: bool = False
 
 
-def parse_events(raw_text: str) -> Parsed:
-    """Parse collector events; lines that are not valid events are ignored (a candidate
-    can write to the pipe; it cannot make a missing test appear passed that way unless
-    it forges events, which docs/security.md lists as not defended)."""
+def parse_events(raw_text: str, sealed: bool = False) -> Parsed:
+    """Parse collector events; lines that are not valid events are ignored.
+
+    ``sealed``: the run's collector was armed (:mod:`.integrity`), so every
+    ``collected``, ``phase`` and ``done`` event must carry the hook's seal, all the same
+    one, and a test counts as passed only when the wrapper around its call saw no
+    exception and none of its setup or teardown phases reported one. A candidate can still write to the pipe; docs/security.md says what
+    forged lines can and cannot do."""
     p = Parsed()
+    seal: Any = None
     for line in raw_text.splitlines():
         try:
             ev = json.loads(line)
@@ -67,6 +75,18 @@ def parse_events(raw_text: str) -> Parsed:
         if not isinstance(ev, dict):
             continue
         t = ev.get("t")
+        if sealed and t in SEALED:
+            if "s" not in ev:
+                p.unsealed += 1
+                continue
+            if t == "collected" and seal is None:
+                seal = ev["s"]
+            elif seal is not None and ev["s"] != seal:
+                p.seal_broken = True
+        if t == "phase":
+            key = (str(ev.get("id")), str(ev.get("when")))
+            p.phases[key] = p.phases.get(key, False) or bool(ev.get("raised", True))
+            continue
         if t == "collected" and p.collected is None:
             p.collected = [str(x) for x in ev.get("ids", [])]
         elif t == "collect_error":
@@ -102,10 +122,18 @@ def parse_events(raw_text: str) -> Parsed:
         elif t == "done":
             p.done = True
             p.elapsed = ev.get("elapsed")
+    if sealed:  # a pass needs the phase wrappers' word for it, not only the reports'
+        for nid, o in p.outcomes.items():
+            # the call phase must have said it raised nothing; setup and teardown speak only when they raised
+            if o in PASSING and (p.phases.get((nid, "call"), True) or p.phases.get((nid, "setup")) or p.phases.get((nid, "teardown"))):
+                p.outcomes[nid] = "unconfirmed"
     return p
 
 
 PASSING = ("passed", "xpassed")
+# the events the integrity hook writes in a sealed run; the others (reports, collection
+# errors) can only add a failure or a text
+SEALED = ("collected", "phase", "done")
 
 
 def _key_lines(text: str) -> str:
@@ -151,7 +179,7 @@ def classify(
     cand_dir = str(raw.get("cand_dir") or "")
     if cand_dir:  # report paths relative to the candidate's directory
         events = events.replace(cand_dir.rstrip("/") + "/", "")
-    p = parse_events(events)
+    p = parse_events(events, sealed=bool(raw.get("sealed")))
     outcomes = dict(p.outcomes)
     for nid in expected.ids if expected.source == "reference" else ():
         outcomes.setdefault(nid, "missing")
@@ -169,6 +197,14 @@ def classify(
     else:
         n_passed = sum(1 for nid in expected.ids if p.outcomes.get(nid) in PASSING)
 
+    if p.tamper or p.unsealed or p.seal_broken:
+        # its reports cannot be trusted, so none of them counts (the pass rate feeds memory)
+        what = list(p.tamper)
+        if p.unsealed:
+            what.append(f"{p.unsealed} event(s) reached the result pipe without the sandbox's checks")
+        if p.seal_broken:
+            what.append("the collected tests, the test module or pytest's session changed while tests ran")
+        return verdict("error", 0, outcomes, f"the candidate tampered with the test runner: {'; '.join(what)}; its reports are not trusted")
     if raw.get("timed_out") or sig == signal.SIGXCPU:
         why = "wall-clock" if raw.get("timed_out") else "CPU-time"
         tail = f"\nlast output:\n{out_tail[-600:]}" if out_tail.strip() else ""
@@ -196,10 +232,6 @@ def classify(
         return verdict("error", n_passed, outcomes, f"{why}")
     if n_expected == 0:
         return verdict("error", 0, outcomes, "the task's test file defines no tests, so no candidate can pass")
-    if p.tamper:
-        # its reports cannot be trusted, so none of them counts (the pass rate feeds memory)
-        return verdict("failed", 0, outcomes, f"the candidate modified the test runner ({', '.join(p.tamper)}); its reports are not trusted")
-
     bad = [nid for nid, o in p.outcomes.items() if o not in PASSING and o not in ("skipped", "xfailed")]
     bad += [nid for nid in expected.ids if expected.source == "reference" and p.outcomes.get(nid) not in PASSING and nid not in bad]
     if n_passed == n_expected and not bad and not p.interrupted:
@@ -231,7 +263,7 @@ def expected_from_reference(raw: Mapping[str, Any], static_ids: list[str], limit
     Tests the reference itself skips or xfails are left out (a candidate cannot be
     asked to pass a test the file marks as expected to fail).
     """
-    p = parse_events(str(raw.get("events_raw", "")))
+    p = parse_events(str(raw.get("events_raw", "")), sealed=bool(raw.get("sealed")))
     ref_s = p.elapsed if p.done else None
     if p.collected and not p.collect_errors:
         ids = tuple(nid for nid in p.collected if p.outcomes.get(nid) not in ("skipped", "xfailed"))

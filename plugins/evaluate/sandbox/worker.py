@@ -42,7 +42,7 @@ import sys
 import time
 from typing import Any
 
-from . import isolation, tracebacks
+from . import integrity, isolation, strict_eq, tracebacks
 from .harness import INI_TEXT, SOLUTION_FILE, TEST_FILE, inner_pytest_args, test_source
 from .limits import Limits, apply_limits, cpu_seconds_for, scrubbed_env, vm_size_bytes
 
@@ -53,6 +53,8 @@ SANDBOX_FAIL = 71  # exit code of a candidate process whose isolation steps fail
 
 WARMUP_SOLUTION = "def add(a, b):\n    return a + b\n"
 WARMUP_TEST = '''
+import unittest
+
 import pytest
 
 @pytest.fixture
@@ -86,6 +88,13 @@ def test_xfail():
 @pytest.mark.skip(reason="warm-up")
 def test_skip():
     pass
+
+class TestUnit(unittest.TestCase):
+    def test_ok(self):
+        self.assertEqual(add(1, 1), 2)
+
+    def test_fail(self):
+        self.assertEqual(add(1, 1), 3)
 '''
 
 
@@ -212,9 +221,15 @@ class Worker:
         self.plan, self.iso_report = plan, report
         self.env = scrubbed_env(self.cand, source=cfg.get("env_source", {}), hidden=cfg["hidden_devices"])
         self.preloaded = self._preload(cfg.get("preload", ()))
+        self.guard: integrity.Guard | None = None
+        self.used_code_keys: set[tuple[Any, ...]] = set()  # runner code the warm-up sessions ran
         self._prepare()
+        self.base_vm = vm_size_bytes()  # the warm-up's candidates need it too (set again below)
         self._warm_up()
         self._map_module_files()
+        if cfg.get("integrity", True):
+            # after the warm-up, so the modules a session imports lazily are fingerprinted too
+            self.guard = integrity.build_guard(self.config, self.session, Worker._candidate.__code__, frozenset(self.used_code_keys))
         gc.collect()
         gc.freeze()  # children then never touch the worker's objects in a collection
         self.base_vm = vm_size_bytes()
@@ -276,6 +291,8 @@ class Worker:
         if co is None:
             data = source.encode("utf-8")
             tree = ast.parse(data, filename=self.test_path)
+            if self.cfg.get("strict_equality"):
+                strict_eq.rewrite(tree)
             rewrite.rewrite_asserts(tree, data, self.test_path, self.config)
             co = compile(tree, self.test_path, "exec", dont_inherit=True)
             if len(self.code_cache) >= 128:  # a bigger worker heap makes every fork dearer
@@ -292,6 +309,8 @@ class Worker:
             for line in res.get("events_raw", "").splitlines():
                 if line.startswith('{"t": "modules"'):
                     names = json.loads(line)["names"]
+                elif line.startswith('{"t": "codes"'):
+                    self.used_code_keys.update(tuple(k) for k in json.loads(line)["keys"])
             for name in names:
                 if name in sys.modules or name.split(".")[0] in ("solution", "test_solution"):
                     continue
@@ -339,7 +358,7 @@ class Worker:
         t0 = time.monotonic()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         rs0 = resource.getrusage(resource.RUSAGE_SELF)
-        result: dict[str, Any] = {"id": job.get("id"), "cand_dir": self.cand}
+        result: dict[str, Any] = {"id": job.get("id"), "cand_dir": self.cand, "sealed": self.guard is not None}
         try:
             source = test_source(job["test"])
             self._write_files(job["solution"], source)
@@ -495,7 +514,16 @@ class Worker:
                 os.write(2, f"srscode sandbox: could not set limits: {failed}\n".encode())
             before = set(sys.modules) if job.get("warmup") else None
             self.collector.fd = res_w
+            if self.guard is not None:
+                integrity.arm(self.guard, res_w, self._precompiled.get(self.test_path))
+                self.collector.armed = True
+            used: set[Any] | None = set() if job.get("warmup") else None
+            if used is not None:  # which runner code a session runs: what the guard fingerprints
+                sys.setprofile(lambda frame, event, arg: used.add(frame.f_code) if event == "call" else None)
             self._run_session()
+            if used is not None:
+                sys.setprofile(None)
+                self.collector.emit({"t": "codes", "keys": integrity.code_keys(used)})
             missed = tracebacks.missed_paths()
             if missed:  # the worker learns these files once, for every later candidate
                 self.collector.emit({"t": "ast_paths", "paths": missed[:64]})
@@ -538,8 +566,11 @@ class Worker:
     # ------------------------------------------------------------------ loop
     def serve(self) -> None:
         ctl_in = self.ctl_in
+        g = self.guard
+        integrity_info = {"armed": g is not None, "runner_functions_warmed": len(self.used_code_keys),
+                          "bindings": len(g.containers) if g else 0, "hooks": len(g.hook_callers) if g else 0}
         self._send({"t": "hello", "pid": os.getpid(), "isolation": self.iso_report, "preloaded": self.preloaded,
-                    "tracebacks": self.traceback_patches})
+                    "tracebacks": self.traceback_patches, "integrity": integrity_info})
         buf = b""
         while True:
             chunk = os.read(ctl_in, 1 << 20)
