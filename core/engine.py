@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .config import RunConfig
 from .context import StageContext
 from .distributed import Distributed, SingleProcess, connect, run_everywhere, run_on_main
+from .distributed import check_shared_run_dir, lost_contact, shared_adapter  # several machines
 from .errors import Interrupted, LedgerError, StageError
 from .failure_excerpt import default_paths
 from .generate_evaluate import GenerateEvaluate, round_seed
@@ -203,6 +204,11 @@ class Engine:
             if ledger is not None and is_io_error(exc):
                 raise LedgerError(_write_failed(ledger, self.run_dir / "ledger.sqlite", str(exc))) from None
             raise
+        except RuntimeError as exc:  # a collective inside a stage (DDP's) failing on a lost node
+            lost = lost_contact(self.dist, exc)
+            if lost is None:
+                raise
+            raise lost from exc
         finally:
             for c in self._components():
                 close = getattr(c, "close", None)
@@ -220,10 +226,12 @@ class Engine:
 
     def _run(self) -> dict[str, Any]:
         cfg, dist, ledger = self.config, self.dist, self.ledger
+        check_shared_run_dir(dist, self.run_dir)  # before anything is read from it on other ranks
         last = run_on_main(dist, "checking the run dir", resume_point, ledger, self.config_dict, self.force_keys)
         self._load_tasks()
         adapter = run_on_main(dist, "restoring the run state", restore,
                               ledger, self.scheduler, self.split, cfg.seed, self.force_keys, last)
+        adapter = shared_adapter(dist, f"resuming after round {last}: its adapter", adapter)
         self._notify("srscode_run_start", run_dir=str(self.run_dir), config=self.config_dict, resumed_from=last)
         if last:
             log.info("resuming %s after round %d", self.run_dir, last)
@@ -413,6 +421,7 @@ class Engine:
 
     def _same_adapter(self, r: int, stage: str, adapter: AdapterRef | None) -> AdapterRef | None:
         """Every rank must continue from the adapter rank 0 saved (same content hash)."""
+        adapter = shared_adapter(self.dist, f"round {r}: {stage} adapter", adapter)
         shas = run_everywhere(self.dist, f"round {r}: {stage} adapter", _sha, adapter)
         if len(set(shas)) > 1:
             held = ", ".join(f"rank {k}: {(sha or 'none')[:12]}" for k, sha in enumerate(shas))

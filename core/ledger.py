@@ -12,7 +12,7 @@ Layout::
     RUN_DIR/ledger.sqlite        meta, rounds, memory (current), memory_log (deltas), validations,
                                  retention_probes, failed_attempts (last failing candidate per task)
     RUN_DIR/config.yaml          the config the run was started with (for people)
-    RUN_DIR/lock                 flock + pid of the running process
+    RUN_DIR/lock                 flock + the holder's host, pid, boot id and heartbeat (RunLock)
     RUN_DIR/rounds/000001/       schedule.json prompts.jsonl candidates.jsonl verdicts.jsonl
                                  memory.jsonl pairs.jsonl metrics.json adapter/ COMMIT
 """
@@ -24,9 +24,11 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -36,6 +38,8 @@ from .faults import checkpoint
 from .types import AdapterRef, FailedAttempt, ReviewState
 
 SCHEMA_VERSION = 1
+
+log = logging.getLogger("srscode.ledger")
 
 # the ``stages`` row of the DPO stage that runs once after the last round (``dpo.every: end``)
 FINAL_DPO = "dpo-final"
@@ -256,11 +260,26 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
 
 class RunLock:
-    """An flock on RUN_DIR/lock: released by the kernel if the holder dies."""
+    """An flock on RUN_DIR/lock, released by the kernel if the holder dies, plus a record of
+    the holder in the file: host, pid, boot id, start time and a heartbeat.
+
+    The record is for what flock cannot say across machines. On one host the flock is the
+    truth: when it is free, whatever pid the record names is gone (a pid of another boot or
+    host is never looked up here: it would name an unrelated process). On a run dir shared
+    over the network, a file system may keep flocks per host (NFS mounted ``local_lock=flock``
+    or ``nolock``), so a free flock with a record left by another host is not proof that its
+    holder died: the holder rewrites its heartbeat every ``SRSCODE_LOCK_HEARTBEAT_S`` (default
+    10 s), and a taker watches the record for 2.5 heartbeats. If it moves, the holder is alive
+    and the taker stops; if not, the holder died without releasing, and the taker says so and
+    takes over. A clean release empties the record, so only a crash costs that wait.
+    """
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "lock"
         self.fd: int | None = None
+        self._record: dict[str, Any] = {}
+        self._stop: threading.Event | None = None
+        self._beat_thread: threading.Thread | None = None
 
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -268,22 +287,151 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                os.close(fd)
                 raise
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            holder = _read_holder(fd)
             os.close(fd)
             raise LedgerError(
-                f"run dir {self.path.parent} is in use by another srscode process (pid {holder}); "
+                f"run dir {self.path.parent} is in use by another srscode process ({_describe_holder(holder)}); "
                 "wait for it to finish or stop it before starting another run here."
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            self._check_left_record(fd)
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise
         self.fd = fd
+        self._record = {"pid": os.getpid(), "host": _host(), "boot_id": _boot_id(), "started": time.time(),
+                        "heartbeat_s": _heartbeat_s(), "beat": 0}
+        self._write_record()
+        self._stop = threading.Event()
+        self._beat_thread = threading.Thread(target=self._beat, name="srscode-lock-heartbeat", daemon=True)
+        self._beat_thread.start()
+
+    def _check_left_record(self, fd: int) -> None:
+        """The flock is ours; a record still in the file is a holder that did not release."""
+        holder = _read_holder(fd)
+        if not holder:
+            return
+        if holder.get("host", _host()) == _host() and holder.get("boot_id", _boot_id()) == _boot_id():
+            # this machine, this boot: the kernel dropped that holder's flock, so it is gone
+            # (its pid may already name another process). A host name alone is not enough:
+            # containers on different machines often share one; after a reboot the heartbeat decides
+            log.info("run dir lock: the previous holder (%s) ended without releasing", _describe_holder(holder))
+            return
+        interval = min(float(holder.get("heartbeat_s") or DEFAULT_LOCK_HEARTBEAT_S), 60.0)
+        deadline = time.monotonic() + 2.5 * interval
+        while time.monotonic() < deadline:
+            time.sleep(min(0.5, interval / 4))
+            now = self._read_fresh()
+            if now != holder:
+                if not now:  # released meanwhile: it was alive, and it is done
+                    return
+                raise LedgerError(
+                    f"run dir {self.path.parent} is in use by a srscode process on another host "
+                    f"({_describe_holder(now)}): its heartbeat in {self.path} is moving, although this "
+                    "file system let this host take the lock too (it keeps locks per host, e.g. NFS "
+                    "mounted with local_lock=flock or nolock). Wait for that run to finish or stop it there."
+                )
+        log.warning("run dir lock: the previous holder (%s) did not release it and its heartbeat did not "
+                    "move for %.1f s; taking over (its rounds up to the last committed one are kept)",
+                    _describe_holder(holder), 2.5 * interval)
+
+    def _read_fresh(self) -> dict[str, Any]:
+        """The record as the file server has it: a new open revalidates an NFS client's cache
+        (close-to-open), where reads through a long-open descriptor may see cached bytes."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return {}
+        try:
+            return _read_holder(fd)
+        finally:
+            os.close(fd)
+
+    def _write_record(self) -> None:
+        assert self.fd is not None
+        data = (json.dumps(self._record, sort_keys=True) + "\n").encode()
+        # in place and never empty (an empty record means released); fsync so a network file
+        # system's server, and so another host, sees each beat
+        os.pwrite(self.fd, data, 0)
+        os.ftruncate(self.fd, len(data))
+        os.fsync(self.fd)
+
+    def _beat(self) -> None:
+        stop = self._stop
+        assert stop is not None
+        while not stop.wait(self._record["heartbeat_s"]):
+            self._record["beat"] += 1
+            with contextlib.suppress(OSError, AssertionError):  # a full disk must not kill the run here
+                self._write_record()
+
+    def holder(self) -> dict[str, Any]:
+        """The record this lock wrote (host, pid, boot id, ...); empty when not held."""
+        return dict(self._record) if self.fd is not None else {}
 
     def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            if self._beat_thread is not None:
+                self._beat_thread.join(timeout=5)
+            self._stop = self._beat_thread = None
         if self.fd is not None:
+            with contextlib.suppress(OSError):  # an empty record: released cleanly, nothing to wait for
+                os.ftruncate(self.fd, 0)
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+DEFAULT_LOCK_HEARTBEAT_S = 10.0
+
+
+def _heartbeat_s() -> float:
+    raw = os.environ.get("SRSCODE_LOCK_HEARTBEAT_S", "").strip()
+    try:
+        return max(float(raw), 0.05) if raw else DEFAULT_LOCK_HEARTBEAT_S
+    except ValueError:
+        raise LedgerError(f"environment variable SRSCODE_LOCK_HEARTBEAT_S={raw!r} is not a number of seconds") from None
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    raw = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    # an older srs-code wrote the bare pid; it ran on one host
+    return {"pid": raw.split()[0], "host": _host()} if raw.split() and raw.split()[0].isdigit() else {"pid": raw[:40]}
+
+
+def _describe_holder(holder: Mapping[str, Any]) -> str:
+    if not holder:
+        return "pid unknown"
+    text = f"pid {holder.get('pid', 'unknown')}"
+    if holder.get("host"):
+        text += f" on host {holder['host']}"
+    if isinstance(holder.get("started"), (int, float)):
+        text += f", since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder['started']))}"
+    return text
 
 
 # --------------------------------------------------------------------------- ledger
