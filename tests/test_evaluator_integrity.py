@@ -351,3 +351,30 @@ def test_a_failing_setup_or_teardown_is_a_plain_failure_not_tampering() -> None:
     assert v.outcomes["test_solution.py::test_ok"] == "passed"
     assert v.outcomes["test_solution.py::test_setup"] == "error"
     assert v.outcomes["test_solution.py::test_teardown"] == "error"
+
+
+def test_an_honest_candidate_passes_whatever_signal_dispositions_the_engine_inherited() -> None:
+    """The worker sets its candidates' handlers (SIGXFSZ ignored, SIGINT raising) after it
+    fingerprinted the runner; the checks compare with those, not with what the engine's
+    process happened to inherit (a job started in the background by a shell has SIGINT
+    ignored, which the worker inherits; this session's shell does not)."""
+    import signal
+    import subprocess
+
+    code = (
+        "import signal\n"
+        "from srscode.core.types import Candidate, Task\n"
+        "from srscode.plugins.evaluate.worker_pool import PytestXdistEvaluator, XdistParams\n"
+        f"task = Task('add', 'add', {REF!r}, 'def test_a():\\n    assert add(1, 2) == 3\\n')\n"
+        "ev = PytestXdistEvaluator(XdistParams(workers=1, cache_path='none'))\n"
+        "try:\n    (v,) = ev.evaluate({'add': task}, [Candidate('add', 0, task.solution, task.solution)])\n"
+        "finally:\n    ev.close()\n"
+        "print('VERDICT', v.status, v.excerpt[:200])\n"
+    )
+    for disposition in (signal.SIG_DFL, signal.SIG_IGN):
+        def preexec(d=disposition) -> None:
+            signal.signal(signal.SIGINT, d)
+            signal.signal(signal.SIGXFSZ, d)
+
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=preexec)
+        assert "VERDICT passed" in out.stdout, (disposition, out.stdout[-800:], out.stderr[-800:])

@@ -168,7 +168,6 @@ class Guard:
     session: Any
     config: Any
     signals: tuple[int, ...]
-    handlers: tuple[Any, ...]
     foreign_functions: tuple[tuple[Any, str], ...]
     session_names: tuple[frozenset[str], ...]
     item_names: frozenset[str]  # what a test item's class defines: an instance attribute of that name shadows it  # per session object: class attributes + structural names
@@ -332,7 +331,6 @@ def build_guard(config: Any, session: Any, candidate_frame: types.CodeType, used
         session=session,
         config=config,
         signals=signals,
-        handlers=tuple(_signal.getsignal(s) for s in signals),
         foreign_functions=resolved_foreign_functions(),
         item_names=frozenset(n for t in _item_types() for n in dir(t)) - VOLATILE,
         session_names=tuple(frozenset(dir(type(o))) | STRUCTURAL for o in (session, config, pm)),
@@ -422,12 +420,17 @@ def arm(guard: Guard, fd: int, test_code: types.CodeType | None) -> None:
     _strip_ctypes(guard.foreign_functions)
     gc.disable()  # automatic collections would run candidate finalizers inside pytest's code
     test_codes = _test_codes(test_code)
+    # the handlers as the worker set them up for this candidate (SIGXFSZ ignored, SIGINT
+    # raising): what a check must find again
+    handlers = tuple(_signal.getsignal(s) for s in guard.signals)
     sys.addaudithook(
-        _make_hook(guard, fd, test_codes, _thread.get_ident(), _thread._count(), gc.callbacks)
+        _make_hook(guard, fd, test_codes, _thread.get_ident(), _thread._count(), gc.callbacks, handlers)
     )
 
 
-def _make_hook(guard: Guard, fd: int, test_codes: frozenset[int], main_ident: int, base_threads: int, gc_callbacks: list[Any]) -> Any:
+def _make_hook(
+    guard: Guard, fd: int, test_codes: frozenset[int], main_ident: int, base_threads: int, gc_callbacks: list[Any], handlers: tuple[Any, ...]
+) -> Any:
     handled = REFUSED_EVENTS | {"object.__setattr__", "object.__delattr__", "srscode.emit"}
 
     # The interpreter calls the hook for every audited event (imports, opens, attribute
@@ -486,6 +489,7 @@ def _make_hook(guard: Guard, fd: int, test_codes: frozenset[int], main_ident: in
         _main: Any = main_ident,
         _threads: Any = base_threads,
         _callbacks: Any = gc_callbacks,
+        _handlers: Any = handlers,
         _fd: Any = fd,
         _code_exit: Any = TAMPER_EXIT,
         _wrapped: Any = _wrapped_test,
@@ -538,7 +542,7 @@ def _make_hook(guard: Guard, fd: int, test_codes: frozenset[int], main_ident: in
             # no candidate code may run behind the runner's back
             if _count() != _threads:
                 tamper("a thread the candidate started was still running")
-            if not _all(_map(_is, _map(_getsignal, _g.signals), _g.handlers)):
+            if not _all(_map(_is, _map(_getsignal, _g.signals), _handlers)):
                 tamper("a signal handler was installed")
             if _gc_enabled() or _len(_callbacks):
                 tamper("garbage-collector hooks were changed")
