@@ -378,3 +378,57 @@ def test_an_honest_candidate_passes_whatever_signal_dispositions_the_engine_inhe
 
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=preexec)
         assert "VERDICT passed" in out.stdout, (disposition, out.stdout[-800:], out.stderr[-800:])
+
+
+def test_the_hooks_own_defaults_cannot_be_changed() -> None:
+    """All the hook's state is in its functions' defaults. Code that reached them (through
+    a frame of the hook, from a signal handler that fired inside it) and changed them must
+    end the process like any other refused primitive."""
+    import os
+
+    from srscode.plugins.evaluate.sandbox import integrity
+
+    guard = _guard_for_test()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            import _thread
+            import gc
+
+            hook = integrity._make_hook(guard, w, frozenset(), _thread.get_ident(), _thread._count(), gc.callbacks, ())
+            sys.addaudithook(hook)
+            check = hook.__defaults__[-1]
+            check.__kwdefaults__ = dict(check.__kwdefaults__, _fd=2)
+        finally:
+            os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    out = os.read(r, 65536).decode()
+    os.close(r)
+    assert os.waitstatus_to_exitcode(status) == integrity.TAMPER_EXIT, out
+    assert '"t": "tamper"' in out and "__kwdefaults__" in out, out
+
+
+def _guard_for_test():
+    """A guard built as the worker builds one, over a prepared pytest session."""
+    import os
+    import tempfile
+
+    from _pytest.config import _prepareconfig
+    import _pytest.main as pmain
+
+    from srscode.plugins.evaluate.sandbox import integrity, worker
+    from srscode.plugins.evaluate.sandbox.collector import Collector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "test_x.py")
+        with open(path, "w") as fh:
+            fh.write("def test_x():\n    pass\n")
+        config = _prepareconfig(["-q", "-p", "no:cacheprovider", "--rootdir", tmp, path], plugins=[Collector(None)])
+        config._do_configure()
+        try:
+            session = pmain.Session.from_config(config)
+            return integrity.build_guard(config, session, worker.Worker._candidate.__code__)
+        finally:
+            config._ensure_unconfigure()

@@ -351,10 +351,11 @@ def _item_types() -> list[type]:
 
 
 def _node_slot_getter(name: str) -> Any:
+    """The slot's C getter, called as ``get(obj, None)`` (no Python function a candidate
+    could change the defaults of)."""
     import _pytest.nodes as nodes
 
-    descriptor = nodes.Node.__dict__[name]
-    return lambda obj, _get=descriptor.__get__: _get(obj, None)
+    return nodes.Node.__dict__[name].__get__
 
 
 def _node_slot_getters() -> tuple[Any, ...]:
@@ -490,6 +491,7 @@ def _make_hook(
         _threads: Any = base_threads,
         _callbacks: Any = gc_callbacks,
         _handlers: Any = handlers,
+        _own: Any = frozenset(),  # this hook and this check (set below, once they exist)
         _fd: Any = fd,
         _code_exit: Any = TAMPER_EXIT,
         _wrapped: Any = _wrapped_test,
@@ -508,7 +510,7 @@ def _make_hook(
                 if _type(target) is _function and _type(name) is _str and name in _code_attrs:
                     # any function's code; the defaults only of pytest's and the test file's
                     # functions (namedtuple sets its __new__'s defaults)
-                    if name == "__code__" or _id(target) in _g.function_ids or _id(target.__code__) in _test_codes:
+                    if name == "__code__" or _id(target) in _g.function_ids or _id(target) in _own or _id(target.__code__) in _test_codes:
                         tamper(f"set {name} of a function")
                 if _id(target) in _g.guarded_types:
                     tamper(f"set an attribute of pytest's class {_type(name) is _str and name or '?'}")
@@ -602,11 +604,11 @@ def _make_hook(
                         tamper("a test function whose code is not the test file's")
                     parts.append(_id(fn))
                 if test_module is None:
-                    node = _g.node_parent(item)
+                    node = _g.node_parent(item, None)
                     for _ in range(6):
                         if node is None or _id(_type(node)) == _g.module_type:
                             break
-                        node = _g.node_parent(node)
+                        node = _g.node_parent(node, None)
                     if node is not None:
                         test_module = _vars(node).get("_obj")
                         if _type(test_module) is not _moduletype:
@@ -664,6 +666,11 @@ def _make_hook(
         except BaseException as exc:  # never let an exception (and a traceback through us) out
             tamper(f"the integrity check failed ({_type(exc).__name__})")
 
+    # their defaults are all their state: changing them later is refused like any pytest
+    # function's (a signal handler that fired inside the hook could otherwise reach them)
+    kw = dict(check.__kwdefaults__ or {})
+    kw["_own"] = frozenset({_addr(hook), _addr(check)})
+    check.__kwdefaults__ = kw
     hook.__defaults__ = (handled, type, str, check)
     return hook
 
