@@ -145,11 +145,10 @@ class Guard:
     containers: tuple[Any, ...]  # module dicts, class dict proxies, sys/builtins dicts
     keys: tuple[str, ...]
     values: tuple[Any, ...]
-    functions: tuple[types.FunctionType, ...]
+    functions: tuple[types.FunctionType, ...]  # kept alive: their addresses are in function_ids
     function_ids: frozenset[int]
     hot_functions: tuple[types.FunctionType, ...]
     hot_codes: tuple[types.CodeType, ...]
-    codes: tuple[types.CodeType, ...]
     genuine: frozenset[int]  # ids of every code object of pytest, pluggy and this sandbox
     keep: tuple[Any, ...]  # keeps those code objects (and so their ids) alive
     hook_callers: tuple[Any, ...]
@@ -255,8 +254,9 @@ def build_guard(config: Any, session: Any, candidate_frame: types.CodeType, used
         keys.append(key)
         values.append(value)
 
-    runner = [m for m in _guarded_modules() if m.__name__ in RUNNER_MODULES or m.__name__.rsplit(".", 1)[-1] in OWN_MODULES]
-    for mod in _guarded_modules():
+    guarded = _guarded_modules()
+    runner = [m for m in guarded if m.__name__ in RUNNER_MODULES or m.__name__.rsplit(".", 1)[-1] in OWN_MODULES]
+    for mod in guarded:
         bind(sys.modules, mod.__name__, mod)
         for value in list(vars(mod).values()):
             fn = _function_of(value)
@@ -312,7 +312,6 @@ def build_guard(config: Any, session: Any, candidate_frame: types.CodeType, used
         function_ids=frozenset(_addr(f) for f in functions.values()),
         hot_functions=tuple(f for f in functions.values() if f.__module__ in HOT_MODULES and (not used or _key(f.__code__) in used)),
         hot_codes=tuple(f.__code__ for f in functions.values() if f.__module__ in HOT_MODULES and (not used or _key(f.__code__) in used)),
-        codes=tuple(fn.__code__ for fn in functions.values()),
         genuine=frozenset(_addr(c) for c in code_objects) | {_addr(candidate_frame)},
         keep=tuple(code_objects),
         hook_callers=callers,
