@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 from .ledger import FINAL_DPO, Ledger
 from .retention import retention_metrics
 from .round_state import RoundState
+from .types import Candidate
 
 
 def round_metrics(ledger: Ledger, s: RoundState, seconds: Mapping[str, float], world: int) -> dict[str, Any]:
@@ -44,7 +45,7 @@ def _outcome(s: RoundState) -> dict[str, Any]:
     sched, rate, before, after = s.schedule, s.task_rate, s.before, s.after
     ids = list(sched.task_ids)
     statuses = Counter(v.status for v in verdicts)
-    return {
+    return {**_prompt_cost(candidates, sched.review),
         "round": s.round,
         "new": len(sched.new),
         "review": len(sched.review),
@@ -62,6 +63,24 @@ def _outcome(s: RoundState) -> dict[str, Any]:
         "lapses": sum(1 for t in sched.review if (before[t].last_pass_rate or 0) > 0 and rate.get(t, 0.0) == 0),
         "dpo_pairs": len(s.pairs),
     }
+
+
+def _prompt_cost(candidates: Sequence[Candidate], review: Sequence[str]) -> dict[str, Any]:
+    """What the round's prompts cost in tokens (the generator's count per candidate), overall
+    and for review tasks: a reflection prompt carries the last attempt and its failure, and
+    this is its price. Absent where the generator counts no tokens (replay)."""
+    if not any(c.prompt_tokens for c in candidates):
+        return {}
+    due = set(review)
+    rev = [c.prompt_tokens for c in candidates if c.task_id in due]
+    new = [c.prompt_tokens for c in candidates if c.task_id not in due]
+    out: dict[str, Any] = {"prompt_tokens": sum(c.prompt_tokens for c in candidates),
+                           "completion_tokens": sum(c.completion_tokens for c in candidates)}
+    if new:
+        out["prompt_tokens_new_mean"] = sum(new) / len(new)
+    if rev:
+        out["prompt_tokens_review_mean"] = sum(rev) / len(rev)
+    return out
 
 
 def prefixed(prefix: str, metrics: Mapping[str, Any]) -> dict[str, Any]:

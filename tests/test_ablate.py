@@ -108,3 +108,82 @@ def test_ablate_refuses_bad_input_before_running(arms, tmp_path, capsys):
     assert main(["ablate", arms[0], "--out", str(out), "--set", "rounds=0"]) != 0
     assert "rounds" in capsys.readouterr().err
     assert not out.exists()  # nothing ran
+
+
+def _rounds(run_dir: Path) -> dict[int, dict]:
+    """Committed rounds' metrics without wall times (which differ run to run)."""
+    led = Ledger(run_dir, create=False)
+    try:
+        return {r: {k: v for k, v in led.round_row(r)["metrics"].items() if k not in ("seconds", "streaming")}
+                for r in range(1, led.last_round() + 1)}
+    finally:
+        led.close()
+
+
+def test_ablate_jobs_runs_the_same_rounds_as_one_after_another(arms, tmp_path, capsys):
+    one, par = tmp_path / "one", tmp_path / "par"
+    assert ablate(arms, one) == 0
+    assert ablate(arms, par, "--jobs", "3") == 0
+    printed = capsys.readouterr().out
+    for arm in ("srs", "uniform"):
+        for i in range(2):
+            log = par / "logs" / f"{arm}-seed{i}.log"
+            assert f"{arm} seed {i}: finished" in printed and log.is_file()
+            assert "done      2 of 2 rounds committed" in log.read_text()
+            assert (par / arm / f"seed{i}" / "ablate-done.json").is_file()
+            assert _rounds(par / arm / f"seed{i}") == _rounds(one / arm / f"seed{i}")
+    # the finished ablation is skipped the same way, whichever way it ran
+    assert ablate(arms, par, "--jobs", "3") == 0
+    assert capsys.readouterr().out.count("finished, skipped") == 4
+
+
+def test_ablate_jobs_stops_every_child_on_sigterm_and_resumes(arms, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "abl"
+    # slow enough to be interrupted mid-run: each generation batch waits 0.3 s
+    cmd = [sys.executable, "-m", "srscode", "-q", "ablate", *arms, "--seeds", "1", "--out", str(out),
+           "--jobs", "2", "--set", "rounds=8", "--set", "batch_size=4", "--set", "validation.limit=2",
+           "--set", "stages.generator.params={batch_delay_s: 0.3, batch_tasks: 1}"]
+    env = {**os.environ, "SRSCODE_PROGRESS": "off"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ledgers = [out / arm / "seed0" / "ledger.sqlite" for arm in ("srs", "uniform")]
+    deadline = time.monotonic() + 120
+    while not all(p.exists() for p in ledgers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(p.exists() for p in ledgers), "the runs never started"
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert "2 of 2 runs failed (run the same command again to resume them)" in err
+    assert not any((out / arm / "seed0" / "ablate-done.json").exists() for arm in ("srs", "uniform"))
+    for arm in ("srs", "uniform"):
+        assert "stopped by signal SIGTERM" in (out / "logs" / f"{arm}-seed0.log").read_text()
+    # no child outlived the parent (each had its own session, so only the forwarded signal stopped it)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(out) not in ps
+    # the same command resumes both from their last committed round and finishes them
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for arm in ("srs", "uniform"):
+        assert (out / arm / "seed0" / "ablate-done.json").is_file()
+        led = Ledger(out / arm / "seed0", create=False)
+        try:
+            assert led.last_round() == 8
+        finally:
+            led.close()
+
+
+def test_ablate_jobs_refuses_bad_input(arms, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "abl"
+    assert main(["ablate", arms[0], "--jobs", "0", "--out", str(out)]) != 0
+    assert "--jobs must be at least 1" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["ablate", arms[0], "--jobs", "2", "--out", str(out)]) != 0
+    assert "cannot be combined with `accelerate launch`" in capsys.readouterr().err
+    assert not out.exists()

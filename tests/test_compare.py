@@ -181,3 +181,69 @@ def test_retention_per_arm_when_recorded(tmp_path):
     c = C.compare_runs([tmp_path / "r", tmp_path / "u"], n_boot=100)
     assert set(c.retention) == {"r"} and c.retention["r"].mean == 0.5
     assert "retention: share of ever-solved training tasks still solved" in C.to_markdown(c)
+
+
+def test_retention_pair_uses_only_tasks_both_arms_solved():
+    a = {"s0": {"t1": 1.0, "t2": 1.0, "t3": 0.0}, "s1": {"t1": 1.0}}
+    b = {"s0": {"t1": 0.0, "t2": 1.0, "t4": 0.0}, "s1": {"t9": 1.0}, "s2": {"t1": 1.0}}
+    est, why = C.retention_pair(a, b, n_boot=200)
+    # s0: t1 (1-0) and t2 (1-1); s1 shares no task; s2 is only in b
+    assert why == "" and est.seeds == 1 and est.tasks == 2 and est.mean == pytest.approx(0.5)
+    est, why = C.retention_pair({"s0": {"t1": 1.0}}, {"s0": {"t2": 1.0}})
+    assert est is None and why == "no task solved in both arms"
+    est, why = C.retention_pair({"s0": {"t1": 1.0}}, {"s1": {"t1": 1.0}})
+    assert est is None and why == "no seed in common"
+
+
+def test_retention_pairs_in_the_comparison_and_its_verdicts(tmp_path):
+    if not hasattr(Ledger, "record_retention_probe"):
+        pytest.skip("this ledger has no retention probes")
+
+    def probe(rates):
+        return {"threshold": 0.5, "pass_rate": rates, "per_task": {t: [int(r * 4), 4] for t, r in rates.items()}}
+
+    for seed in (0, 1):
+        fake_run(tmp_path / "abl" / "keep" / f"seed{seed}", seed, per_task([1]),
+                 probe=probe({"a": 1.0, "b": 1.0, "c": 1.0, "x": 0.0}))
+        fake_run(tmp_path / "abl" / "forget" / f"seed{seed}", seed, per_task([1]),
+                 probe=probe({"a": 0.0, "b": 0.0, "c": 0.25, "y": 1.0}))
+    c = C.compare_runs([tmp_path / "abl" / "keep", tmp_path / "abl" / "forget"], n_boot=200)
+    [(a, b, est, why)] = c.retention_pairs
+    assert (a, b, why) == ("keep", "forget", "") and est.mean == pytest.approx(1.0) and est.significant
+    md = C.to_markdown(c)
+    assert "retention: paired difference over the training tasks both arms solved (same seed)" in md
+    assert "| keep − forget | +1.000 [+1.000, +1.000] | 2 | 6 | yes |" in md
+    assert ("keep − forget on training tasks both solved retention: +1.000, 95% interval [+1.000, +1.000] "
+            "excludes 0: significant (keep is better)") in md
+    assert "keep − forget on training tasks both solved retention" in C.to_html(c)
+
+
+def test_review_rates_are_each_reviewed_tasks_mean_pass_rate_over_its_reviews(tmp_path, monkeypatch):
+    """Checked against the round files: each review round's verdicts give the task's rate."""
+    import json as _json
+
+    from srscode.cli.main import main
+    from srscode.core.types import Verdict
+
+    monkeypatch.setenv("SRSCODE_PROGRESS", "off")
+    monkeypatch.setenv("SRSCODE_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    cfg = Path(__file__).resolve().parents[1] / "examples" / "srs-dry.yaml"
+    assert main(["-q", "run", str(cfg), "--run-dir", str(run), "--set", "rounds=4", "--set", "batch_size=6"]) == 0
+    expected: dict[str, list[float]] = {}
+    for rd in sorted((run / "rounds").iterdir()):
+        review = set(_json.loads((rd / "schedule.json").read_text())["review"])
+        per: dict[str, list[float]] = {}
+        for line in (rd / "verdicts.jsonl").read_text().splitlines():
+            row = _json.loads(line)
+            v = Verdict(**{k: row[k] for k in ("task_id", "index", "status", "tests_passed", "tests_expected")})
+            per.setdefault(v.task_id, []).append(v.pass_rate)
+        for t in review:
+            expected.setdefault(t, []).append(sum(per[t]) / len(per[t]))
+    assert expected, "the dry run scheduled no reviews: the check would be empty"
+    led = Ledger(run, create=False)
+    try:
+        got = C.review_rates(led)
+    finally:
+        led.close()
+    assert got == pytest.approx({t: sum(v) / len(v) for t, v in expected.items()})

