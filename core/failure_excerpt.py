@@ -15,6 +15,8 @@ controls part of it. :func:`sanitize_excerpt` makes it
   replaced by ``[hidden test line(s)]``, except one: the failing line pytest marks with ``>``
   (what the failure message shows). A candidate that prints the test file, puts it in an
   exception message or fakes ``>`` markers gets the marker, not the tests;
+- **about the candidate**: traceback frames of pytest, importlib and the standard library
+  (a collection error has a dozen) become one ``[... N library frames left out]`` line;
 - **bounded**: at most ``max_chars``; a longer text keeps its first line, the failing ``>``
   line, pytest's ``E`` lines (the assertion or exception) and the ``file:line: Error`` lines,
   then says how much was cut.
@@ -121,6 +123,51 @@ def _redact(text: str, paths: Mapping[str, str], env: Mapping[str, str]) -> str:
     return _PATH.sub(path_repl, text)
 
 
+# a traceback frame's header in pytest's report: "file:line: in function"
+_FRAME = re.compile(r"^(?P<file>\S.*?):\d+: in \S+$")
+_CANDIDATE_FILES = ("solution.py", "test_solution.py")
+
+
+def _library_frame(header: re.Match[str]) -> bool:
+    """A frame of pytest, importlib or the standard library rather than of the candidate or
+    its test file: after redaction those paths are absolute or placeholders (``<tmp>/...``,
+    ``<frozen importlib._bootstrap>``); the sandbox's own files are relative."""
+    file = header.group("file")
+    if file.rpartition("/")[2] in _CANDIDATE_FILES:
+        return False
+    return file.startswith(("<", "/"))
+
+
+def _drop_library_frames(text: str) -> str:
+    """Pytest's traceback without the frames of pytest, importlib and the standard library:
+    a collection error shows a dozen of them before the candidate's line, and they are noise
+    to a model repairing its code (and spend the excerpt's budget). A run of them becomes one
+    ``[... N library frame(s) left out]`` line; the error lines (``E``) and the candidate's
+    and test file's frames stay."""
+    lines = text.split("\n")
+    out: list[str] = []
+    dropped = 0
+    i = 0
+    while i < len(lines):
+        m = _FRAME.match(lines[i])
+        if m and _library_frame(m):
+            i += 1
+            # its body: indented source lines, pytest's "???" for frozen code, caret lines
+            while i < len(lines) and not _FRAME.match(lines[i]) and (
+                    lines[i].startswith((" ", "\t")) or lines[i].strip() in ("???", "")):
+                i += 1
+            dropped += 1
+            continue
+        if dropped:
+            out.append(f"[... {dropped} library frame{'s' if dropped > 1 else ''} left out]")
+            dropped = 0
+        out.append(lines[i])
+        i += 1
+    if dropped:
+        out.append(f"[... {dropped} library frame{'s' if dropped > 1 else ''} left out]")
+    return "\n".join(out)
+
+
 def _key_lines(text: str) -> str:
     """The first line, the failing ``>`` line, pytest's ``E`` lines and ``file:line: Error``."""
     lines = text.split("\n")
@@ -150,7 +197,7 @@ def sanitize_excerpt(
     text = _redact(text, paths or {}, os.environ if env is None else env)
     if test_code:
         text = _hide_test_lines(text, test_code)
-    text = "\n".join(ln.rstrip() for ln in text.split("\n")).strip("\n")
+    text = _drop_library_frames("\n".join(ln.rstrip() for ln in text.split("\n")).strip("\n"))
     if len(text) <= max_chars:
         return text
     key = _key_lines(text)

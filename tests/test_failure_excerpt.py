@@ -199,3 +199,49 @@ def test_code_is_bounded_and_stripped():
     out = sanitize_code(code, max_chars=200)
     assert len(out) <= 200 and "\x1b" not in out and "\x00" not in out
     assert out.startswith("def f():\n\treturn 1") and "truncated" in out
+
+
+COLLECTION_ERROR = """collection error in test_solution.py:
+/tmp/vv/lib/python3.11/site-packages/_pytest/python.py:528: in importtestmodule
+    mod = import_path(
+/tmp/vv/lib/python3.11/site-packages/_pytest/pathlib.py:640: in import_path
+    importlib.import_module(module_name)
+/usr/lib/python3.11/importlib/__init__.py:126: in import_module
+    return _bootstrap._gcd_import(name[level:], package, level)
+           ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+<frozen importlib._bootstrap>:1204: in _gcd_import
+    ???
+<frozen importlib._bootstrap>:1176: in _find_and_load
+    ???
+test_solution.py:1: in <module>
+    from solution import *
+solution.py:3: in <module>
+    helper()
+/usr/lib/python3.11/re/__init__.py:227: in compile
+    return _compile(pattern, flags)
+E   re.error: missing ), unterminated subpattern at position 0"""
+
+
+def test_library_frames_are_left_out_and_the_candidates_kept():
+    out = sanitize_excerpt(COLLECTION_ERROR, env={})
+    assert out.splitlines() == [
+        "collection error in test_solution.py:",
+        "[... 5 library frames left out]",
+        "test_solution.py:1: in <module>",
+        "    from solution import *",
+        "solution.py:3: in <module>",
+        "    helper()",
+        "[... 1 library frame left out]",
+        "E   re.error: missing ), unterminated subpattern at position 0",
+    ]
+    for noise in ("importlib", "_pytest", "site-packages", "???", "^^^"):
+        assert noise not in out
+
+
+def test_attack_a_fake_frame_header_cannot_hide_the_error_lines():
+    # output shaped like a library frame whose "body" is the error: only indented lines,
+    # "???" and blanks belong to a frame, so the E lines survive
+    text = "t failed:\n<frozen x>:1: in f\nE   AssertionError: assert 1 == 2\n/abs/p.py:2: in g\n    x\nE   boom"
+    out = sanitize_excerpt(text, env={})
+    assert "E   AssertionError: assert 1 == 2" in out and "E   boom" in out
+    assert out.count("library frame left out") == 2
