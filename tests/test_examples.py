@@ -20,7 +20,7 @@ from srscode.core.registry import make_plugin_manager, validate_params
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-CONFIGS = sorted(EXAMPLES.glob("*.yaml"))
+CONFIGS = sorted(EXAMPLES.glob("*.yaml")) + sorted((EXAMPLES / "experiment").glob("*.yaml"))
 ABLATIONS = ("srs", "uniform", "sft-only", "learnability")
 
 
@@ -29,7 +29,7 @@ def registry():
     return make_plugin_manager(load_entry_points=False)
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(EXAMPLES)) for p in CONFIGS])
 def test_every_example_config_validates(path, registry):
     cfg, _ = load_config(path)
     refs = [("prompt", cfg.stages.prompt, "stages.prompt"), ("generator", cfg.stages.generator, "stages.generator"),
@@ -64,6 +64,37 @@ def test_ablations_share_data_seed_and_budget():
             assert {c.stages.generator.name for c in cfgs.values()} == {"hf"}
             assert {c.stages.trainer.name for c in cfgs.values()} == {"lora-sft"}
             assert srs.model.name_or_path == "" and srs.dpo.name == "dpo"
+
+
+def test_experiment_arms_differ_only_where_their_names_say():
+    """examples/experiment (the H200 experiment, docs/results.md): every arm has the same
+    data, seed, model, rounds, batch, candidates, generator, evaluator, trainer, validation
+    sets and retention probe; each differs from srs only in its own stage(s), and only srs
+    validates before training (the others start from the same model, seed and prompts)."""
+    exp = EXAMPLES / "experiment"
+    dicts = {p.stem: load_config(p)[1] for p in sorted(exp.glob("*.yaml"))}
+    assert set(dicts) == {"srs", "uniform", "learnability", "sft-only", "reflect"}
+    differs = {"uniform": {"memory", "scheduler"}, "learnability": {"memory", "scheduler"},
+               "sft-only": {"dpo"}, "reflect": {"prompt"}}
+    srs = dicts["srs"]
+    assert srs["validation"]["at_start"] is True
+
+    def flat(d):
+        out = {k: v for k, v in d.items() if k not in ("stages", "validation")}
+        out.update(d["stages"])
+        out["validation"] = {k: v for k, v in d["validation"].items() if k != "at_start"}
+        return out
+
+    base = flat(srs)
+    for arm, own in differs.items():
+        d = flat(dicts[arm])
+        assert dicts[arm]["validation"]["at_start"] is False, arm
+        changed = {k for k in set(base) | set(d) if base.get(k) != d.get(k)}
+        assert changed == own, (arm, changed)
+    cfg = load_config(exp / "srs.yaml")[0]
+    assert (cfg.data.source, cfg.data.train_ratio, cfg.rounds) == ("kodcode", 0.7, 10)
+    assert [s.name for s in cfg.validation.sources] == ["humaneval"] and cfg.validation.candidates >= 4
+    assert cfg.retention.at_end and cfg.stages.prompt.name == "qwen"
 
 
 def test_reflection_pair_differs_in_the_prompt_stage_only():
