@@ -8,7 +8,8 @@
 # to $OUT/experiment. /root/keep, /root/site and /root/experiment live while the machine is warm.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site} EXP=${EXP:-/root/experiment}
-export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} SRSCODE_PROGRESS=off
+# 15 runs share one GPU: segments that grow keep each process's reserved memory close to its use
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} SRSCODE_PROGRESS=off PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 OUT=${OUT:-/tmp/out}
 mkdir -p "$KEEP" "$OUT"
 
