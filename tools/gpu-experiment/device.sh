@@ -4,8 +4,8 @@
 #   bash tools/gpu-experiment/device.sh stage2 SECS   # carry .devcarry/b2: part 2; then the experiment
 #   bash tools/gpu-experiment/device.sh resume SECS   # the same ablate again (finished runs skipped)
 # stage2/resume run `srscode ablate` for at most SECS seconds (then SIGTERM: every run stops at a
-# safe point and keeps its last committed round) and copy the run dirs' ledgers, metrics and logs
-# to $OUT/experiment. /root/keep, /root/site and /root/experiment live while the machine is warm.
+# safe point and keeps its last committed round) and pack the run dirs' ledgers, metrics and logs
+# into $OUT/experiment.tar.gz (one file: the device tool returns few files and few folder levels). /root/keep, /root/site and /root/experiment live while the machine is warm.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site} EXP=${EXP:-/root/experiment}
 # 15 runs share one GPU: segments that grow keep each process's reserved memory close to its use
@@ -21,11 +21,11 @@ ABLATE=(python3 -m srscode -q ablate examples/experiment/srs.yaml examples/exper
 read -r -a extra <<< "${EXP_EXTRA:-}"
 ABLATE+=("${extra[@]}")
 
-collect() {
-  mkdir -p "$OUT/experiment"
+collect() {  # one archive: the device tool brings back few files and few folder levels
   (cd "$EXP" && find . \( -name 'ledger.sqlite*' -o -name '*.json' -o -name metrics.jsonl -o -name '*.log' \
-      -o -name schedule.json \) -size -20M -print0 | xargs -0 -r cp --parents -t "$OUT/experiment")
-  du -sh "$OUT/experiment"
+      -o -name '*.html' -o -name '*.png' \) -size -20M -print0 | tar czf "$OUT/experiment.tar.gz" --null -T -)
+  for d in "$EXP"/*/seed*; do echo "$d: $(ls "$d/rounds" 2>/dev/null | wc -l) round dirs, done=$([ -e "$d/ablate-done.json" ] && echo yes || echo no)"; done
+  ls -la "$OUT/experiment.tar.gz"
 }
 
 ensure_srscode() {
