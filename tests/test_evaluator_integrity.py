@@ -177,6 +177,16 @@ HOSTILE = {
         "    for fd in range(3, 64):\n        try:\n            os.write(fd, data)\n        except OSError:\n            pass\n"
         "    os._exit(0)\n"
     ),
+    # the hook's state is its own: a candidate that reaches the worker's guard object (its
+    # frame is on the stack) and swaps the guard's fields changes nothing the hook reads
+    "swap-guard-fields": (
+        "import sys, pytest\n"
+        "class Cheat:\n    @pytest.hookimpl(tryfirst=True)\n    def pytest_pyfunc_call(self, pyfuncitem):\n        return True\n"
+        "f = sys._getframe()\nwhile f is not None and f.f_code.co_name != '_candidate':\n    f = f.f_back\n"
+        "w = f.f_locals['self']\nw.config.pluginmanager.register(Cheat(), 'cheat')\ng = w.guard\n"
+        "object.__setattr__(g, 'hook_impls', tuple(tuple(hc._hookimpls) for hc in g.hook_callers))\n"
+        "object.__setattr__(g, 'impl_functions', tuple(tuple(i.function for i in hc._hookimpls) for hc in g.hook_callers))\n" + WRONG
+    ),
     "rebind-test-module-function": (
         "def add(a, b):\n    import sys\n    mod = sys.modules['test_solution']\n"
         "    for name in dir(mod):\n        if name.startswith('test_'):\n            setattr(mod, name, lambda *a, **k: None)\n    return None\n"
@@ -250,6 +260,7 @@ NAMED = {
     "disarm-collector": "without the sandbox's checks",
     "forge-events": "without the sandbox's checks",
     "rebind-test-module-function": "changed while tests ran",
+    "swap-guard-fields": "implementations of pytest's hook",
 }
 
 
@@ -380,10 +391,12 @@ def test_an_honest_candidate_passes_whatever_signal_dispositions_the_engine_inhe
         assert "VERDICT passed" in out.stdout, (disposition, out.stdout[-800:], out.stderr[-800:])
 
 
-def test_the_hooks_own_defaults_cannot_be_changed() -> None:
-    """All the hook's state is in its functions' defaults. Code that reached them (through
-    a frame of the hook, from a signal handler that fired inside it) and changed them must
-    end the process like any other refused primitive."""
+@pytest.mark.parametrize("target,attr", [("check", "__kwdefaults__"), ("check", "__defaults__"), ("hook", "__defaults__")])
+def test_the_hooks_own_defaults_cannot_be_changed(target: str, attr: str) -> None:
+    """All the hook's state is in its functions' defaults (made in the worker, the
+    candidate's part bound by arm()). Code that reached them (through a frame of the hook,
+    from a signal handler that fired inside it) and changed them must end the process like
+    any other refused primitive."""
     import os
 
     from srscode.plugins.evaluate.sandbox import integrity
@@ -393,13 +406,13 @@ def test_the_hooks_own_defaults_cannot_be_changed() -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            import _thread
-            import gc
-
-            hook = integrity._make_hook(guard, w, frozenset(), _thread.get_ident(), _thread._count(), gc.callbacks, ())
-            sys.addaudithook(hook)
-            check = hook.__defaults__[-1]
-            check.__kwdefaults__ = dict(check.__kwdefaults__, _fd=2)
+            integrity.arm(guard, w, frozenset())
+            hook = guard.hook
+            fn = hook if target == "hook" else hook.__defaults__[3]
+            if attr == "__kwdefaults__":
+                fn.__kwdefaults__ = {"_fd": 2}
+            else:
+                fn.__defaults__ = tuple(fn.__defaults__)
         finally:
             os._exit(0)
     os.close(w)
@@ -407,7 +420,7 @@ def test_the_hooks_own_defaults_cannot_be_changed() -> None:
     out = os.read(r, 65536).decode()
     os.close(r)
     assert os.waitstatus_to_exitcode(status) == integrity.TAMPER_EXIT, out
-    assert '"t": "tamper"' in out and "__kwdefaults__" in out, out
+    assert '"t": "tamper"' in out and attr in out, out
 
 
 def _guard_for_test():

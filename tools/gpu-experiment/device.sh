@@ -5,7 +5,8 @@
 #   bash tools/gpu-experiment/device.sh resume SECS   # the same ablate again (finished runs skipped)
 # stage2/resume run `srscode ablate` for at most SECS seconds (then SIGTERM: every run stops at a
 # safe point and keeps its last committed round) and pack the run dirs' ledgers, metrics and logs
-# into $OUT/experiment.tar.gz (one file: the device tool returns few files and few folder levels). /root/keep, /root/site and /root/experiment live while the machine is warm.
+# into $OUT/experiment.tar.gz (one file: the device tool returns few files and few folder levels).
+# /root/keep, /root/site and /root/experiment live while the machine is warm.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site} EXP=${EXP:-/root/experiment}
 # 15 runs share one GPU: segments that grow keep each process's reserved memory close to its use

@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import _signal
 import _thread
+import dataclasses
 import gc
+import itertools
 import json
 import operator
 import os
@@ -168,8 +170,11 @@ class Guard:
     config: Any
     signals: tuple[int, ...]
     foreign_functions: tuple[tuple[Any, str], ...]
-    session_names: tuple[frozenset[str], ...]
-    item_names: frozenset[str]  # what a test item's class defines: an instance attribute of that name shadows it  # per session object: class attributes + structural names
+    session_names: tuple[frozenset[str], ...]  # per session object: class attributes + structural names
+    item_names: frozenset[str]  # what a test item's class defines: an instance attribute of that name shadows it
+    # the audit hook and its check, made once in the worker by :func:`_make_hook` (arming a
+    # candidate then only binds its own state: the result descriptor, the test file's code)
+    hook: Any = None
 
 
 _addr = object.__hash__  # an object's address-derived hash: what the hook compares (see check)
@@ -304,7 +309,7 @@ def build_guard(config: Any, session: Any, candidate_frame: types.CodeType, used
         _addr(fn.__code__) for name, fn in vars(collector_mod.Collector).items() if name.startswith("pytest_") and isinstance(fn, types.FunctionType)
     )
     signals = tuple(range(1, _signal.NSIG))
-    return Guard(
+    guard = Guard(
         containers=tuple(containers),
         keys=tuple(keys),
         values=tuple(values),
@@ -334,6 +339,7 @@ def build_guard(config: Any, session: Any, candidate_frame: types.CodeType, used
         item_names=frozenset(n for t in _item_types() for n in dir(t)) - VOLATILE,
         session_names=tuple(frozenset(dir(type(o))) | STRUCTURAL for o in (session, config, pm)),
     )
+    return dataclasses.replace(guard, hook=_make_hook(guard))
 
 
 def _item_types() -> list[type]:
@@ -369,7 +375,9 @@ def _module_node_type() -> type:
     return py.Module
 
 
-def _test_codes(test_code: types.CodeType | None) -> frozenset[int]:
+def code_ids(test_code: types.CodeType | None) -> frozenset[int]:
+    """The addresses of the test file's code objects (the module's and every nested one):
+    computed in the worker, once per compiled test file, and handed to :func:`arm`."""
     found: list[types.CodeType] = []
     if test_code is not None:
         _nested_codes(test_code, found)
@@ -379,22 +387,34 @@ def _test_codes(test_code: types.CodeType | None) -> frozenset[int]:
 def _strip_ctypes(resolved: tuple[tuple[Any, str], ...]) -> None:
     """Drop the foreign functions this process already resolved: CPython does not audit
     calling them (``ctypes.memmove`` writes any address), and resolving new ones is
-    refused by the hook. Best effort: docs/security.md says native code is not defended."""
+    refused by the hook. Best effort: docs/security.md says native code is not defended.
+    What is already gone (the worker drops most of it once: :func:`strip_worker_ctypes`)
+    is not written again (each write costs the candidate's process a copied page)."""
     ct = sys.modules.get("ctypes")
     if ct is None:
         return
     for name in ("memmove", "memset", "_cast", "_string_at", "_wstring_at", "cast", "string_at", "wstring_at"):
-        if name in vars(ct):
+        if vars(ct).get(name) is not None:
             setattr(ct, name, None)
     raw = sys.modules.get("_ctypes")
     for name in ("_memmove_addr", "_memset_addr", "_cast_addr", "_string_at_addr", "_wstring_at_addr", "call_function", "call_cdeclfunction"):
         if raw is not None and name in vars(raw):
             delattr(raw, name)
     for lib, attr in resolved:
-        try:
+        if attr in vars(lib):
             delattr(lib, attr)
-        except AttributeError:
-            pass
+
+
+# the foreign functions a candidate's process calls before arm() (isolation.enter_candidate)
+CANDIDATE_SETUP_FUNCTIONS = frozenset({"prctl", "unshare"})
+
+
+def strip_worker_ctypes(guard: Guard) -> None:
+    """In the worker, once its guard is built: drop the raw-memory functions of ctypes and
+    the foreign functions a candidate's set-up does not call, so that :func:`arm` only
+    drops the few the set-up used (the worker never needs the others again; were it to,
+    ctypes would resolve them anew, in the worker, where no hook refuses it)."""
+    _strip_ctypes(tuple((lib, attr) for lib, attr in guard.foreign_functions if attr not in CANDIDATE_SETUP_FUNCTIONS))
 
 
 def resolved_foreign_functions() -> tuple[tuple[Any, str], ...]:
@@ -411,39 +431,61 @@ def resolved_foreign_functions() -> tuple[tuple[Any, str], ...]:
     return tuple(out)
 
 
-def arm(guard: Guard, fd: int, test_code: types.CodeType | None) -> None:
+def arm(guard: Guard, fd: int, codes: frozenset[int]) -> None:
     """Add the audit hook (see the module doc) in the candidate's process, right before
-    its session runs. Everything the hook uses is bound here, as default arguments."""
+    its session runs. The hook and its check were made in the worker with everything
+    else they use bound as default arguments; here only this candidate's part is bound:
+    the result descriptor, the test file's code (``codes``: :func:`code_ids`), the
+    thread count and the signal handlers as the worker set them up for this candidate
+    (SIGXFSZ ignored, SIGINT raising), which every check must find again."""
     from . import isolation
 
     isolation._libc = None  # the worker's resolved libc functions: not the candidate's to call
     _strip_ctypes(guard.foreign_functions)
     gc.disable()  # automatic collections would run candidate finalizers inside pytest's code
-    test_codes = _test_codes(test_code)
-    # the handlers as the worker set them up for this candidate (SIGXFSZ ignored, SIGINT
-    # raising): what a check must find again
-    handlers = tuple(_signal.getsignal(s) for s in guard.signals)
-    sys.addaudithook(
-        _make_hook(guard, fd, test_codes, _thread.get_ident(), _thread._count(), gc.callbacks, handlers)
-    )
+    hook = guard.hook
+    state = (fd, codes, _thread._count(), tuple(map(_signal.getsignal, guard.signals)))
+    # the hook's defaults are all its state; once it is added, changing them is refused
+    hook.__defaults__ = (*hook.__defaults__[:4], state)
+    sys.addaudithook(hook)
 
 
-def _make_hook(
-    guard: Guard, fd: int, test_codes: frozenset[int], main_ident: int, base_threads: int, gc_callbacks: list[Any], handlers: tuple[Any, ...]
-) -> Any:
+def _make_hook(guard: Guard) -> Any:
+    """The audit hook and its check, made once in the worker (see :func:`arm`).
+
+    Everything they use is bound as a positional default (an immutable tuple: changing it
+    needs ``__defaults__``, which the hook refuses for its own functions), read straight
+    from the guard's tuples and frozensets rather than through the guard object. What the
+    check compares is laid out here so that a check is a few C-level passes: the
+    bindings grouped per container, read with one ``itemgetter`` each (which holds the
+    names: checking does not touch the name strings, each of which would cost the
+    candidate's process a copied page), the hook implementations as one flat tuple."""
     handled = REFUSED_EVENTS | {"object.__setattr__", "object.__delattr__", "srscode.emit"}
+    groups: dict[int, tuple[Any, list[str], list[Any]]] = {}
+    for c, k, v in zip(guard.containers, guard.keys, guard.values):
+        groups.setdefault(_addr(c), (c, [], []))
+        groups[_addr(c)][1].append(k)
+        groups[_addr(c)][2].append(v)
+    # itemgetter of one name returns the value itself: the name twice keeps every result a tuple
+    bind_containers = tuple(c for c, _, _ in groups.values())
+    bind_getters = tuple(operator.itemgetter(*ks) if len(ks) > 1 else operator.itemgetter(ks[0], ks[0]) for _, ks, _ in groups.values())
+    bind_values = tuple(tuple(vs) if len(vs) > 1 else (vs[0], vs[0]) for _, _, vs in groups.values())
+    bind_names = tuple(tuple(ks) for _, ks, _ in groups.values())
+    impls_flat = tuple(itertools.chain.from_iterable(guard.hook_impls))
+    funcs_flat = tuple(itertools.chain.from_iterable(guard.impl_functions))
+    impl_lens = tuple(len(row) for row in guard.hook_impls)
 
     # The interpreter calls the hook for every audited event (imports, opens, attribute
     # reads of code objects...): it only compares the event's name, then hands the few
-    # it handles to ``check``.
-    def hook(event: Any, args: Any, _handled: Any = handled, _type: Any = type, _str: Any = str, _check: Any = None) -> None:
+    # it handles to ``check``, with the candidate's state (bound by arm()).
+    def hook(event: Any, args: Any, _handled: Any = handled, _type: Any = type, _str: Any = str, _check: Any = None, _state: Any = None) -> None:
         if _type(event) is _str and event in _handled:
-            _check(event, args)
+            _check(event, args, _state)
 
     def check(
         event: str,
         args: Any,
-        *,
+        state: Any,
         _hook_code: Any = hook.__code__,
         _type: Any = type,
         _str: Any = str,
@@ -456,7 +498,8 @@ def _make_hook(
         _map: Any = map,
         _zip: Any = zip,
         _is: Any = operator.is_,
-        _getitem: Any = operator.getitem,
+        _repeat: Any = itertools.repeat,
+        _chain: Any = itertools.chain.from_iterable,
         _getcode: Any = operator.attrgetter("__code__"),
         _getimpls: Any = operator.attrgetter("_hookimpls"),
         _getfunction: Any = operator.attrgetter("function"),
@@ -484,17 +527,42 @@ def _make_hook(
         _refused: Any = REFUSED_EVENTS,
         _code_attrs: Any = CODE_ATTRIBUTES,
         _volatile: Any = VOLATILE,
-        _g: Any = guard,
-        _test_codes: Any = test_codes,
-        _main: Any = main_ident,
-        _threads: Any = base_threads,
-        _callbacks: Any = gc_callbacks,
-        _handlers: Any = handlers,
+        _function_ids: Any = guard.function_ids,
+        _guarded_types: Any = guard.guarded_types,
+        _emit_code: Any = guard.emit_code,
+        _hook_methods: Any = guard.hook_method_codes,
+        _multicall: Any = guard.multicall,
+        _candidate_frame: Any = guard.candidate_frame,
+        _genuine: Any = guard.genuine,
+        _signals: Any = guard.signals,
+        _bind_containers: Any = bind_containers,
+        _bind_getters: Any = bind_getters,
+        _bind_values: Any = bind_values,
+        _bind_names: Any = bind_names,
+        _hot_functions: Any = guard.hot_functions,
+        _hot_codes: Any = guard.hot_codes,
+        _callers: Any = guard.hook_callers,
+        _impl_rows: Any = guard.hook_impls,
+        _impl_lens: Any = impl_lens,
+        _impls_flat: Any = impls_flat,
+        _funcs_flat: Any = funcs_flat,
+        _session: Any = guard.session,
+        _session_objects: Any = (guard.session, guard.config, guard.config.pluginmanager),
+        _session_names: Any = guard.session_names,
+        _item_types: Any = guard.item_types,
+        _item_names: Any = guard.item_names,
+        _node_slots: Any = guard.node_slots,
+        _node_parent: Any = guard.node_parent,
+        _function_type: Any = guard.function_type,
+        _module_type: Any = guard.module_type,
+        _main: Any = _thread.get_ident(),  # the worker's main thread is the candidate's
+        _callbacks: Any = gc.callbacks,
         _own: Any = frozenset(),  # this hook and this check (set below, once they exist)
-        _fd: Any = fd,
         _code_exit: Any = TAMPER_EXIT,
         _wrapped: Any = _wrapped_test,
     ) -> None:
+        _fd, _test_codes, _threads, _handlers = state
+
         def tamper(what: str) -> None:
             try:
                 _write(_fd, b'{"t": "tamper", "what": [' + _quote(what).encode() + b"]}\n")
@@ -509,9 +577,9 @@ def _make_hook(
                 if _type(target) is _function and _type(name) is _str and name in _code_attrs:
                     # any function's code; the defaults only of pytest's and the test file's
                     # functions (namedtuple sets its __new__'s defaults)
-                    if name == "__code__" or _id(target) in _g.function_ids or _id(target) in _own or _id(target.__code__) in _test_codes:
+                    if name == "__code__" or _id(target) in _function_ids or _id(target) in _own or _id(target.__code__) in _test_codes:
                         tamper(f"set {name} of a function")
-                if _id(target) in _g.guarded_types:
+                if _id(target) in _guarded_types:
                     tamper(f"set an attribute of pytest's class {_type(name) is _str and name or '?'}")
                 return
             # "srscode.emit": the collector hands over one event to check, seal and write
@@ -522,28 +590,31 @@ def _make_hook(
                 tamper("an event sent from another thread")
             # who asked: the hook (frame 1) for Collector.sealed (frame 2), called by a
             # collector hook method that pluggy called; only genuine code below that
+            # (each read of a frame's f_code is an audit event: read once per frame)
             f = _getframe(1)
             if f.f_code is not _hook_code:
                 tamper("the integrity check called directly")
             f = f.f_back
-            if f is None or f.f_code is not _g.emit_code:
+            if f is None or f.f_code is not _emit_code:
                 tamper("an event not sent by the collector")
             f = f.f_back
-            if f is None or _id(f.f_code) not in _g.hook_method_codes:
+            if f is None or _id(f.f_code) not in _hook_methods:
                 tamper("a sealed event from outside the collector's hooks")
             f = f.f_back
-            if f is None or f.f_code is not _g.multicall:
+            code = None if f is None else f.f_code
+            if code is not _multicall:
                 tamper("a collector hook called from outside pluggy")
-            while f is not None and f.f_code is not _g.candidate_frame:
-                if _id(f.f_code) not in _g.genuine:
-                    tamper(f"code outside pytest on the runner's stack ({_str(f.f_code.co_filename)[-60:]}:{f.f_code.co_name[:40]})")
+            while code is not _candidate_frame:
+                if _id(code) not in _genuine:
+                    tamper(f"code outside pytest on the runner's stack ({_str(code.co_filename)[-60:]}:{code.co_name[:40]})")
                 f = f.f_back
-            if f is None:
-                tamper("an event from outside the session")
+                if f is None:
+                    tamper("an event from outside the session")
+                code = f.f_code
             # no candidate code may run behind the runner's back
             if _count() != _threads:
                 tamper("a thread the candidate started was still running")
-            if not _all(_map(_is, _map(_getsignal, _g.signals), _handlers)):
+            if not _all(_map(_is, _map(_getsignal, _signals), _handlers)):
                 tamper("a signal handler was installed")
             if _gc_enabled() or _len(_callbacks):
                 tamper("garbage-collector hooks were changed")
@@ -557,57 +628,63 @@ def _make_hook(
             # (the walk above), and a pass rests only on those; one check, because each value
             # it reads costs a copied page the first time
             if kind == "done":
-                try:
-                    bound = _all(_map(_is, _map(_getitem, _g.containers, _g.keys), _g.values))
-                except KeyError:
-                    bound = False
-                if not bound:
-                    for c, k, v in _zip(_g.containers, _g.keys, _g.values):
-                        if k not in c or c[k] is not v:
-                            tamper(f"rebound {_str(k)[:60]}")
-                if not _all(_map(_is, _map(_getcode, _g.hot_functions), _g.hot_codes)):
+                for c, get, vs, ks in _zip(_bind_containers, _bind_getters, _bind_values, _bind_names):
+                    try:
+                        bound = _all(_map(_is, get(c), vs))
+                    except KeyError:
+                        bound = False
+                    if not bound:
+                        for k, v in _zip(ks, vs):
+                            if k not in c or c[k] is not v:
+                                tamper(f"rebound {_str(k)[:60]}")
+                if not _all(_map(_is, _map(_getcode, _hot_functions), _hot_codes)):
                     tamper("replaced the code of a pytest function")
             # what decides a test's outcome without being on the stack when its call phase
             # ends: plugins (a pytest_pyfunc_call that returns True) and the items themselves
-            for hc, base, funcs in _zip(_g.hook_callers, _g.hook_impls, _g.impl_functions):
-                row = _getimpls(hc)
-                if _type(row) is not _list or _len(row) != _len(base) or not _all(_map(_is, row, base)):
-                    tamper(f"changed the implementations of pytest's hook {_str(hc.name)[:60]}")
-                if not _all(_map(_is, _map(_getfunction, row), funcs)):
-                    tamper("changed a hook implementation's function")
+            rows = _tuple(_map(_getimpls, _callers))
+            if not (
+                _all(_map(_is, _map(_type, rows), _repeat(_list, _len(rows))))
+                and _tuple(_map(_len, rows)) == _impl_lens
+                and _all(_map(_is, _chain(rows), _impls_flat))
+            ):
+                for hc, row, base in _zip(_callers, rows, _impl_rows):
+                    if _type(row) is not _list or _len(row) != _len(base) or not _all(_map(_is, row, base)):
+                        tamper(f"changed the implementations of pytest's hook {_str(hc.name)[:60]}")
+            if not _all(_map(_is, _map(_getfunction, _impls_flat), _funcs_flat)):
+                tamper("changed a hook implementation's function")
             # the seal: identities of the collected items, the test module's functions, the session
-            items = _vars(_g.session).get("items", [])
+            items = _vars(_session).get("items", [])
             if _type(items) is not _list:
                 tamper("replaced the session's list of items")
             parts = [_id(x) for x in items]
             test_module = None
             for item in items:
-                if _id(_type(item)) not in _g.item_types:
+                if _id(_type(item)) not in _item_types:
                     tamper("a collected item of an unknown type")
                 d = _vars(item)
                 if _type(d) is not _dict:
                     tamper("replaced an item's attribute dictionary")
                 for k in d:  # keys only: each value touched costs a page per candidate
-                    if k in _g.item_names:  # an instance attribute that shadows the runner's
+                    if k in _item_names:  # an instance attribute that shadows the runner's
                         parts.append(_id(k))
                         parts.append(_id(d[k]))
-                for get in _g.node_slots:  # parent, session, config...: slots, not in __dict__
+                for get in _node_slots:  # parent, session, config...: slots, not in __dict__
                     parts.append(_id(get(item, None)))
                 fn = d.get("_obj")
                 if _type(fn) is _method:
                     fn = fn.__func__
-                if fn is not None and _id(_type(item)) == _g.function_type:  # unittest items fetch theirs per run
+                if fn is not None and _id(_type(item)) == _function_type:  # unittest items fetch theirs per run
                     if _type(fn) is not _function or _type(fn.__globals__) is not _dict:
                         tamper("a test that is not a plain function")
                     if _id(fn.__code__) not in _test_codes and not _wrapped(fn, _test_codes):
                         tamper("a test function whose code is not the test file's")
                     parts.append(_id(fn))
                 if test_module is None:
-                    node = _g.node_parent(item, None)
+                    node = _node_parent(item, None)
                     for _ in range(6):
-                        if node is None or _id(_type(node)) == _g.module_type:
+                        if node is None or _id(_type(node)) == _module_type:
                             break
-                        node = _g.node_parent(node, None)
+                        node = _node_parent(node, None)
                     if node is not None:
                         test_module = _vars(node).get("_obj")
                         if _type(test_module) is not _moduletype:
@@ -628,7 +705,7 @@ def _make_hook(
                                 parts.append(_id(cv))
             # the session objects: their structural attributes, and no instance attribute
             # may shadow a method (keys only are walked: each value touched costs a page)
-            for obj, names in _zip((_g.session, _g.config, _g.config.pluginmanager), _g.session_names):
+            for obj, names in _zip(_session_objects, _session_names):
                 d = _vars(obj)
                 if _type(d) is not _dict:
                     tamper("replaced the attribute dictionary of pytest's session")
@@ -667,10 +744,10 @@ def _make_hook(
 
     # their defaults are all their state: changing them later is refused like any pytest
     # function's (a signal handler that fired inside the hook could otherwise reach them)
-    kw = dict(check.__kwdefaults__ or {})
-    kw["_own"] = frozenset({_addr(hook), _addr(check)})
-    check.__kwdefaults__ = kw
-    hook.__defaults__ = (handled, type, str, check)
+    names = check.__code__.co_varnames[check.__code__.co_argcount - len(check.__defaults__) : check.__code__.co_argcount]
+    own = frozenset({_addr(hook), _addr(check)})
+    check.__defaults__ = tuple(own if n == "_own" else v for n, v in zip(names, check.__defaults__))
+    hook.__defaults__ = (handled, type, str, check, None)
     return hook
 
 

@@ -43,7 +43,7 @@ import time
 from typing import Any
 
 from . import integrity, isolation, strict_eq, tracebacks
-from .harness import INI_TEXT, SOLUTION_FILE, TEST_FILE, inner_pytest_args, test_source
+from .harness import INI_TEXT, SOLUTION_FILE, TEST_FILE, inner_pytest_args, sha256, test_source
 from .limits import Limits, apply_limits, cpu_seconds_for, scrubbed_env, vm_size_bytes
 
 OUTPUT_TAIL = 4000  # bytes of the candidate's stdout/stderr kept for the excerpt
@@ -218,6 +218,10 @@ class Worker:
         self.limits = Limits(**cfg.get("limits", {}))
         self.plugins = tuple(cfg.get("plugins", ()))
         self.code_cache: dict[str, Any] = {}
+        # per compiled test file: the addresses of its code objects, which the integrity
+        # hook accepts as the test file's (computed here once, not in every candidate)
+        self._test_code_ids: dict[str, frozenset[int]] = {}
+        self._job_test_codes: frozenset[int] = frozenset()
         self.plan, self.iso_report = plan, report
         self.env = scrubbed_env(self.cand, source=cfg.get("env_source", {}), hidden=cfg["hidden_devices"])
         self.preloaded = self._preload(cfg.get("preload", ()))
@@ -230,6 +234,7 @@ class Worker:
         if cfg.get("integrity", True):
             # after the warm-up, so the modules a session imports lazily are fingerprinted too
             self.guard = integrity.build_guard(self.config, self.session, Worker._candidate.__code__, frozenset(self.used_code_keys))
+            integrity.strip_worker_ctypes(self.guard)  # once here, not in every candidate
         gc.collect()
         gc.freeze()  # children then never touch the worker's objects in a collection
         self.base_vm = vm_size_bytes()
@@ -279,14 +284,11 @@ class Worker:
 
         rewrite._read_pyc = _read_pyc
 
-    def _compile_test(self, source: str) -> Any:
+    def _compile_test(self, source: str, key: str) -> Any:
         import ast
 
         import _pytest.assertion.rewrite as rewrite
 
-        from .harness import sha256
-
-        key = sha256(source)
         co = self.code_cache.get(key)
         if co is None:
             data = source.encode("utf-8")
@@ -298,6 +300,7 @@ class Worker:
             if len(self.code_cache) >= 128:  # a bigger worker heap makes every fork dearer
                 self.code_cache.pop(next(iter(self.code_cache)))
             self.code_cache[key] = co
+            self._test_code_ids.pop(key, None)
         return co
 
     def _warm_up(self) -> None:
@@ -363,10 +366,20 @@ class Worker:
             source = test_source(job["test"])
             self._write_files(job["solution"], source)
             self._precompiled.clear()
+            self._job_test_codes = frozenset()
+            key = sha256(source)
             try:
-                self._precompiled[self.test_path] = self._compile_test(source)
+                self._precompiled[self.test_path] = co = self._compile_test(source, key)
             except (SyntaxError, ValueError, RecursionError, MemoryError):
                 pass  # the child reports the collection error itself
+            else:
+                if self.guard is not None:
+                    codes = self._test_code_ids.get(key)
+                    if codes is None:
+                        codes = self._test_code_ids[key] = integrity.code_ids(co)
+                        while len(self._test_code_ids) > len(self.code_cache):
+                            self._test_code_ids.pop(next(iter(self._test_code_ids)))
+                    self._job_test_codes = codes
         except Exception as exc:
             result["sandbox_error"] = f"could not prepare the candidate's files: {type(exc).__name__}: {exc}"
             return result
@@ -515,7 +528,7 @@ class Worker:
             before = set(sys.modules) if job.get("warmup") else None
             self.collector.fd = res_w
             if self.guard is not None:
-                integrity.arm(self.guard, res_w, self._precompiled.get(self.test_path))
+                integrity.arm(self.guard, res_w, self._job_test_codes)
                 self.collector.armed = True
             used: set[Any] | None = set() if job.get("warmup") else None
             if used is not None:  # which runner code a session runs: what the guard fingerprints
