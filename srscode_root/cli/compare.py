@@ -474,6 +474,13 @@ PROCEDURE = (f"Paired by seed and task id (same tasks, same samples per task). B
              "interval is the 2.5–97.5th percentile; significant when it excludes 0.")
 
 
+def _pair_rows(pairs: Sequence[tuple[str, str, Estimate | None, str]]) -> list[list[str]]:
+    """One table row per pair of arms: the difference with its interval, or why there is none."""
+    return [[f"{a} − {b}", "–", "–", "–", why] if est is None else
+            [f"{a} − {b}", _est(est, signed=True), str(est.seeds), str(est.tasks),
+             "yes" if est.significant else "no"] for a, b, est, why in pairs]
+
+
 def _tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
     """(heading, header, rows) of every table, for markdown and HTML alike."""
     out = []
@@ -485,13 +492,7 @@ def _tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
             rows.append([arm, str(row["seeds"]), ", ".join(map(str, tasks)) if tasks else "–",
                          *[_est(row.get(f"pass@{k}")) for k in c.ks]])
         out.append((f"{src}: final validation per arm", head, rows))
-        prow = []
-        for a, b, est, why in c.pairs[src]:
-            if est is None:
-                prow.append([f"{a} − {b}", "–", "–", "–", why])
-            else:
-                prow.append([f"{a} − {b}", _est(est, signed=True), str(est.seeds), str(est.tasks),
-                             "yes" if est.significant else "no"])
+        prow = _pair_rows(c.pairs[src])
         if prow:
             out.append((f"{src}: paired difference in pass@1", ["pair", "Δ pass@1 [95% CI]", "seeds",
                                                                  "paired tasks", "significant"], prow))
@@ -503,9 +504,7 @@ def _tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
     if c.retention_pairs:
         out.append(("retention: paired difference over the training tasks both arms solved (same seed)",
                     ["pair", "Δ still solved [95% CI]", "seeds", "paired tasks", "significant"],
-                    [[f"{a} − {b}", "–", "–", "–", why] if est is None else
-                     [f"{a} − {b}", _est(est, signed=True), str(est.seeds), str(est.tasks),
-                      "yes" if est.significant else "no"] for a, b, est, why in c.retention_pairs]))
+                    _pair_rows(c.retention_pairs)))
     if c.reviews:
         out.append(("training reviews: mean pass rate of the reviewed tasks (over their reviews)",
                     ["arm", "pass rate [95% CI]", "seeds", "reviewed tasks"],
@@ -513,9 +512,7 @@ def _tables(c: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
     if c.review_pairs:
         out.append(("training reviews: paired difference over the tasks both arms reviewed (same seed)",
                     ["pair", "Δ pass rate [95% CI]", "seeds", "paired tasks", "significant"],
-                    [[f"{a} − {b}", "–", "–", "–", why] if est is None else
-                     [f"{a} − {b}", _est(est, signed=True), str(est.seeds), str(est.tasks),
-                      "yes" if est.significant else "no"] for a, b, est, why in c.review_pairs]))
+                    _pair_rows(c.review_pairs)))
     return out
 
 
