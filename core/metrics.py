@@ -74,7 +74,7 @@ def _prompt_cost(candidates: Sequence[Candidate], review: Sequence[str]) -> dict
     due = set(review)
     rev = [c.prompt_tokens for c in candidates if c.task_id in due]
     new = [c.prompt_tokens for c in candidates if c.task_id not in due]
-    out: dict[str, Any] = {"prompt_tokens": sum(c.prompt_tokens for c in candidates),
+    out: dict[str, Any] = {"prompt_tokens": sum(new) + sum(rev),
                            "completion_tokens": sum(c.completion_tokens for c in candidates)}
     if new:
         out["prompt_tokens_new_mean"] = sum(new) / len(new)

@@ -95,7 +95,7 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
             engine = Engine(cfg, data, run_dir, quiet=args.quiet)
             engine.run()
             if engine.dist.is_main:
-                write_json(run_dir / DONE_FILE, {"arm": arm, "seed_index": i, "seed": cfg.seed, "config_hash": digest})
+                _mark_done(run_dir, arm, i, cfg.seed, digest)
 
     print("\nrun dirs:")
     for arm, i, run_dir, cfg, _ in plans:
@@ -110,6 +110,13 @@ def _cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mark_done(run_dir: Path, arm: str, seed_index: int, seed: int, digest: str) -> None:
+    """A run's ``ablate-done.json``: a rerun of the same config skips it."""
+    from srscode.core.ledger import write_json
+
+    write_json(run_dir / DONE_FILE, {"arm": arm, "seed_index": seed_index, "seed": seed, "config_hash": digest})
+
+
 def _run_parallel(args: argparse.Namespace, arms: dict[str, Path], overrides: Sequence[str],
                   todo: Sequence[tuple[int, str, int, Path, Any, dict[str, Any], str]], total: int, out: Path) -> list[str]:
     """Each pending arm/seed as its own ``srscode run`` process, ``args.jobs`` at a time.
@@ -119,8 +126,6 @@ def _run_parallel(args: argparse.Namespace, arms: dict[str, Path], overrides: Se
     overrides and seed the sequential path would, and its own session, so a SIGINT/SIGTERM
     to this process is forwarded once to every child (each stops at its safe point, keeping
     its last committed round) instead of racing the terminal's own SIGINT."""
-    from srscode.core.ledger import write_json
-
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     children: dict[int, subprocess.Popen] = {}
@@ -152,9 +157,11 @@ def _run_parallel(args: argparse.Namespace, arms: dict[str, Path], overrides: Se
                                     start_new_session=True)
             with lock:
                 children[n] = proc
+                if stopping.is_set():  # a signal between the check above and this registration
+                    os.killpg(proc.pid, signal.SIGTERM)
             rc = proc.wait()
         if rc == 0:
-            write_json(run_dir / DONE_FILE, {"arm": arm, "seed_index": i, "seed": cfg.seed, "config_hash": digest})
+            _mark_done(run_dir, arm, i, cfg.seed, digest)
             with lock:
                 print(f"[{n}/{total}] {arm} seed {cfg.seed}: finished", flush=True)
             return None
