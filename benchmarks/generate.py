@@ -270,8 +270,54 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         del dec
         env.reset_peak()
 
+    def engine_calls(spec: SamplingSpec) -> None:
+        """What an engine round's default ``hf`` generation does since compile is on by
+        default: a new decoder per ``generate`` call (compile=True, as ``compile: auto`` is on
+        an accelerator), the compiled pieces made once per process. Calls 1-3 per decode
+        attention: B=rows (the first call of the process compiles), B=rows again, B=3/4 rows
+        (a new batch size); ``new_graphs`` counts dynamo's compilations during each call."""
+        from torch._dynamo.utils import counters
+
+        from srscode.plugins.lib import fast_decode
+
+        rows_per_call = [rows, rows, max(fast_decode.ROW_BUCKET, rows * 3 // 4)]
+        calls = []
+        try:
+            for attn in ("sdpa", "bmm"):
+                fast_decode.DECODE_ATTENTION = attn
+                for call, b in enumerate(rows_per_call, 1):
+                    torch.manual_seed(call)
+                    before = counters["stats"]["unique_graphs"]
+                    dec = fast_decode.FastDecoder(model, graph_runner=env.runner(), compile=True,
+                                                  compile_backend=getattr(args, "compile_backend", None))
+                    res, secs, _ = fast_run(env, model, ids[:b], mask[:b], 1, new, spec, dec=dec)
+                    r = decode_row(res, secs, b)
+                    r.update(attention=attn, call=call, compiled=dec.fam.compiled,
+                             new_graphs=counters["stats"]["unique_graphs"] - before)
+                    calls.append(r)
+                    say(f"  engine call {call} ({attn}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
+                        f"{r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, new graphs {r['new_graphs']}, "
+                        f"compiled {dec.fam.compiled}")
+                    if call == 2:  # the step replayed alone under each attention
+                        out[f"micro_engine_{attn}"] = micro(env, dec, spec, b)
+                    del dec, res
+                    env.reset_peak()
+        finally:
+            fast_decode.DECODE_ATTENTION = "sdpa"
+        out["engine_calls"] = calls
+
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
     greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
+    if getattr(args, "engine_only", False):
+        baseline("sample", sample)
+        engine_calls(sampling)
+        base = out["generate_sample"]["tok_s"]
+        out["ratio_engine_vs_generate"] = [
+            {"attention": c["attention"], "call": c["call"], "rows": c["rows"], "ratio": round(c["tok_s"] / base, 2)}
+            for c in out["engine_calls"]]
+        for r in out["ratio_engine_vs_generate"]:
+            say(f"  ratio engine call {r['call']} ({r['attention']}, B={r['rows']}) / generate: {r['ratio']}")
+        return out
     if args.profile:
         from srscode.plugins.lib.fast_decode import FastDecoder
 
@@ -600,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--skip-greedy-baseline", action="store_true", help="part a: no generate() greedy run (~20 s)")
     ap.add_argument("--no-compile", action="store_true", help="part a: no compiled fast-loop rows")
+    ap.add_argument("--engine-only", action="store_true",
+                    help="part a: only generate() sampled and the engine-round calls (compiled once, both attentions)")
     # inductor; --smoke (and tests) "eager": dynamo still traces, without the minute of C++ builds
     ap.add_argument("--compile-backend", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true",

@@ -302,11 +302,11 @@ def trl_sft(model: Any, tokenizer: Any, backend: Any, rows: list[tuple[str, str]
 
 
 def our_sft(ctx: Any, rows: list[tuple[str, str]], batch_rows: int, max_length: int, scratch: str,
-            liger: Any = "auto", **overrides: Any) -> Any:
+            liger: Any = "auto", attention: str = "auto", **overrides: Any) -> Any:
     from srscode.core.types import SFTExample
     from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
 
-    p = LoRASFTParams(**LORA, batch_size=batch_rows, max_length=max_length, liger=liger)
+    p = LoRASFTParams(**LORA, batch_size=batch_rows, max_length=max_length, liger=liger, attention=attention)
     model = peft_model_for(ctx, None, p)
     examples = [SFTExample(f"t{i}", pr, co) for i, (pr, co) in enumerate(rows)]
     return LoRASFTTrainer(p, ctx).build_trainer(examples, model, scratch, **overrides)
@@ -357,11 +357,12 @@ def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: i
     return DPOTrainer(model=peft_model, args=args, train_dataset=data, processing_class=tokenizer)
 
 
-def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, liger: Any = "auto") -> Any:
+def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, liger: Any = "auto",
+            attention: str = "auto") -> Any:
     from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
     from srscode.plugins.train.lora_sft import peft_model_for
 
-    p = DPOParams(**LORA, batch_size=batch, max_length=max_length, liger=liger)
+    p = DPOParams(**LORA, batch_size=batch, max_length=max_length, liger=liger, attention=attention)
     model = peft_model_for(ctx, None, p)
     return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch)
 
@@ -523,20 +524,24 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         r["mfu_pct"] = mfu(r["tokens_per_s"])
         return r
 
-    def sft_ours(liger: Any = "auto") -> dict[str, Any]:
+    def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", **overrides: Any) -> dict[str, Any]:
+        from srscode.plugins.train.lora_sft import training_attention
+
         with tempfile.TemporaryDirectory() as scratch:
-            trainer = our_sft(ctx, rows, args.rows, args.max_length, scratch, liger=liger)
+            trainer = our_sft(ctx, rows, args.rows, args.max_length, scratch, liger=liger, attention=attention,
+                              **overrides)
             try:
                 if trainer.args.use_liger_kernel:  # as train() will, so that the check sees it
                     from transformers.integrations.liger import apply_liger_kernel
 
                     apply_liger_kernel(trainer.model, trainer.args.liger_kernel_config)
-                if "check_rows" in state and liger == "auto":
-                    batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
-                    state["loss_ours"] = mean_nll(trainer.model, batch, backend)
-                r = timed_train(trainer, backend, args.warmup)
+                with training_attention(trainer.model, attention):  # as the stage trains
+                    if "check_rows" in state and liger == "auto" and check:
+                        batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
+                        state[check] = mean_nll(trainer.model, batch, backend)
+                    r = timed_train(trainer, backend, args.warmup)
                 r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
-                         batch_rows=args.rows)
+                         batch_rows=args.rows, attention=attention, **overrides)
             finally:
                 release(ctx, trainer)
         r["mfu_pct"] = mfu(r["tokens_per_s"])
@@ -557,14 +562,18 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         r["pairs_per_s"] = r.pop("units_per_s")
         return r
 
-    def dpo_ours() -> dict[str, Any]:
+    def dpo_ours(attention: str = "auto", batch: int | None = None) -> dict[str, Any]:
+        from srscode.plugins.train.lora_sft import training_attention
+
+        batch = batch or args.dpo_batch
         with tempfile.TemporaryDirectory() as scratch:
             # liger off where it broke the SFT arm, so that DPO still gets a number
             liger = False if "sft_ours" in res["errors"] and "sft_ours_noliger" in res else "auto"
-            trainer = our_dpo(ctx, pairs(), args.dpo_batch, args.max_length, scratch, liger=liger)
+            trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, liger=liger, attention=attention)
             try:
-                r = timed_train(trainer, backend, args.warmup, per_step=args.dpo_batch)
-                r["liger"] = bool(trainer.args.use_liger_kernel)
+                with training_attention(trainer.model, attention):
+                    r = timed_train(trainer, backend, args.warmup, per_step=batch)
+                r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch)
             finally:
                 release(ctx, trainer)
         r["pairs_per_s"] = r.pop("units_per_s")
@@ -582,6 +591,28 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                              "rel_diff": round(abs(a - b) / max(abs(a), 1e-9), 5),
                              "bf16_noise_ok": abs(a - b) / max(abs(a), 1e-9) < (2e-2 if backend.dtype_name != "fp32" else 1e-4)}
         log(f"loss_check: {res['loss_check']}")
+    for arm in [a for a in args.arms.split(",") if a]:
+        # issue 19's levers, each one arm: FlexAttention (block mask skips what a packed
+        # row's documents never see), torch.compile of the model (TrainingArguments), both
+        if arm == "flex":
+            part("sft_ours_flex", lambda: sft_ours(attention="flex_attention", check="loss_ours_flex"), need_s=15)
+        elif arm == "compile":
+            part("sft_ours_compile", lambda: sft_ours(check="", torch_compile=True), need_s=30)
+        elif arm == "flex_compile":
+            part("sft_ours_flex_compile", lambda: sft_ours(attention="flex_attention", check="", torch_compile=True),
+                 need_s=30)
+        elif arm == "dpo_flex":
+            part("dpo_ours_flex", lambda: dpo_ours(attention="flex_attention"), need_s=15)
+        elif arm == "dpo_big":
+            part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
+        else:
+            raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, flex_compile, dpo_flex, dpo_big)")
+    for key in ("loss_ours_flex",):
+        if "loss_trl" in state and key in state:
+            a, b = state["loss_trl"], state[key]
+            res[f"loss_check_{key}"] = {"padded_trl": round(a, 5), key: round(b, 5),
+                                        "rel_diff": round(abs(a - b) / max(abs(a), 1e-9), 5)}
+            log(f"loss_check {key}: {res[f'loss_check_{key}']}")
     part("dpo_ours", dpo_ours, need_s=15)
 
     res["max_batch"] = {}
@@ -622,12 +653,14 @@ def table(res: dict[str, Any]) -> str:
     lines = [f"device {res.get('device')} {res.get('dtype')}, bf16 matmul {g('matmul', 'bf16_tflops')} TFLOP/s, "
              f"{res.get('flops_per_real_token')} GFLOP per real token",
              f"{'arm':<17} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
-    for arm in ("sft_trl", "sft_ours_noliger", "sft_ours"):
+    for arm in ("sft_trl", "sft_ours_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile", "sft_ours_flex_compile"):
         if arm not in res:
             continue
         lines.append(f"{arm:<17} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
                      f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
-    for arm in ("dpo_trl", "dpo_ours"):
+    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16"):
+        if arm not in res:
+            continue
         lines.append(f"{arm:<17} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB")
     for shape, mb in (res.get("max_batch") or {}).items():
         if mb:
@@ -671,6 +704,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--big-shape", default="7b", help="second shape for the max-batch search ('' skips)")
     ap.add_argument("--big-tries", default="1,2,4,6,8,12,16")
     ap.add_argument("--matmul-n", type=int, default=8192)
+    ap.add_argument("--arms", default="", help="extra arms, comma-separated: flex, compile, flex_compile, "
+                    "dpo_flex, dpo_big (FlexAttention / torch.compile / both; DPO with flex, DPO at twice the batch)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

@@ -21,6 +21,7 @@ class SharedModels:
     tokenizer: Any = None
     base_model: Any = None  # eval mode, on the backend's device; no LoRA layers when a stage hands over
     peft_model: Any = None  # the generator's PeftModel around base_model, kept between its calls
+    peft_adapter: str | None = None  # sha256 of the adapter files loaded into peft_model's one slot
 
 
 @dataclass

@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 
 from model_fixtures import *  # noqa: F401,F403
-from model_fixtures import make_ctx
+from model_fixtures import make_ctx, make_lora_adapter
 
-from srscode.core.types import Prompt
+from srscode.core.types import AdapterRef, Prompt
 
 TEXTS = ["def add(a, b):", "import os\nclass Walker:\n    def walk(self, path):", "x = 1", "for i in range(10):\n"]
 
@@ -108,6 +108,46 @@ def test_greedy_matches_generate_token_for_token(kind, lora, tiny_model_dir, tok
         assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
     got = _fast(model, enc, tok, 1, max_new, tok.eos_token_id)
     assert _padded(got.tokens, max_new, tok.pad_token_id) == _padded(ref, max_new, tok.pad_token_id)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_bmm_decode_attention_matches_generate_token_for_token(lora, tokenizer, monkeypatch):
+    """The ``bmm`` decode attention (two batched GEMMs and an fp32 softmax) decodes what
+    ``generate`` does, left padding and grouped heads included, as the sdpa path does."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+
+    torch.set_num_threads(1)
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    if lora:
+        model = _lora(model, seed=5)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    ref = _reference(model, enc, tok, 24, tok.eos_token_id)
+    assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
+    monkeypatch.setattr(fast_decode, "DECODE_ATTENTION", "bmm")
+    got = _fast(model, enc, tok, 1, 24, tok.eos_token_id)
+    assert _padded(got.tokens, 24, tok.pad_token_id) == _padded(ref, 24, tok.pad_token_id)
+
+
+def test_decode_attention_ways_agree_numerically():
+    import torch
+
+    from srscode.plugins.lib.fast_decode import decode_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(5, 2, 3, 8, generator=g)
+    k, v = torch.randn(2, 5, 2, 40, 8, generator=g).unbind(0)
+    bias = torch.zeros(5, 1, 1, 40)
+    bias[:, ..., :7] = torch.finfo(torch.float32).min  # left padding
+    bias[2, ..., 30:] = torch.finfo(torch.float32).min  # a shorter row
+    a = decode_attention(q, k, v, bias, 0.3, "sdpa")
+    b = decode_attention(q, k, v, bias, 0.3, "bmm")
+    assert a.shape == b.shape == (5, 2, 3, 8)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    c = decode_attention(q, k[:, :, 7:], v[:, :, 7:], bias[..., 7:], 0.3, "bmm")  # the padding changes nothing
+    torch.testing.assert_close(b[[0, 1, 3, 4]], c[[0, 1, 3, 4]], rtol=1e-5, atol=1e-5)
 
 
 def test_per_row_eos_and_min_new_tokens_match_generate(tokenizer):
@@ -608,3 +648,52 @@ def test_compiled_decoders_outlive_dynamos_recompile_limit_across_adapters(token
         _fast_compiled(pm, enc, tok, 1, 3, backend)
         per_round.append(backend.graphs)
     assert per_round == [3] * rounds  # the last decoders still hand dynamo's graphs to the backend
+
+
+def test_hf_generator_compiles_once_per_process_across_rounds_adapters_and_batch_sizes(
+        tiny_model_dir, tokenizer, tmp_path, monkeypatch):
+    """The engine's pattern through the real generator: validation on the base, then rounds
+    that each load a new adapter (the trainer unloads the generator's LoRA layers between
+    rounds), batch sizes that differ per call, an adapter loaded again, adapters disabled.
+    The compiled pieces are made once per process: after the first adapter call no call
+    adds a graph (before, every call compiled again, which is why compile was off by
+    default), and the outputs are the eager loop's token for token."""
+    import torch
+
+    from srscode.plugins.generate.hf import ADAPTER_SLOT, HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode, hf_model
+
+    adapters = [AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / f"a{i}", seed=i)) for i in range(3)]
+    prompts = [Prompt(f"t{i}", TEXTS[i % len(TEXTS)] + " " * (i // len(TEXTS))) for i in range(7)]
+    calls = [(3, None), (5, 0), ("train", None), (2, 1), (7, 1), ("train", None), (4, 2), (6, 0), (3, "off")]
+
+    def run(compile: bool) -> tuple[list, list]:
+        backend = _CountingBackend()
+        monkeypatch.setattr(fast_decode, "COMPILE_BACKEND", backend)
+        torch._dynamo.reset()
+        ctx = make_ctx(tiny_model_dir)
+        gen = HFGenerator(HFGeneratorParams(compile=compile, temperature=0.0, max_new_tokens=12), ctx)
+        texts, graphs = [], []
+        for size, which in calls:
+            if size == "train":  # what a trainer does to the generator's model between rounds
+                hf_model.release_peft(ctx)
+                continue
+            # "off": no adapter while the generator's peft model exists (disable_adapter)
+            ref = adapters[which] if isinstance(which, int) else None
+            cands = gen.generate(prompts[:size], 2, ref, seed=1)
+            assert {c.adapter for c in cands} == {ref}
+            if ref is not None:
+                assert ctx.models.peft_model.active_adapter == ADAPTER_SLOT
+            texts.append([c.text for c in cands])
+            graphs.append(backend.graphs)
+        return texts, graphs
+
+    eager_texts, eager_graphs = run(False)
+    assert eager_graphs == [0] * len(eager_graphs)
+    texts, graphs = run(True)
+    assert texts == eager_texts
+    first_adapter = 1  # the call index of the first generate with an adapter
+    assert graphs[0] == 3, graphs  # pre, post, head on the base
+    assert graphs[first_adapter] == 6, graphs  # and once more with the adapter (its own code)
+    assert graphs[-2] == graphs[first_adapter], graphs  # rounds, reloads and new batch sizes add nothing
+    assert graphs[-1] <= graphs[first_adapter] + 3, graphs  # adapters disabled: at most one more set

@@ -19,8 +19,8 @@ the round's LoRA via peft.
   repeats it, since greedy samples are identical). Prompts are sorted by length inside a
   call to waste less padding; candidates come back in the order of the prompts given.
 * Adapter: loaded through peft onto the cached base (``hf_model.load_base``; the base is
-  never reloaded between rounds) under a name derived from its content hash, then
-  ``set_adapter``; ``None`` runs with adapters disabled (the base model). The
+  never reloaded between rounds) under one fixed name (a new adapter replaces the one
+  loaded: the fast loop's compiled pieces guard on the name, see ``compile``); ``None`` runs with adapters disabled (the base model). The
   ``Candidate.adapter`` it reports is hashed from the files it actually loaded
   (``AdapterRef.from_dir``), not copied from its argument, so the engine's identity check
   catches a stale or missing adapter.
@@ -70,17 +70,15 @@ class HFGeneratorParams(BaseModel):
     )
     min_new_tokens: int = Field(0, ge=0, description="EOS is suppressed before this many new tokens (benchmarks).")
     compile: Literal["auto"] | bool = Field(
-        False,
+        "auto",
         description="torch.compile the fast loop's per-layer pieces around attention (one compilation serves "
-        "every layer). Measured on an H100 (1.5B shape, B=256): 1.18x sampled, 1.3x greedy, but each generate "
-        "call compiles again (about 5 s per batch shape), so it pays only for long calls; off by default. "
-        "auto: on where the backend is an accelerator.",
+        "every layer, every batch size, and every round's adapter: it is made once per process). auto: on "
+        "where the backend is an accelerator (the CPU step is bound by its GEMMs, not by kernel launches); "
+        "a compiler failure falls back to the eager pieces with a warning.",
     )
 
 
-def adapter_name(ref: AdapterRef) -> str:
-    """peft adapter names must be identifiers; the content hash makes them unique."""
-    return "a" + ref.sha256[:16]
+ADAPTER_SLOT = "srscode"  # the one peft adapter name every round's LoRA is loaded under
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -154,21 +152,22 @@ class HFGenerator:
                 "expected a peft LoRA adapter saved by the trainer."
             )
         loaded = AdapterRef.from_dir(adapter.path)  # the bytes peft is about to read
-        name = adapter_name(loaded)
+        if pm is not None and models.peft_adapter != loaded.sha256:
+            # another adapter in the slot: unload it, as the trainer does between rounds
+            base = hf_model.release_peft(self.ctx)
+            pm = None
         if pm is None:
             from peft import PeftModel
 
+            # Always the same name: the fast loop's compiled pieces guard on the active
+            # adapter's name, and a name per adapter (round) would compile them again every
+            # round; its identity is the content hash kept beside it (``peft_adapter``)
             with hf_model.known_library_deprecations():
-                pm = PeftModel.from_pretrained(base, loaded.path, adapter_name=name)
-            models.peft_model = pm
-        elif name not in pm.peft_config:
-            with hf_model.known_library_deprecations():
-                pm.load_adapter(loaded.path, adapter_name=name)
-        pm.set_adapter(name)
-        for other in [n for n in pm.peft_config if n != name]:  # one round's adapter at a time
-            pm.delete_adapter(other)
+                pm = PeftModel.from_pretrained(base, loaded.path, adapter_name=ADAPTER_SLOT)
+            models.peft_model, models.peft_adapter = pm, loaded.sha256
+        pm.set_adapter(ADAPTER_SLOT)
         pm.eval()
-        if pm.active_adapter != name:  # defensive: peft must have switched
+        if pm.active_adapter != ADAPTER_SLOT:  # defensive: peft must have switched
             raise StageError(f"generator hf: peft did not activate adapter {loaded.path!r}")
         return pm, loaded, contextlib.nullcontext
 
@@ -365,4 +364,4 @@ def srscode_generators():
     )
 
 
-__all__ = ["HFGenerator", "HFGeneratorParams", "adapter_name", "completion_length", "truncate_at_stop"]
+__all__ = ["ADAPTER_SLOT", "HFGenerator", "HFGeneratorParams", "completion_length", "truncate_at_stop"]

@@ -18,8 +18,10 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
 * optionally (``compile=True``) **regional torch.compile** of each layer's pieces around
   attention (norm + q/k/v + rotary; o_proj + residual + norm + MLP + residual) and of the
   final norm + lm_head, as functions of the layer module, so one compilation serves every
-  layer and the growing attention window never recompiles; it cuts the ~50 small kernels
-  per layer that bound the step even inside a graph;
+  layer and the growing attention window never recompiles; the rows dimension is dynamic
+  and the compiled pieces are kept per process (:func:`family_for`), so batch sizes,
+  ``generate`` calls and rounds (a new adapter under the same name) reuse them; it cuts
+  the ~50 small kernels per layer that bound the step even inside a graph;
 * **exact top-p without sorting the vocabulary** every step: ``topk`` of ``PROBE``
   tokens, and for rows whose top-``PROBE`` mass is below ``top_p`` exact rejection
   sampling (see :func:`sample_tokens`); a full sort only where that rejects every draw.
@@ -54,6 +56,8 @@ WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
 PREFILL_TOKENS = 16384  # prompts per prefill chunk are bounded by this many tokens
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
+DECODE_ATTENTION = "sdpa"  # decode attention: "sdpa" (the backend's fused kernel) or "bmm" (two batched GEMMs)
+COMPILE_BACKEND: Any = "inductor"  # torch.compile's backend when none is given (tests count graphs with theirs)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -222,16 +226,26 @@ def _rotate(q: Any, k: Any, cos: Any, sin: Any) -> tuple[Any, Any]:
 
 def _own_code(method: Any) -> Any:
     """``method`` bound to a copy of its code object. Dynamo keeps compiled entries per code
-    object, guarded on what the trace read, including a peft model's active adapter name:
-    shared code would gain a recompile per adapter (one per engine round) and, past
-    dynamo's recompile limit (8), silently run eagerly. With its own code each decoder (one
-    per ``generate`` call, i.e. one adapter) has its own entries, freed with it; inductor's
-    graph cache makes the repeated compilation of an identical graph cheap."""
+    object, and each entry guards on what its trace read (the family's constants, the
+    adapter's name): with the class's shared code every model in a process would add
+    entries to one list and, past dynamo's recompile limit (8), silently run eagerly. A
+    family's own code keeps its entries to its own model (see :func:`family_for`)."""
     import types
 
     f = method.__func__
     code = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
     return types.MethodType(code, method.__self__)
+
+
+def _rows_dynamic(*tensors: Any) -> None:
+    """Mark dim 0 (the rows) of a compiled piece's inputs dynamic: one compilation serves
+    every batch size (rows are multiples of ``ROW_BUCKET``, never the 0/1 dynamo
+    specialises), where static shapes recompiled per row count and, past the recompile
+    limit, fell back to eager."""
+    import torch
+
+    for t in tensors:
+        torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
 class LlamaFamily:
@@ -333,13 +347,14 @@ class LlamaFamily:
     def decode(self, cache: "DecodeBuffers", window: int) -> Any:
         """One token per row from ``cache``'s input buffers; K/V written at column
         ``cache.column``; attention over the first ``window`` columns. Logits [R, V]."""
-        import torch.nn.functional as F
 
         r = cache.tokens.shape[0]
         h = self.inner.embed_tokens(cache.tokens[:, None])
         cos, sin = self.inner.rotary_emb(h, cache.positions[:, None])
         cache.bias.index_fill_(3, cache.column, 0.0)  # the new column becomes visible
         bias = cache.bias[..., :window]
+        if self.compiled:
+            _rows_dynamic(h, cos, sin)
         for i, layer in enumerate(self.layers):
             q, k, v = self.pre(layer, h, cos, sin)
             kc, vc = cache.k[i], cache.v[i]
@@ -348,9 +363,73 @@ class LlamaFamily:
             # [R, heads, 1, D] -> [R, kv_heads, group, D]: the group's query heads become
             # query positions against their shared K/V (no repeat_kv copy)
             qg = q.reshape(r, self.kv_heads, self.group, self.head_dim)
-            o = F.scaled_dot_product_attention(qg, kc[:, :, :window], vc[:, :, :window], attn_mask=bias, scale=self.scaling)
+            o = decode_attention(qg, kc[:, :, :window], vc[:, :, :window], bias, self.scaling)
+            if self.compiled:
+                _rows_dynamic(h, o)
             h = self.post(layer, h, o)
+        if self.compiled:
+            _rows_dynamic(h)
         return self.head(h)
+
+
+FAMILIES_PER_MODEL = 4  # adapter names remembered per model (the hf generator uses one)
+
+
+def active_adapters(model: Any) -> tuple[str, ...]:
+    """A peft model's active adapter names (read by the compiled pieces' guards); () for a
+    plain model."""
+    if not hasattr(model, "peft_config"):
+        return ()
+    names = getattr(model, "active_adapters", ())
+    return tuple(names() if callable(names) else names)
+
+
+def family_for(model: Any, compile: bool = False, compile_backend: Any = "inductor") -> LlamaFamily:
+    """The process's :class:`LlamaFamily` for ``model`` (its causal LM), made once.
+
+    Compiled pieces are built once per process per model, adapter name and backend and
+    kept across ``generate`` calls, rounds and adapter reloads: dynamo's guards read the
+    model's structure, its parameters' shapes and dtypes, and the active adapter's name,
+    none of which changes when a round loads new LoRA weights under the same name (the
+    ``hf`` generator's one slot), and the rows dimension is dynamic, so a new batch size
+    does not recompile either. Before, every decoder compiled again (~5 s per call on an
+    H100), which is why ``compile`` was off by default. A handful of adapter names per
+    model are kept (``FAMILIES_PER_MODEL``, least recently used out), each with its own
+    code, so a caller cycling through many names never meets dynamo's recompile limit."""
+    lm = causal_lm_of(model)
+    # kept on the model itself: a family holds the model, so a cache keyed by it elsewhere
+    # would keep every model alive
+    per_model = lm.__dict__.get("_srscode_fast_families")
+    if per_model is None:
+        per_model = {}
+        object.__setattr__(lm, "_srscode_fast_families", per_model)
+    backend = compile_backend if isinstance(compile_backend, str) else id(compile_backend)
+    key = (bool(compile), backend, active_adapters(model) if compile else ())
+    fam = per_model.pop(key, None)
+    if fam is None:
+        fam = LlamaFamily(model, compile=compile, compile_backend=compile_backend)
+    per_model[key] = fam  # most recently used last
+    while len(per_model) > FAMILIES_PER_MODEL:
+        per_model.pop(next(iter(per_model)))
+    return fam
+
+
+def decode_attention(q: Any, k: Any, v: Any, bias: Any, scale: float, how: str | None = None) -> Any:
+    """One query position per group head: ``q`` [R, kv_heads, group, D] against ``k``/``v``
+    [R, kv_heads, W, D] with the additive ``bias`` [R, 1, 1, W]; [R, kv_heads, group, D].
+
+    ``sdpa``: the backend's fused kernel (on CUDA, cuDNN's flash kernel, made for blocks of
+    many queries: it read the cache at about a third of HBM bandwidth on an H100 at these
+    shapes). ``bmm``: scores by one batched GEMM, an fp32 softmax, values by another: each
+    reads the cache once as a plain batched matrix product (``DECODE_ATTENTION`` picks the
+    default; benchmarks/generate.py measures both)."""
+    import torch
+    import torch.nn.functional as F
+
+    if (how or DECODE_ATTENTION) == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale + bias.float()
+    return torch.matmul(torch.softmax(scores, dim=-1).to(v.dtype), v)
 
 
 @dataclass
@@ -401,21 +480,24 @@ class DecodeResult:
 class FastDecoder:
     """Decode batches of left-padded prompts with ``n`` candidates each.
 
-    One instance serves one ``generate`` call: its graphs are captured against the
+    One instance serves one ``generate`` call: its device graphs are captured against the
     adapter active during that call (peft switches adapters in Python, so a graph
-    captured earlier would replay the old adapter's kernels and tensors). Buffers and
-    graphs are reused across batches of the same bucketed shape.
+    captured earlier would replay the old adapter's kernels and tensors) and freed with
+    its buffers, so the KV cache never outlives the call (training needs the memory).
+    Buffers and graphs are reused across batches of the same bucketed shape; the compiled
+    pieces (``compile``) outlive it, per process.
     """
 
     def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE, seed: int | None = None,
-                 compile: bool = False, compile_backend: Any = "inductor"):
+                 compile: bool = False, compile_backend: Any = None):
         """``compile``: the decode step's per-layer pieces around attention (and the final
         norm + lm_head) through ``torch.compile``, regionally (see :class:`LlamaFamily`);
-        the first step of each batch shape compiles. ``compile_backend``: torch.compile's
-        backend (tests count compilations with a backend of their own)."""
+        compiled once per process (:func:`family_for`). ``compile_backend``: torch.compile's
+        backend (default ``COMPILE_BACKEND``; tests count compilations with one of their own)."""
         import torch
 
-        self.fam = LlamaFamily(model, compile=compile, compile_backend=compile_backend)
+        backend = COMPILE_BACKEND if compile_backend is None else compile_backend
+        self.fam = family_for(model, compile=compile, compile_backend=backend)
         self.runner = graph_runner
         self.probe = probe
         self.buffers: DecodeBuffers | None = None

@@ -244,6 +244,10 @@ def load_base(ctx: Any) -> tuple[Any, Any]:
         raise _load_error(src, exc) from exc
     model.to(backend.device)
     model.eval()
+    # the base is never trained (LoRA only): frozen from the start, as peft leaves it after
+    # the first round, so the generator's compiled decode pieces (which guard on
+    # requires_grad) see the same base before and after training
+    model.requires_grad_(False)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     ctx.models.base_model = model
@@ -268,7 +272,7 @@ def quiet_datasets() -> None:
 
 def release_peft(ctx: Any) -> Any:
     """Unload the generator's LoRA layers (if any) so the cached base is clean; return the base."""
-    pm, ctx.models.peft_model = ctx.models.peft_model, None
+    pm, ctx.models.peft_model, ctx.models.peft_adapter = ctx.models.peft_model, None, None
     if pm is not None:
         ctx.models.base_model = unload_lora(pm)
     return ctx.models.base_model

@@ -33,7 +33,8 @@ from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from ..lib import hf_model
 from .lora_sft import (
-    LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter, train_with_progress,
+    LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter,
+    train_with_progress, training_attention,
 )
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class DPOTrainerStage:
                         "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
                         "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
                     )
-                output = train_with_progress(trainer, self.ctx, "dpo")
+                with training_attention(model, self.params.attention):
+                    output = train_with_progress(trainer, self.ctx, "dpo")
                 adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
         finally:
             restore_base(self.ctx, model)

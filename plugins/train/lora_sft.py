@@ -43,11 +43,12 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -82,6 +83,14 @@ class LoRAParams(BaseModel):
         "auto",
         description="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE) through TRL's use_liger_kernel; "
         "auto: where liger-kernel is installed and the backend is an accelerator.",
+    )
+
+
+    attention: Literal["auto", "sdpa", "flex_attention", "eager"] = Field(
+        "auto",
+        description="The model's attention implementation while this stage trains (restored afterwards). "
+        "flex_attention: PyTorch FlexAttention, whose block mask skips the blocks a packed row's "
+        "documents never attend to (CUDA: it has no CPU backward). auto: the model's own (sdpa).",
     )
 
 
@@ -201,6 +210,28 @@ def save_adapter(trainer: Any, model: Any, out_dir: Path, **save_kw: Any) -> Ada
         model.save_pretrained(str(out_dir), **save_kw)
     trainer.accelerator.wait_for_everyone()
     return AdapterRef.from_dir(out_dir)
+
+
+@contextlib.contextmanager
+def training_attention(model: Any, setting: str) -> Iterator[None]:
+    """Switch the wrapped model's attention implementation for the stage and restore it,
+    so the generator (``generate()`` uses the model's own) sees what it loaded."""
+    from peft import PeftModel
+
+    lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    before = getattr(lm.config, "_attn_implementation", None)
+    switch = setting != "auto" and setting != before
+    if switch:
+        try:
+            lm.set_attn_implementation(setting)
+        except (ValueError, ImportError) as exc:
+            raise StageError(f"trainer: params.attention {setting!r} is not available for this model: {exc}") from exc
+        log.info("trainer: attention %s while training (was %s)", setting, before)
+    try:
+        yield
+    finally:
+        if switch and before is not None:
+            lm.set_attn_implementation(before)
 
 
 def restore_base(ctx: Any, model: Any) -> None:
@@ -390,7 +421,8 @@ class LoRASFTTrainer:
         try:
             with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
                 trainer = self.build_trainer(kept, model, scratch)
-                output = train_with_progress(trainer, self.ctx, "train")
+                with training_attention(model, p.attention):
+                    output = train_with_progress(trainer, self.ctx, "train")
                 adapter = save_adapter(trainer, model, Path(out_dir))
         finally:
             restore_base(self.ctx, model)

