@@ -72,6 +72,10 @@ def _no_graph_runner() -> None:
     return None
 
 
+def _no_linear_packer() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Backend:
     """One kind of hardware, as a plugin record (``registry.components["backend"][name].spec``).
@@ -84,7 +88,9 @@ class Backend:
     imported. ``mp_start_method`` is applied to this process's ``multiprocessing`` when
     nothing has fixed it yet. ``graph_runner`` returns a :class:`~.graphs.GraphRunner`
     (device graph capture and replay) or None where the device has none: callers then
-    run the same work eagerly.
+    run the same work eagerly. ``linear_packer`` returns a :class:`~.packing.LinearPacker`
+    (frozen weights laid out once for the device's GEMM library) or None where the plain
+    layout is already the fast one.
 
     ``visible_devices_var`` selects this backend's devices (a launcher forwards it,
     ``srscode env`` shows it); ``extra_visible_devices_vars`` are further variables its
@@ -110,6 +116,7 @@ class Backend:
     describe: Callable[[], str | None] | None = None
     summary: str = ""
     graph_runner: Callable[[], object | None] = _no_graph_runner
+    linear_packer: Callable[[], object | None] = _no_linear_packer
     extra_visible_devices_vars: tuple[str, ...] = ()
     device_module: str | None = None
     compat_rules: tuple[CompatRule, ...] = ()

@@ -30,6 +30,7 @@ from srscode.core.hookspecs import hookimpl
 from . import nvml
 from .backend import Backend, CompatRule, ProbeResult
 from .graphs import runner_factory
+from .packing import onednn_packer
 
 # ----------------------------------------------------------------------------- ascend
 
@@ -186,6 +187,7 @@ CPU = Backend(
     priority=1000,
     accelerator=False,
     generator_modules=(),
+    linear_packer=onednn_packer,  # the fast decode loop's GEMMs on a few rows (hardware/packing.py)
     summary="CPU fallback: fp32, gloo, HF generate",
 )
 

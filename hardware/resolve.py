@@ -132,6 +132,10 @@ class ResolvedBackend:
         (no graph capture here: run eagerly)."""
         return self.backend.graph_runner()
 
+    def linear_packer(self) -> Any:
+        """A :class:`~srscode.hardware.packing.LinearPacker` for this device, or None (use ``F.linear``)."""
+        return self.backend.linear_packer()
+
     @property
     def preferred_generator(self) -> str:
         """``vllm`` where vLLM (and, on Ascend, vllm-ascend) is installed on an accelerator, else ``hf``.

@@ -70,14 +70,15 @@ def _reference(model, enc, tok, max_new: int, eos: int, **kw):
     return out[:, enc["input_ids"].shape[1]:].tolist()
 
 
-def _fast(model, enc, tok, n: int, max_new: int, eos: int, runner=None, min_new: int = 0):
+def _fast(model, enc, tok, n: int, max_new: int, eos: int, runner=None, min_new: int = 0, packer=None):
     import torch
 
     from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
 
     spec = SamplingSpec(0.0, 1.0, (eos,), tok.pad_token_id, min_new_tokens=min_new)
     with torch.inference_mode():
-        return FastDecoder(model, graph_runner=runner).generate(enc["input_ids"], enc["attention_mask"], n, max_new, spec)
+        dec = FastDecoder(model, graph_runner=runner, linear_packer=packer)
+        return dec.generate(enc["input_ids"], enc["attention_mask"], n, max_new, spec)
 
 
 def _padded(rows: list[list[int]], width: int, pad: int) -> list[list[int]]:
@@ -697,3 +698,91 @@ def test_hf_generator_compiles_once_per_process_across_rounds_adapters_and_batch
     assert graphs[first_adapter] == 6, graphs  # and once more with the adapter (its own code)
     assert graphs[-2] == graphs[first_adapter], graphs  # rounds, reloads and new batch sizes add nothing
     assert graphs[-1] <= graphs[first_adapter] + 3, graphs  # adapters disabled: at most one more set
+
+
+# ----------------------------------------------------------------------------- packed weights (CPU)
+
+
+def _packer_or_skip():
+    from srscode.hardware.packing import onednn_packer
+
+    packer = onednn_packer()
+    if packer is None:
+        pytest.skip("this torch build has no working oneDNN packed linear (the packer falls back to F.linear)")
+    return packer
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "llama"])
+@pytest.mark.parametrize("lora", [False, True])
+def test_packed_weights_decode_what_generate_does(kind, lora, tokenizer):
+    """The CPU backend's packed base weights (oneDNN layout) give generate()'s greedy tokens,
+    LoRA included (its A/B stay unpacked), and every module is itself again afterwards."""
+    import torch
+
+    packer = _packer_or_skip()
+    torch.set_num_threads(1)
+    tok = tokenizer
+    model = _tiny(kind, len(tok), tok.eos_token_id, tok.pad_token_id)
+    if lora:
+        model = _lora(model, seed=5)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    ref = _reference(model, enc, tok, 24, tok.eos_token_id)
+    assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
+    calls = []
+    linear = packer.linear
+
+    def counting(x, packed, bias=None):
+        calls.append(x.shape[-1])
+        return linear(x, packed, bias)
+
+    packer.linear = counting
+    got = _fast(model, enc, tok, 1, 24, tok.eos_token_id, packer=packer)
+    assert _padded(got.tokens, 24, tok.pad_token_id) == _padded(ref, 24, tok.pad_token_id)
+    layers = model.config.num_hidden_layers
+    assert len(calls) >= 24 * (7 * layers + 1), "the packed path was not taken for every base linear"
+    assert not any("forward" in m.__dict__ for m in model.modules()), "a patched forward outlived the call"
+
+
+def test_hf_generator_packs_where_the_backend_offers_a_packer(tiny_model_dir, tokenizer, monkeypatch):
+    """pack_weights asks the backend (the CPU backend offers oneDNN's packer, the accelerators
+    none); false turns it off; a compiled decoder never packs (the compiler lays out its GEMMs)."""
+    import types
+
+    import torch
+
+    from srscode.core.config import HardwareConfig
+    from srscode.hardware.resolve import builtin_registry, resolve_backend
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode
+
+    packer = _packer_or_skip()
+    model = _tiny("llama", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
+    prompts = [Prompt("t1", TEXTS[0])]
+    ctx = make_ctx(tiny_model_dir)
+
+    def decoder(backend, **params):
+        g = HFGenerator(HFGeneratorParams(**params), ctx)
+        g.ctx = types.SimpleNamespace(backend=backend)
+        return g._fast_decoder(model, prompts, tokenizer)
+
+    def cpu_with(p):
+        return types.SimpleNamespace(use_cpu=True, graph_runner=lambda: None, linear_packer=lambda: p)
+
+    accel = types.SimpleNamespace(use_cpu=False, graph_runner=lambda: None, linear_packer=lambda: None)
+    assert decoder(cpu_with(packer)).packer is packer
+    assert decoder(cpu_with(packer), pack_weights=False).packer is None
+    assert decoder(accel).packer is None
+    assert resolve_backend(HardwareConfig(backend="cpu"), builtin_registry()).linear_packer() is not None
+
+    packed = []
+    spy = types.SimpleNamespace(pack=lambda w: packed.append(w) or packer.pack(w), linear=packer.linear)
+    enc = tokenizer(TEXTS[:1], return_tensors="pt")
+    spec = fast_decode.SamplingSpec(0.0, 1.0, (), 0)
+    monkeypatch.setattr(fast_decode, "COMPILE_BACKEND", _CountingBackend())  # dynamo without a C++ build
+    for compile, expect_packing in ((False, True), (True, False)):
+        packed.clear()
+        dec = decoder(cpu_with(spy), compile=compile)
+        assert dec.fam.compiled is compile
+        with torch.inference_mode():
+            dec.generate(enc["input_ids"], enc["attention_mask"], 1, 2, spec)
+        assert bool(packed) is expect_packing

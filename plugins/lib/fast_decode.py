@@ -38,9 +38,10 @@ a rope type that changes with the sequence length): :func:`unsupported_reason` s
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from srscode.hardware import synchronize
 
@@ -286,6 +287,33 @@ class LlamaFamily:
             self.post = torch.compile(_own_code(self._post), **opts)
             self.head = torch.compile(_own_code(self._head), **opts)
 
+    @contextlib.contextmanager
+    def packed_linears(self, packer: Any) -> Iterator[None]:
+        """Route the frozen base ``nn.Linear`` layers (q/k/v/o, MLP, lm_head; not peft's
+        LoRA A/B, which change with the adapter) through ``packer``'s packed weights while
+        decoding (see :mod:`srscode.hardware.packing`); the packed copies are made on entry
+        and freed on exit, so they never sit beside the trainer's memory."""
+        import torch
+
+        targets = [m for layer in self.layers for name, m in layer.named_modules()
+                   if type(m) is torch.nn.Linear and "lora_" not in name]
+        if type(self.lm.lm_head) is torch.nn.Linear:
+            targets.append(self.lm.lm_head)
+        patched = []
+        try:
+            for m in targets:
+                packed = packer.pack(m.weight)
+
+                def forward(x: Any, packed: Any = packed, bias: Any = m.bias) -> Any:
+                    return packer.linear(x, packed, bias)
+
+                m.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
+                patched.append(m)
+            yield
+        finally:
+            for m in patched:
+                del m.forward
+
     def uncompile(self) -> None:
         """Back to the eager pieces (after a compiler failure)."""
         self.pre, self.post, self.head = self._pre, self._post, self._head
@@ -489,16 +517,20 @@ class FastDecoder:
     """
 
     def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE, seed: int | None = None,
-                 compile: bool = False, compile_backend: Any = None):
+                 compile: bool = False, compile_backend: Any = None, linear_packer: Any = None):
         """``compile``: the decode step's per-layer pieces around attention (and the final
         norm + lm_head) through ``torch.compile``, regionally (see :class:`LlamaFamily`);
         compiled once per process (:func:`family_for`). ``compile_backend``: torch.compile's
-        backend (default ``COMPILE_BACKEND``; tests count compilations with one of their own)."""
+        backend (default ``COMPILE_BACKEND``; tests count compilations with one of their own).
+        ``linear_packer``: the backend's :class:`~srscode.hardware.packing.LinearPacker`
+        (CPU) for the base weights during each call, or None; unused when compiled (the
+        compiler lays out its own GEMMs)."""
         import torch
 
         backend = COMPILE_BACKEND if compile_backend is None else compile_backend
         self.fam = family_for(model, compile=compile, compile_backend=backend)
         self.runner = graph_runner
+        self.packer = linear_packer
         self.probe = probe
         self.buffers: DecodeBuffers | None = None
         # Sampling draws from a generator of its own on the model's device, seeded from
@@ -540,7 +572,15 @@ class FastDecoder:
             buf.graphs[window] = fn
         return fn()
 
-    def generate(
+    def generate(self, ids: Any, mask: Any, n: int, max_new_tokens: int, spec: SamplingSpec,
+                 stop_check: Callable[[list[list[int]]], list[int | None]] | None = None,
+                 cache_tokens: int | None = None, on_step: Callable[[int], None] | None = None) -> DecodeResult:
+        """See :meth:`_generate`; the base weights packed for the call where a packer is given."""
+        packing = self.packer is not None and not self.fam.compiled
+        with self.fam.packed_linears(self.packer) if packing else contextlib.nullcontext():
+            return self._generate(ids, mask, n, max_new_tokens, spec, stop_check, cache_tokens, on_step)
+
+    def _generate(
         self,
         ids: Any,
         mask: Any,
