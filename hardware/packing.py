@@ -39,6 +39,25 @@ class LinearPacker:
 
         return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
+    def fits(self, nbytes: int) -> bool:
+        """Whether packed copies of ``nbytes`` leave room: at most half of the memory the
+        system reports available (a 1.5B model's fp32 weights are 6 GB; a laptop that holds
+        them once may not hold them twice). True where the system does not say."""
+        avail = available_memory()
+        return avail is None or nbytes <= avail // 2
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (``MemAvailable``), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
 
 _CHECKED: dict[str, bool] = {}
 
@@ -68,4 +87,4 @@ def _works() -> bool:
         return False
 
 
-__all__ = ["LinearPacker", "onednn_packer"]
+__all__ = ["LinearPacker", "available_memory", "onednn_packer"]

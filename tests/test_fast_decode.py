@@ -801,3 +801,37 @@ def test_hf_generator_packs_where_the_backend_offers_a_packer(tiny_model_dir, to
         with torch.inference_mode():
             dec.generate(enc["input_ids"], enc["attention_mask"], 1, 2, spec)
         assert bool(packed) is expect_packing
+
+
+def test_packing_is_skipped_where_the_copies_would_not_fit(tokenizer, caplog):
+    """A model whose packed copies would take more than half the available memory decodes
+    with F.linear (same tokens), and says so."""
+    import logging
+
+    packer = _packer_or_skip()
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    ref = _reference(model, enc, tok, 12, tok.eos_token_id)
+    packed = []
+    pack = packer.pack
+    packer.pack = lambda w: packed.append(w) or pack(w)
+    packer.fits = lambda nbytes: nbytes < 1000  # the tiny model's weights are larger
+    with caplog.at_level(logging.INFO, logger="srscode.plugins.lib.fast_decode"):
+        got = _fast(model, enc, tok, 1, 12, tok.eos_token_id, packer=packer)
+    assert packed == []
+    assert _padded(got.tokens, 12, tok.pad_token_id) == _padded(ref, 12, tok.pad_token_id)
+    assert "would not fit in memory" in caplog.text
+
+
+def test_available_memory_is_read_where_the_system_reports_it():
+    import os
+
+    from srscode.hardware.packing import LinearPacker, available_memory
+
+    avail = available_memory()
+    if os.path.exists("/proc/meminfo"):
+        assert avail is not None and avail > 0
+        assert LinearPacker().fits(avail // 4) and not LinearPacker().fits(avail)
+    else:
+        assert avail is None and LinearPacker().fits(10**15)

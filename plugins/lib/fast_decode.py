@@ -332,6 +332,11 @@ class LlamaFamily:
                     targets.append((m, m.weight, m.bias))
         if type(self.lm.lm_head) is torch.nn.Linear:
             targets.append((self.lm.lm_head, self.lm.lm_head.weight, self.lm.lm_head.bias))
+        nbytes = sum(w.numel() * w.element_size() for _, w, _ in targets)
+        fits = getattr(packer, "fits", None)
+        if callable(fits) and not fits(nbytes):
+            log.info("fast decode: %.1f GB of packed weights would not fit in memory; decoding with F.linear", nbytes / 1e9)
+            targets = []
         patched = []
         try:
             for m, weight, bias in targets:
