@@ -835,3 +835,38 @@ def test_available_memory_is_read_where_the_system_reports_it():
         assert LinearPacker().fits(avail // 4) and not LinearPacker().fits(avail)
     else:
         assert avail is None and LinearPacker().fits(10**15)
+
+
+def test_compiled_families_are_bounded_per_model_and_freed_with_it(tokenizer):
+    """The process-wide compile cache lives on the model: at most FAMILIES_PER_MODEL adapter
+    names are kept (least recently used out), and dropping the model frees it all."""
+    import gc
+    import weakref
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from srscode.plugins.lib import fast_decode
+
+    tok = tokenizer
+    pm = get_peft_model(_tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id),
+                        LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"), adapter_name="a0").eval()
+    names = [f"a{i}" for i in range(fast_decode.FAMILIES_PER_MODEL + 2)]
+    for name in names[1:]:
+        pm.add_adapter(name, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    backend = _CountingBackend()
+    seen = []
+    for name in names:
+        pm.set_adapter(name)
+        seen.append(fast_decode.family_for(pm, compile=True, compile_backend=backend))
+    pm.set_adapter(names[-1])
+    assert fast_decode.family_for(pm, compile=True, compile_backend=backend) is seen[-1]  # reused
+    kept = fast_decode.causal_lm_of(pm).__dict__["_srscode_fast_families"]
+    assert len(kept) == fast_decode.FAMILIES_PER_MODEL
+    assert {k[2] for k in kept} == {(n,) for n in names[-fast_decode.FAMILIES_PER_MODEL:]}
+    ref = weakref.ref(fast_decode.causal_lm_of(pm))
+    del pm, seen, kept
+    gc.collect()
+    torch._dynamo.reset()
+    gc.collect()
+    assert ref() is None, "the cached families kept the model alive"
