@@ -607,12 +607,11 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
         else:
             raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, flex_compile, dpo_flex, dpo_big)")
-    for key in ("loss_ours_flex",):
-        if "loss_trl" in state and key in state:
-            a, b = state["loss_trl"], state[key]
-            res[f"loss_check_{key}"] = {"padded_trl": round(a, 5), key: round(b, 5),
-                                        "rel_diff": round(abs(a - b) / max(abs(a), 1e-9), 5)}
-            log(f"loss_check {key}: {res[f'loss_check_{key}']}")
+    if "loss_trl" in state and "loss_ours_flex" in state:
+        a, b = state["loss_trl"], state["loss_ours_flex"]
+        res["loss_check_loss_ours_flex"] = {"padded_trl": round(a, 5), "loss_ours_flex": round(b, 5),
+                                            "rel_diff": round(abs(a - b) / max(abs(a), 1e-9), 5)}
+        log(f"loss_check loss_ours_flex: {res['loss_check_loss_ours_flex']}")
     part("dpo_ours", dpo_ours, need_s=15)
 
     res["max_batch"] = {}

@@ -16,6 +16,7 @@ Results equal ``F.linear``'s up to fp32 summation order (~1e-6 relative).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -59,16 +60,12 @@ def available_memory() -> int | None:
     return None
 
 
-_CHECKED: dict[str, bool] = {}
-
-
 def onednn_packer() -> LinearPacker | None:
     """A packer where this torch build runs oneDNN's packed fp32 linear correctly, else None."""
-    if "onednn" not in _CHECKED:
-        _CHECKED["onednn"] = _works()
-    return LinearPacker() if _CHECKED["onednn"] else None
+    return LinearPacker() if _works() else None
 
 
+@functools.cache  # checked once per process
 def _works() -> bool:
     try:
         import torch

