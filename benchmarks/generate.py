@@ -317,6 +317,16 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
             for c in out["engine_calls"]]
         for r in out["ratio_engine_vs_generate"]:
             say(f"  ratio engine call {r['call']} ({r['attention']}, B={r['rows']}) / generate: {r['ratio']}")
+        if args.profile:  # what the compiled step spends its time on (the process's compilation, reused)
+            from srscode.plugins.lib.fast_decode import FastDecoder
+
+            for label, comp in (("engine_compiled", True), ("engine_eager", False)):
+                try:
+                    out[f"profile_{label}"] = profile_steps(env, FastDecoder(model, compile=comp), sampling,
+                                                            ids, mask, new, label)
+                except Exception as exc:  # noqa: BLE001 - the profile is optional; the timings stand
+                    out[f"profile_{label}"] = {"error": f"{type(exc).__name__}: {exc}"}
+                    say(f"  profile ({label}) failed: {traceback.format_exc()}")
         return out
     if args.profile:
         from srscode.plugins.lib.fast_decode import FastDecoder

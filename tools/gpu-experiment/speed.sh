@@ -20,7 +20,7 @@ case "${1:-}" in
   one)
     bash tools/gpu-experiment/device.sh stage1 > "$R/stage1.out" 2>&1; tail -8 "$R/stage1.out"
     nvidia-smi > "$R/nvidia-smi.txt" 2>&1
-    step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only
+    step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
     step train 330 python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
       --arms flex,compile,dpo_big,dpo_flex --max-batch-tries "" --big-shape "" --budget-s 270
     pack speed1 ;;
