@@ -21,8 +21,9 @@ case "${1:-}" in
     bash tools/gpu-experiment/device.sh stage1 > "$R/stage1.out" 2>&1; tail -8 "$R/stage1.out"
     nvidia-smi > "$R/nvidia-smi.txt" 2>&1
     step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
-    step train 330 python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
-      --arms flex,compile,dpo_big,dpo_flex --max-batch-tries "" --big-shape "" --budget-s 270
+    budget=${TRAIN_BUDGET:-270}  # parts that would start later are skipped (device time)
+    step train $((budget + 60)) python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
+      --arms "${TRAIN_ARMS:-flex,compile,dpo_big,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
     pack speed1 ;;
   two)
     bash tools/gpu-experiment/device.sh join || exit 3
