@@ -90,7 +90,8 @@ class LoRAParams(BaseModel):
         "auto",
         description="The model's attention implementation while this stage trains (restored afterwards). "
         "flex_attention: PyTorch FlexAttention, whose block mask skips the blocks a packed row's "
-        "documents never attend to (CUDA: it has no CPU backward). auto: the model's own (sdpa).",
+        "documents never attend to (CUDA: it has no CPU backward; uncompiled, as trained here, it "
+        "measured 3.6x slower than sdpa on an H100, docs/benchmarks.md). auto: the model's own (sdpa).",
     )
 
 
