@@ -270,6 +270,18 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         del dec
         env.reset_peak()
 
+    def optional_profile(label: str, spec: SamplingSpec, compile: bool) -> None:
+        """``profile_steps`` on a new decoder into ``out["profile_<label>"]``; a failure is
+        recorded there and the timings go on (the profile is optional)."""
+        from srscode.plugins.lib.fast_decode import FastDecoder
+
+        try:
+            out[f"profile_{label}"] = profile_steps(env, FastDecoder(model, compile=compile), spec,
+                                                    ids, mask, new, label)
+        except Exception as exc:  # noqa: BLE001 - the profile is optional; the timings go on
+            out[f"profile_{label}"] = {"error": f"{type(exc).__name__}: {exc}"}
+            say(f"  profile ({label}) failed: {traceback.format_exc()}")
+
     def engine_calls(spec: SamplingSpec) -> None:
         """What an engine round's default ``hf`` generation does since compile is on by
         default: a new decoder per ``generate`` call (compile=True, as ``compile: auto`` is on
@@ -318,24 +330,11 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         for r in out["ratio_engine_vs_generate"]:
             say(f"  ratio engine call {r['call']} ({r['attention']}, B={r['rows']}) / generate: {r['ratio']}")
         if args.profile:  # what the compiled step spends its time on (the process's compilation, reused)
-            from srscode.plugins.lib.fast_decode import FastDecoder
-
-            for label, comp in (("engine_compiled", True), ("engine_eager", False)):
-                try:
-                    out[f"profile_{label}"] = profile_steps(env, FastDecoder(model, compile=comp), sampling,
-                                                            ids, mask, new, label)
-                except Exception as exc:  # noqa: BLE001 - the profile is optional; the timings stand
-                    out[f"profile_{label}"] = {"error": f"{type(exc).__name__}: {exc}"}
-                    say(f"  profile ({label}) failed: {traceback.format_exc()}")
+            optional_profile("engine_compiled", sampling, compile=True)
+            optional_profile("engine_eager", sampling, compile=False)
         return out
     if args.profile:
-        from srscode.plugins.lib.fast_decode import FastDecoder
-
-        try:
-            out["profile_eager"] = profile_steps(env, FastDecoder(model), sampling, ids, mask, new, "eager")
-        except Exception as exc:  # noqa: BLE001 - the profile is optional; the timings go on
-            out["profile_eager"] = {"error": f"{type(exc).__name__}: {exc}"}
-            say(f"  profile (eager) failed: {traceback.format_exc()}")
+        optional_profile("eager", sampling, compile=False)
     baseline("sample", sample)
     ours("sample", sampling, rows, with_micro=True)
     ours("greedy", greedy, rows)
