@@ -90,7 +90,10 @@ class Backend:
     (device graph capture and replay) or None where the device has none: callers then
     run the same work eagerly. ``linear_packer`` returns a :class:`~.packing.LinearPacker`
     (frozen weights laid out once for the device's GEMM library) or None where the plain
-    layout is already the fast one.
+    layout is already the fast one. ``varying_shapes``: True where a tensor whose size
+    changes every step costs nothing extra (eager kernels, no compilation per shape); the
+    training stages then let TRL's fused LM head score only the tokens that carry a label
+    (:mod:`srscode.plugins.lib.compact_lm_head`). False (TRL's own choice) where unknown.
 
     ``visible_devices_var`` selects this backend's devices (a launcher forwards it,
     ``srscode env`` shows it); ``extra_visible_devices_vars`` are further variables its
@@ -117,6 +120,7 @@ class Backend:
     summary: str = ""
     graph_runner: Callable[[], object | None] = _no_graph_runner
     linear_packer: Callable[[], object | None] = _no_linear_packer
+    varying_shapes: bool = False
     extra_visible_devices_vars: tuple[str, ...] = ()
     device_module: str | None = None
     compat_rules: tuple[CompatRule, ...] = ()

@@ -160,6 +160,7 @@ CUDA = Backend(
     describe=_cuda_name,
     graph_runner=runner_factory("cuda", "CUDAGraph"),
     device_module="cuda",
+    varying_shapes=True,  # eager CUDA kernels; TRL already scores only labelled tokens here
     compat_rules=(CUDA_WITH_VLLM_ASCEND,),
     summary="NVIDIA GPUs (L40S, H100) through torch.cuda, NCCL; vLLM where installed",
 )
@@ -188,6 +189,7 @@ CPU = Backend(
     accelerator=False,
     generator_modules=(),
     linear_packer=onednn_packer,  # the fast decode loop's GEMMs on a few rows (hardware/packing.py)
+    varying_shapes=True,  # eager oneDNN/ATen kernels: a new size per batch compiles nothing
     summary="CPU fallback: fp32, gloo, HF generate",
 )
 

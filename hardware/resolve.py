@@ -137,6 +137,11 @@ class ResolvedBackend:
         return self.backend.linear_packer()
 
     @property
+    def varying_shapes(self) -> bool:
+        """Whether tensors whose size changes every step cost nothing extra here (see :class:`Backend`)."""
+        return self.backend.varying_shapes
+
+    @property
     def preferred_generator(self) -> str:
         """``vllm`` where vLLM (and, on Ascend, vllm-ascend) is installed on an accelerator, else ``hf``.
 

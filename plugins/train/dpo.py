@@ -32,6 +32,7 @@ from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from ..lib import hf_model
+from ..lib.compact_lm_head import compact_lm_head
 from .lora_sft import (
     LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter,
     train_with_progress, training_attention,
@@ -97,7 +98,7 @@ class DPOTrainerStage:
                         "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
                         "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
                     )
-                with training_attention(model, self.params.attention):
+                with training_attention(model, self.params.attention), compact_lm_head(self.ctx.backend) as compact:
                     output = train_with_progress(trainer, self.ctx, "dpo")
                 adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
         finally:
@@ -115,6 +116,7 @@ class DPOTrainerStage:
             "dpo_tokens": tokens,
             "dpo_seconds": seconds,
             "dpo_liger": float(bool(trainer.args.use_liger_kernel)),
+            "dpo_compact_head": float(compact),  # the LM head scored only labelled tokens (compact_lm_head)
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 

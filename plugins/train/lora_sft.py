@@ -57,6 +57,7 @@ from srscode.core.hookspecs import hookimpl
 from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResult
 
 from ..lib import hf_model
+from ..lib.compact_lm_head import compact_lm_head
 from ..lib.hf_model import known_library_deprecations
 
 log = logging.getLogger(__name__)
@@ -422,7 +423,7 @@ class LoRASFTTrainer:
         try:
             with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
                 trainer = self.build_trainer(kept, model, scratch)
-                with training_attention(model, p.attention):
+                with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact:
                     output = train_with_progress(trainer, self.ctx, "train")
                 adapter = save_adapter(trainer, model, Path(out_dir))
         finally:
@@ -440,6 +441,7 @@ class LoRASFTTrainer:
             "train_weighted": float(weighted),
             "train_packed": float(p.packing),
             "train_liger": float(bool(trainer.args.use_liger_kernel)),
+            "train_compact_head": float(compact),  # the LM head scored only labelled tokens (compact_lm_head)
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 
