@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from benchlog import open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
+from kernel_profile import kernel_summary, summary_lines  # noqa: E402
 
 HBM_BPS = 3.0e12
 FLOPS = 790e12
@@ -398,7 +399,7 @@ def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, 
     """torch.profiler over ``steps`` decode steps (model step + float cast + sampler) run
     without device graphs, at the largest window of a ``new``-token run: the top-``top``
     kernels by device time and the kernel count per step. Device kernels where the profiler
-    sees a device; on the CPU (smoke) its leaf operators stand in for them."""
+    sees a device; on the CPU (smoke) its operators' self times stand in for them."""
     import torch
     from torch.profiler import profile
 
@@ -424,27 +425,10 @@ def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, 
                 env.sync()
     finally:
         dec.runner = runner
-    events = list(prof.events())
-    dev = [e for e in events if e.device_type != torch.autograd.DeviceType.CPU]
-    kind = "device kernels"
-    if not dev:
-        kind = "CPU leaf operators (no device events)"
-        dev = [e for e in events if not e.cpu_children]
-    per_name: dict[str, list[float]] = {}
-    for e in dev:
-        slot = per_name.setdefault(e.name, [0, 0.0])
-        slot[0] += 1
-        slot[1] += e.time_range.elapsed_us()
-    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
-    total_us = sum(v[1] for v in per_name.values())
-    r = {"label": label, "rows": buf.shape[0], "window": window, "steps": steps, "what": kind,
-         "kernels_per_step": round(len(dev) / steps, 1), "device_ms_per_step": round(total_us / steps / 1e3, 3),
-         "top": [{"name": n[:160], "calls_per_step": round(c / steps, 1), "us_per_step": round(t / steps, 1),
-                  "share": round(t / total_us, 4) if total_us else None} for n, (c, t) in ranked]}
-    say(f"  profile ({label}, B={r['rows']}, window {window}, {kind}): {r['kernels_per_step']} per step, "
-        f"{r['device_ms_per_step']} ms per step; top {top}:")
-    for row in r["top"]:
-        say(f"    {row['us_per_step']:>10.1f} us  {row['calls_per_step']:>6.1f}x  {row['name'][:100]}")
+    r = {"label": label, "rows": buf.shape[0], "window": window, **kernel_summary(prof, steps, top)}
+    say(f"  profile ({label}, B={r['rows']}, window {window}):")
+    for line in summary_lines(r):
+        say(f"    {line}")
     return r
 
 

@@ -63,6 +63,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from benchlog import out_dir  # noqa: E402
+from kernel_profile import kernel_summary, summary_lines  # noqa: E402
 from gpu_model_stages import ensure_srscode_importable  # noqa: E402
 from qwen_bpe import (  # noqa: E402
     CHATML,
@@ -258,13 +259,18 @@ def step_timer(backend: Any) -> Any:
             sync(backend)
             self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen or 0)))
 
-        def rate(self, warmup: int, per_step: float = 0.0) -> dict[str, float]:
-            """tokens/s (and units/s for ``per_step`` units a step) after ``warmup`` steps."""
+        def rate(self, warmup: int, per_step: float = 0.0, tail: int = 0) -> dict[str, float]:
+            """tokens/s (and units/s for ``per_step`` units a step) after ``warmup`` steps,
+            leaving out the last ``tail`` (profiled) steps where enough steps remain."""
             steps = len(self.marks) - 1
+            if steps - tail - 1 < min(warmup, 1):
+                tail = 0
+            steps -= tail
             w = min(warmup, max(0, steps - 1))
-            (t0, k0), (t1, k1) = self.marks[w], self.marks[-1]
+            (t0, k0), (t1, k1) = self.marks[w], self.marks[steps]
             dt = max(t1 - t0, 1e-9)
-            out = {"steps": steps, "timed_steps": steps - w, "seconds": round(dt, 3), "tokens": k1 - k0,
+            out = {"steps": steps + tail, "timed_steps": steps - w, "profiled_steps_left_out": tail,
+                   "seconds": round(dt, 3), "tokens": k1 - k0,
                    "tokens_per_s": round((k1 - k0) / dt, 1)}
             if per_step:
                 out["units_per_s"] = round((steps - w) * per_step / dt, 2)
@@ -367,17 +373,58 @@ def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: st
     return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch)
 
 
-def timed_train(trainer: Any, backend: Any, warmup: int, per_step: float = 0.0) -> dict[str, Any]:
+def step_profiler(backend: Any, steps: int) -> Any:
+    """A TrainerCallback running torch.profiler over the last ``steps`` steps of a run
+    (after the timer's warm-up), summarised by :func:`kernel_profile.kernel_summary`."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepProfiler(TrainerCallback):
+        def __init__(self) -> None:
+            self.prof: Any = None
+            self.started = 0.0
+            self.summary: dict[str, Any] | None = None
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.prof is None and self.summary is None and state.global_step == state.max_steps - steps:
+                sync(backend)
+                self.prof = torch.profiler.profile(activities=list(torch.profiler.supported_activities()))
+                self.prof.__enter__()
+                self.started = time.perf_counter()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.prof is not None and state.global_step == state.max_steps:
+                sync(backend)
+                wall_ms = (time.perf_counter() - self.started) * 1e3 / steps
+                self.prof.__exit__(None, None, None)
+                self.summary = kernel_summary(self.prof, steps, wall_ms_per_step=wall_ms)
+                self.prof = None
+
+    return StepProfiler()
+
+
+def timed_train(trainer: Any, backend: Any, warmup: int, per_step: float = 0.0, profile_steps: int = 0) -> dict[str, Any]:
+    """Train, timing every step after ``warmup``; with ``profile_steps``, the last that many
+    steps run under torch.profiler (left out of the timing) and ``r["profile"]`` says where
+    their device time went."""
     from srscode.plugins.train.lora_sft import quiet_logs
 
     quiet_logs(trainer)  # no dict printed per step
     timer = step_timer(backend)
     trainer.add_callback(timer)
+    prof = step_profiler(backend, profile_steps) if profile_steps else None
+    if prof is not None:
+        trainer.add_callback(prof)
     reset_peak(backend)
     out = trainer.train()
-    r = timer.rate(warmup, per_step)
+    r = timer.rate(warmup, per_step, tail=profile_steps if prof is not None and prof.summary else 0)
     r["peak_gib"] = peak_gib(backend)
     r["train_loss"] = round(float(out.training_loss), 4)
+    if prof is not None:
+        r["profile"] = prof.summary or {"error": "the run had too few steps to profile its last ones"}
+        if prof.summary:
+            for line in summary_lines(prof.summary):
+                log(f"  profile: {line}")
     return r
 
 
@@ -539,7 +586,9 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                     if "check_rows" in state and liger == "auto" and check:
                         batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
                         state[check] = mean_nll(trainer.model, batch, backend)
-                    r = timed_train(trainer, backend, args.warmup)
+                    # the default arm's last steps profiled: what stops its MFU
+                    default_arm = check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides
+                    r = timed_train(trainer, backend, args.warmup, profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
                          batch_rows=args.rows, attention=attention, **overrides)
             finally:
@@ -572,7 +621,9 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, liger=liger, attention=attention)
             try:
                 with training_attention(trainer.model, attention):
-                    r = timed_train(trainer, backend, args.warmup, per_step=batch)
+                    default_arm = attention == "auto" and batch == args.dpo_batch
+                    r = timed_train(trainer, backend, args.warmup, per_step=batch,
+                                    profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch)
             finally:
                 release(ctx, trainer)
@@ -697,6 +748,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rows", type=int, default=8, help="our arm: packed rows of max_length per step")
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--warmup", type=int, default=3, help="steps left out of the timing")
+    ap.add_argument("--profile-steps", type=int, default=2, help="the default SFT and DPO arms' last steps run "
+                    "under torch.profiler (left out of their timing): where the device time goes (0: none)")
     ap.add_argument("--dpo-pairs", type=int, default=64)
     ap.add_argument("--dpo-batch", type=int, default=8)
     ap.add_argument("--max-batch-tries", default="8,12,16,24,32,48", help="rows per step tried at --shape")
@@ -711,6 +764,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.shape, args.big_shape = "tiny", ""
         args.examples, args.batch, args.rows, args.max_length = min(args.examples, 4), 2, 1, 2048
         args.warmup, args.dpo_pairs, args.dpo_batch = 1, 2, 2
+        args.profile_steps = min(args.profile_steps, 1)
         args.max_batch_tries, args.matmul_n = "1,2", 256
     if args.kodcode is None:
         args.kodcode = default_kodcode()

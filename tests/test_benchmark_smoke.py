@@ -65,4 +65,10 @@ def test_benchmark_smoke_run(script: str, tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{output[-6000:]}"
     assert table_line in output, output[-6000:]
     if result is not None:
-        assert json.loads((tmp_path / result).read_text())
+        data = json.loads((tmp_path / result).read_text())
+        assert data
+        if script == "train.py":  # the default arms' profiled last step, left out of their timing
+            for arm in ("sft_ours", "dpo_ours"):
+                prof = data[arm]["profile"]
+                assert prof["kernels_per_step"] > 0 and prof["top"] and prof["by_kind_ms_per_step"], prof
+                assert prof["wall_ms_per_step"] > 0 and "device_busy" in prof, prof
