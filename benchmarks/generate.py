@@ -384,14 +384,40 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
     reps = 3 if env.smoke else 20
     with torch.inference_mode():
         logits = step().float()
+        padding = torch.arange(logits.shape[0], device=logits.device) >= rows  # as the decode loop passes it
         _, t_step = timed(env, lambda: [step() for _ in range(reps)])
-        _, t_samp = timed(env, lambda: [sample_tokens(logits, spec) for _ in range(reps)])
+        _, t_samp = timed(env, lambda: [sample_tokens(logits, spec, done=padding) for _ in range(reps)])
         _, t_greedy = timed(env, lambda: [logits.argmax(-1) for _ in range(reps)])
+        # Random weights give near-uniform rows, which take the sampler's rejection path every
+        # step; a trained model's rows are peaked and take the top-k path alone. The same
+        # logits, sharpened until every row's top-PROBE tokens hold top_p of the mass, time
+        # that path on the same shape (what a trained model's step would pay for sampling).
+        sharp, scale = logits, 1.0
+        while not top_p_covered(sharp[:rows], spec) and scale < 1e4:
+            scale *= 4.0
+            sharp = logits * scale
+        covered = top_p_covered(sharp[:rows], spec)
+        _, t_topk = timed(env, lambda: [sample_tokens(sharp, spec, done=padding) for _ in range(reps)])
     r = {"window": window, "step_ms": round(t_step / reps * 1e3, 3), "sampler_ms": round(t_samp / reps * 1e3, 3),
+         "sampler_topk_path_ms": round(t_topk / reps * 1e3, 3), "sharpened_by": scale, "sharpened_covered": covered,
          "argmax_ms": round(t_greedy / reps * 1e3, 3), "graphs": dec.runner is not None}
-    say(f"  micro (B={rows}, window {window}): step replay {r['step_ms']} ms, top-p sampler {r['sampler_ms']} ms, "
-        f"argmax {r['argmax_ms']} ms, device graphs: {r['graphs']}")
+    say(f"  micro (B={rows}, window {window}): step replay {r['step_ms']} ms, top-p sampler {r['sampler_ms']} ms "
+        f"(on these random-weight logits), {r['sampler_topk_path_ms']} ms on the same logits x{scale:g} (the top-k "
+        f"path a trained model takes; every row on it: {covered}), argmax {r['argmax_ms']} ms, device graphs: {r['graphs']}")
     return r
+
+
+def top_p_covered(logits: Any, spec: Any) -> bool:
+    """Whether every row's top-``PROBE`` tokens hold ``top_p`` of its mass (the sampler's
+    top-k path, no rejection sampling)."""
+    import torch
+
+    from srscode.plugins.lib.fast_decode import PROBE
+
+    if spec.greedy or spec.top_p >= 1.0:
+        return True
+    probs = torch.softmax(logits / spec.temperature, dim=-1)
+    return bool((probs.topk(min(PROBE, probs.shape[-1]), dim=-1).values.sum(-1) >= spec.top_p).all())
 
 
 def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, label: str,

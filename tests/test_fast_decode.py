@@ -294,6 +294,32 @@ def test_samples_follow_temperature_and_top_p():
         fast_decode.REJECTION_ROUNDS = fast_decode_rounds
 
 
+def test_done_rows_never_send_a_step_down_the_rejection_path(monkeypatch):
+    """Finished and padding rows (their tokens are discarded) with flat logits: the step
+    draws once, from the top-k, and the live rows' distribution is unchanged."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import SamplingSpec, sample_tokens
+
+    peaked = torch.tensor([4.0, 3.0, 1.0] + [-20.0] * 997)
+    logits = torch.cat([peaked.repeat(6000, 1), torch.zeros(4, 1000)])  # 4 done rows, flat
+    done = torch.arange(6004) >= 6000
+    draws = []
+    real_draw = fast_decode.draw
+    monkeypatch.setattr(fast_decode, "draw", lambda w, g=None: draws.append(w.shape) or real_draw(w, g))
+    torch.manual_seed(0)
+    toks = sample_tokens(logits, SamplingSpec(1.0, 0.9), probe=8, done=done)
+    assert draws == [torch.Size([6004, 8])], draws  # the top-k draw only
+    ref = _reference_top_p(peaked[None], 1.0, 0.9)[0]
+    freq = torch.bincount(toks[:6000], minlength=1000).float() / 6000
+    assert set(toks[:6000].unique().tolist()) <= set(ref.nonzero().flatten().tolist())
+    torch.testing.assert_close(freq, ref, atol=0.02, rtol=0)
+    draws.clear()
+    sample_tokens(logits, SamplingSpec(1.0, 0.9), probe=8)  # without done: the flat rows reject
+    assert len(draws) > 1 and draws[1] == torch.Size([4, 1000]), draws
+
+
 # ----------------------------------------------------------------------------- fallback
 
 

@@ -117,7 +117,7 @@ def draw(weights: Any, generator: Any = None) -> Any:
     return (weights.float() / race).argmax(dim=-1)
 
 
-def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator: Any = None) -> Any:
+def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator: Any = None, done: Any = None) -> Any:
     """One token per row of ``logits`` [R, V] (float32): argmax, or temperature + top-p.
 
     Rows whose top-``probe`` tokens hold ``top_p`` of the mass (a trained model, nearly
@@ -131,7 +131,11 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator
 
     ``generator``: the random stream to draw from (the decode loop passes its own, seeded
     per call, so sampling never touches the device's default generator, whose state a
-    graph capture registers)."""
+    graph capture registers).
+
+    ``done``: a bool [R] of rows whose token is discarded (finished or padding rows). They
+    get a token from the top-k draw alone and never send the step down the rejection or
+    sort path: their logits (a pad token's, zeros for padding) are often flat."""
     import torch
 
     if spec.greedy:
@@ -145,6 +149,8 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator
     weights = vals * ((vals.cumsum(-1) - vals) < top_p)
     out = ids.gather(1, draw(weights, generator).unsqueeze(1)).squeeze(1)
     covered = vals.sum(-1) >= top_p
+    if done is not None:
+        covered |= done
     if k == probs.shape[-1] or bool(covered.all()):
         return out
     pending = (~covered).nonzero().squeeze(1)
@@ -693,7 +699,7 @@ class FastDecoder:
         for step in range(max_new_tokens):
             if step < spec.min_new_tokens and eos.numel():
                 logits.index_fill_(1, eos, float("-inf"))
-            tok = sample_tokens(logits, spec, self.probe, self.rng)
+            tok = sample_tokens(logits, spec, self.probe, self.rng, done=finished)
             tok = torch.where(finished, spec.pad_id, tok)
             out[:, step] = tok
             if eos.numel():
