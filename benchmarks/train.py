@@ -572,6 +572,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", **overrides: Any) -> dict[str, Any]:
+        from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.train.lora_sft import training_attention
 
         with tempfile.TemporaryDirectory() as scratch:
@@ -582,7 +583,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                     from transformers.integrations.liger import apply_liger_kernel
 
                     apply_liger_kernel(trainer.model, trainer.args.liger_kernel_config)
-                with training_attention(trainer.model, attention):  # as the stage trains
+                with training_attention(trainer.model, attention), compact_lm_head(backend):  # as the stage trains
                     if "check_rows" in state and liger == "auto" and check:
                         batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
                         state[check] = mean_nll(trainer.model, batch, backend)
@@ -612,6 +613,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def dpo_ours(attention: str = "auto", batch: int | None = None) -> dict[str, Any]:
+        from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.train.lora_sft import training_attention
 
         batch = batch or args.dpo_batch
@@ -620,7 +622,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             liger = False if "sft_ours" in res["errors"] and "sft_ours_noliger" in res else "auto"
             trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, liger=liger, attention=attention)
             try:
-                with training_attention(trainer.model, attention):
+                with training_attention(trainer.model, attention), compact_lm_head(backend):  # as the stage trains
                     default_arm = attention == "auto" and batch == args.dpo_batch
                     r = timed_train(trainer, backend, args.warmup, per_step=batch,
                                     profile_steps=args.profile_steps if default_arm else 0)
