@@ -3,7 +3,8 @@
 #   bash tools/gpu-experiment/speed.sh one   # carry .devcarry/b1: wheels + part 1; generation + training
 #   bash tools/gpu-experiment/speed.sh two   # carry .devcarry/b2: part 2 of SmolLM2; the 512-task round
 #   bash tools/gpu-experiment/speed.sh train # no carry, still warm: benchmarks/train.py alone
-# (TRAIN_BUDGET=0 leaves the training benchmark out of `one`, for `train` to run last)
+# (TRAIN_BUDGET=0 leaves the training benchmark out of `one`, for `train` to run last; GENERATE_A=0
+# leaves generation out too)
 # Each returns $OUT/speedN.tar.gz (logs and JSON): the device tool brings back few files.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site}
@@ -27,7 +28,9 @@ case "${1:-}" in
   one)
     bash tools/gpu-experiment/device.sh stage1 > "$R/stage1.out" 2>&1; tail -8 "$R/stage1.out"
     nvidia-smi > "$R/nvidia-smi.txt" 2>&1
-    step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
+    if [ "${GENERATE_A:-1}" != 0 ]; then  # GENERATE_A=0: installs only (device time for the round first)
+      step generate 190 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
+    fi
     [ "${TRAIN_BUDGET:-270}" != 0 ] && train
     pack speed1 ;;
   train)  # the training benchmark alone, on a machine still warm from `one` (its wheels installed)
