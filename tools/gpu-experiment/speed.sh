@@ -3,9 +3,8 @@
 #   bash tools/gpu-experiment/speed.sh one   # carry .devcarry/b1: wheels + part 1; generation + training
 #   bash tools/gpu-experiment/speed.sh two   # carry .devcarry/b2: part 2 of SmolLM2; the 512-task round
 #   bash tools/gpu-experiment/speed.sh train # no carry, still warm: benchmarks/train.py alone
-# (TRAIN_BUDGET=0 leaves the training benchmark out of `one`, for `train` to run last; TRAIN_ARMS=""
-# runs no extra arms; GENERATE_A=0
-# leaves generation out too)
+# (TRAIN_BUDGET=0 leaves the training benchmark out of `one`, for `train` to run last;
+# TRAIN_ARMS="" runs no extra arms; GENERATE_A=0 leaves generation out of `one`)
 # Each returns $OUT/speedN.tar.gz (logs and JSON): the device tool brings back few files.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site}
