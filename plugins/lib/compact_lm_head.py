@@ -6,8 +6,8 @@ positions whose label is not ``-100``; on every other device it projects every p
 (prompt, padding) and masks afterwards, because on Neuron/XLA a number of positions that
 changes per batch recompiles the graph each time. An eager CPU has no such cost, and there
 the prompt and padding positions are pure waste: the CPU demo's DPO stage took 78 s scoring
-every position and 63 s scoring the labelled ones, with the same loss, and the run's peak RSS
-fell from 3.66 to 2.98 GB (docs/benchmarks.md).
+every position and 63-68 s scoring the labelled ones, with the same loss, and the run's peak RSS
+fell from 3.66 to 2.88-2.98 GB (docs/benchmarks.md).
 
 TRL makes that choice through a module-level helper, ``trl.trainer.utils._use_triton``, read on
 every forward; :func:`compact_lm_head` answers "yes" there for the length of a training run on
@@ -38,9 +38,10 @@ def _fused_head_module() -> Any | None:
 def compact_lm_head(backend: Any) -> Iterator[bool]:
     """Within the block, TRL's fused LM head projects only labelled positions when
     ``backend.varying_shapes`` is True. Yields whether it switched."""
-    utils = _fused_head_module() if getattr(backend, "varying_shapes", False) else None
+    wanted = bool(getattr(backend, "varying_shapes", False))
+    utils = _fused_head_module() if wanted else None
     if utils is None:
-        if getattr(backend, "varying_shapes", False):
+        if wanted:
             log.debug("compact_lm_head: this TRL has no fused LM head switch; it scores as it chooses")
         yield False
         return
