@@ -11,18 +11,22 @@ the round's time is compared with its generation + training (issue 19: <= 1.15).
 starter set, cycled with distinct ids (``<id>__c<k>``) up to ``--tasks``, written as one
 KodCode-schema JSONL and read by the ``kodcode`` source.
 
-Two runs of the same round, each in a fresh run dir with a cold reference cache
+Up to three runs of the same round, each in a fresh run dir with a cold reference cache
 (``cache_path: none``) and a freshly loaded model:
 
-1. ``streamed``: the engine's overlapped path (``generate_iter`` + ``submit``/``results``);
-2. ``sequential`` (the baseline): the same generator behind a wrapper without
+1. ``streamed``: the engine's overlapped path (``generate_iter`` + ``submit``/``results``),
+   the fast loop giving out each batch's rows as they finish;
+2. ``batch-streamed`` (``--batch-streamed``): the same, rows given out only when their
+   whole batch ends (``fast_decode.GIVE_OUT_EARLY = False``, what the loop did before);
+3. ``sequential`` (the baseline): the same generator behind a wrapper without
    ``generate_iter``, so the engine generates everything, then evaluates.
 
 The streamed run goes first, so any one-time warm-up (kernels, graph capture) is charged
-to it, not to the baseline. Printed: the per-stage wall-time breakdown of both, the
-streamed run's spans (generation, evaluator busy span, evaluation tail = last candidate
+to it, not to the baselines. Printed: the per-stage wall-time breakdown of each, the
+streamed runs' spans (generation, evaluator busy span, evaluation tail = last candidate
 to last verdict) and the tail as a % of generation time (target: <= 10 %), and last the
-ratio sequential / streamed round time. Writes ``DIR/round.json`` and ``DIR/round.log``.
+ratios of the baselines' round time (and tail) to the streamed run's. Writes
+``DIR/round.json`` and ``DIR/round.log``.
 """
 from __future__ import annotations
 
@@ -199,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--gen-batch", type=int, default=64, help="prompts per generator batch")
     ap.add_argument("--workers", type=int, default=16, help="evaluator workers")
-    ap.add_argument("--skip-sequential", action="store_true", help="only the streamed round")
+    ap.add_argument("--skip-sequential", action="store_true", help="no sequential round")
+    ap.add_argument("--batch-streamed", action="store_true",
+                    help="also the round with rows given out per whole batch (the tail's baseline)")
     ap.add_argument("--trainer", choices=["none", "lora-sft"], default="none",
                     help="lora-sft: the round also trains (its default params) on the round's tasks")
     ap.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
@@ -207,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--export-candidates", type=Path, default=None,
                     help="write the streamed round's candidates here as `srscode evaluate` input (benchmarks/evaluator.py --input)")
     ap.add_argument("--smoke", action="store_true",
-                    help="CPU, tiny random model, 24 starter tasks x 2, 2 workers; a part that fails fails the run")
+                    help="CPU, tiny random model, 24 starter tasks x 2, 2 workers, all three rounds; a part that fails fails the run")
     ap.add_argument("--out", type=Path, default=None, help="folder for round.json and round.log (--smoke: a temp dir)")
     args = ap.parse_args(argv)
     args.out = out_dir(ap, args.out, args.smoke, "round")
@@ -218,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         args.tasks, args.candidates, args.max_new_tokens, args.gen_batch, args.workers = 24, 2, 16, 8, 2
+        args.batch_streamed = True
         args.model = str(smoke_model(args.out))
         args.smollm2_gguf = None
     kodcode = args.kodcode or (None if args.smoke else default_kodcode())
@@ -231,10 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="srscode-round-bench-") as tmp:
-        for label, gen in (("streamed", "hf"), ("sequential", "hf-sequential")):
-            if label == "sequential" and args.skip_sequential:
+        from srscode.plugins.lib import fast_decode
+
+        for label, gen in (("streamed", "hf"), ("batch-streamed", "hf"), ("sequential", "hf-sequential")):
+            if (label == "sequential" and args.skip_sequential) or (label == "batch-streamed" and not args.batch_streamed):
                 continue
             say(f"--- {label} round ({gen})")
+            fast_decode.GIVE_OUT_EARLY = label != "batch-streamed"
             try:
                 result[label] = run_round(args, data_path, gen, Path(tmp) / label)
                 say(json.dumps(result[label]))
@@ -246,31 +256,42 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"{label} FAILED: {type(exc).__name__}: {exc}")
                 log_file().write(traceback.format_exc())
 
-    s, q = result.get("streamed", {}), result.get("sequential", {})
+    s, b, q = result.get("streamed", {}), result.get("batch-streamed", {}), result.get("sequential", {})
     say("")
-    say(f"{'stage':<12}{'streamed s':>12}{'sequential s':>14}")
+    say(f"{'stage':<12}{'streamed s':>12}{'batch-str. s':>14}{'sequential s':>14}")
+
+    def cell(part: dict[str, Any], stage: str) -> Any:
+        v = (part.get("seconds") or {}).get(stage)
+        return "-" if v is None else v
+
     for stage in STAGES:
-        a, b = (s.get("seconds") or {}).get(stage), (q.get("seconds") or {}).get(stage)
-        if a is not None or b is not None:
-            say(f"{stage:<12}{a if a is not None else '-':>12}{b if b is not None else '-':>14}")
-    say(f"{'round':<12}{s.get('round_s', '-'):>12}{q.get('round_s', '-'):>14}")
+        if any((part.get("seconds") or {}).get(stage) is not None for part in (s, b, q)):
+            say(f"{stage:<12}{cell(s, stage):>12}{cell(b, stage):>14}{cell(q, stage):>14}")
+    say(f"{'round':<12}{s.get('round_s', '-'):>12}{b.get('round_s', '-'):>14}{q.get('round_s', '-'):>14}")
     if s.get("round_over_generate_plus_train"):
         say(f"streamed round / (generate + train): {s['round_over_generate_plus_train']:.3f} (target <= 1.15)")
-    st = s.get("streaming") or {}
-    if st:
-        tail_pct = 100.0 * st["evaluation_tail"] / st["generate"] if st["generate"] > 0 else float("nan")
-        result["evaluation_tail_pct_of_generate"] = round(tail_pct, 2)
-        say(f"streamed spans: generate {st['generate']:.2f} s, evaluator busy {st['evaluate']:.2f} s, "
-            f"evaluation tail {st['evaluation_tail']:.2f} s")
-        say(f"evaluation tail / generation: {tail_pct:.1f} % (target <= 10 %)")
-    elif "seconds" in s:
-        say("streamed run did not stream (the generator has no generate_iter): no spans")
-    if s.get("round_s") and q.get("round_s"):
-        result["sequential_over_streamed"] = round(q["round_s"] / s["round_s"], 3)
-        say(f"round time sequential / streamed: {result['sequential_over_streamed']:.2f}x")
+    for label, part in (("streamed", s), ("batch-streamed", b)):
+        st = part.get("streaming") or {}
+        if st:
+            tail_pct = 100.0 * st["evaluation_tail"] / st["generate"] if st["generate"] > 0 else float("nan")
+            part["evaluation_tail_pct_of_generate"] = round(tail_pct, 2)
+            say(f"{label} spans: generate {st['generate']:.2f} s, evaluator busy {st['evaluate']:.2f} s, "
+                f"evaluation tail {st['evaluation_tail']:.2f} s = {tail_pct:.1f} % of generation (target <= 10 %)")
+        elif "seconds" in part:
+            say(f"{label} run did not stream (the generator has no generate_iter): no spans")
+    if "evaluation_tail_pct_of_generate" in s:
+        result["evaluation_tail_pct_of_generate"] = s["evaluation_tail_pct_of_generate"]
+    bt, st_ = (b.get("streaming") or {}).get("evaluation_tail"), (s.get("streaming") or {}).get("evaluation_tail")
+    if bt and st_:
+        result["tail_batch_streamed_over_streamed"] = round(bt / st_, 3)
+        say(f"evaluation tail batch-streamed / streamed: {result['tail_batch_streamed_over_streamed']:.2f}x")
+    for label, part in (("batch_streamed", b), ("sequential", q)):
+        if s.get("round_s") and part.get("round_s"):
+            result[f"{label}_over_streamed"] = round(part["round_s"] / s["round_s"], 3)
+            say(f"round time {label.replace('_', '-')} / streamed: {result[f'{label}_over_streamed']:.2f}x")
     (args.out / "round.json").write_text(json.dumps(result, indent=1))
     close_log()
-    return 1 if any("error" in part for part in ((s, q) if args.smoke else (s,))) else 0
+    return 1 if any("error" in part for part in ((s, b, q) if args.smoke else (s,))) else 0
 
 
 if __name__ == "__main__":

@@ -303,7 +303,8 @@ class Generator(Protocol):
 
 
 class StreamingGenerator(Protocol):
-    """Optional for generators: candidates batch by batch, so evaluation can overlap.
+    """Optional for generators: candidates part by part (a batch, or those of a batch whose
+    decoding has finished while the rest still decode), so evaluation can overlap.
 
     When the generator has ``generate_iter`` and the evaluator is a
     :class:`StreamingEvaluator`, the engine submits each batch to the evaluator as it

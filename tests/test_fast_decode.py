@@ -369,6 +369,104 @@ def test_generate_iter_streams_batches_and_generate_concatenates_them(tiny_model
     assert [c.text for c in slow.generate(prompts, 2, None, seed=1)] == [c.text for c in whole]
 
 
+def _splitting_token(rows: list[list[int]], early: int = 15, late: int = 33) -> tuple[int, list[int]]:
+    """A token that, taken as the EOS, ends some rows within the first ``STOP_CHECK_EVERY``
+    (16) steps and others only after step 32: (the token, each row's first index of it, or
+    the row's length where absent). The models are seeded, so this is found every time or never."""
+    for t in rows[0][: early + 1]:
+        firsts = [r.index(t) if t in r else len(r) for r in rows]
+        if min(firsts) <= early and max(firsts) >= late:
+            return t, firsts
+    pytest.fail(f"no token of the first row splits these greedy rows into early and late ones: {rows}")
+
+
+def test_stream_gives_out_rows_as_they_finish_and_adds_up_to_generate(tokenizer):
+    """Rows that end early are given out at the next check (every ``STOP_CHECK_EVERY`` steps)
+    while the others still decode; all parts together are ``generate``'s result, each row once."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    assert fast_decode.STOP_CHECK_EVERY == 16  # the steps below assume it
+    torch.set_num_threads(1)
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    ids, mask, pad, new = enc["input_ids"], enc["attention_mask"], tok.pad_token_id, 40
+    with torch.inference_mode():
+        free = FastDecoder(model).generate(ids, mask, 1, new, SamplingSpec(0.0, 1.0, (), pad)).tokens
+    eos, firsts = _splitting_token(free)
+    spec = SamplingSpec(0.0, 1.0, (eos,), pad)
+    events: list[tuple[str, object]] = []
+    got: dict[int, tuple[list[int], int]] = {}
+    dec = FastDecoder(model)
+    with torch.inference_mode():
+        for part in dec.stream(ids, mask, 1, new, spec, on_step=lambda s: events.append(("step", s))):
+            events.append(("part", part.rows))
+            for r, toks, length in zip(part.rows, part.tokens, part.lengths):
+                assert r not in got, f"row {r} given out twice"
+                got[r] = (toks, length)
+        whole = FastDecoder(model).generate(ids, mask, 1, new, spec)
+    early = [r for r, f in enumerate(firsts) if f <= 15]  # ended by step 16
+    first_part = events.index(("part", early))
+    assert events.index(("step", 16)) < first_part < events.index(("step", 32)), events
+    assert sorted(got) == list(range(len(TEXTS)))
+    for r, f in enumerate(firsts):  # each row: the free row up to and through the EOS, then pad
+        length = min(f + 1, new)
+        assert got[r] == (free[r][:length] + [pad] * (new - length), length), r
+    assert [got[r][0] for r in range(len(TEXTS))] == whole.tokens
+    assert [got[r][1] for r in range(len(TEXTS))] == whole.lengths
+    assert dec.stats["rows_given_early"] >= len(early)
+    assert dec.stats["steps"] == min(max(firsts) + 1, new)
+
+
+def test_hf_generate_iter_gives_out_finished_rows_before_the_batch_ends(tiny_model_dir, monkeypatch):
+    """Through the generator: a batch's early rows come as a part of their own while the
+    model is in no decoding mode (the caller evaluates them meanwhile); closing the stream
+    early restores the model's modules at once; the parts add up to ``generate``."""
+    import torch
+
+    from srscode.plugins.generate import hf
+    from srscode.plugins.lib import hf_model
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    ctx = make_ctx(tiny_model_dir)
+    model, tok = hf_model.load_base(ctx)
+    order = sorted(range(len(TEXTS)), key=lambda i: len(TEXTS[i]))  # the generator's batch order
+    enc = tok([TEXTS[i] for i in order], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        free = FastDecoder(model).generate(enc["input_ids"], enc["attention_mask"], 1, 40,
+                                           SamplingSpec(0.0, 1.0, (), tok.pad_token_id)).tokens
+    eos, firsts = _splitting_token(free)
+    monkeypatch.setattr(hf, "_eos_and_pad", lambda model, tokenizer: ({eos}, tokenizer.pad_token_id))
+    prompts = [Prompt(f"t{i}", t) for i, t in enumerate(TEXTS)]
+    g = hf.HFGenerator(hf.HFGeneratorParams(max_new_tokens=40, batch_size=len(TEXTS), do_sample=False), ctx)
+
+    def patched() -> list[str]:  # modules whose forward the packing replaced for the call
+        return [name for name, m in model.named_modules() if "forward" in vars(m)]
+
+    parts = []
+    for part in g.generate_iter(prompts, 2, None, seed=1):
+        assert not torch.is_inference_mode_enabled()  # the caller's code runs outside the model's modes
+        parts.append(part)
+    early = {f"t{order[r]}" for r, f in enumerate(firsts) if f <= 15}
+    assert len(parts) >= 2 and {c.task_id for c in parts[0]} == early
+    assert all(c.completion_tokens <= 16 for c in parts[0])
+    streamed = sorted((c.task_id, c.index, c.text) for p in parts for c in p)
+    whole = g.generate(prompts, 2, None, seed=1)
+    assert [(c.task_id, c.index) for c in whole] == [(p.task_id, k) for p in prompts for k in range(2)]
+    assert sorted((c.task_id, c.index, c.text) for c in whole) == streamed
+
+    stream = g.generate_iter(prompts, 2, None, seed=1)
+    next(stream)
+    held = patched()
+    stream.close()
+    assert patched() == []
+    if g._fast_decoder(model, prompts, tok).packer is not None:  # the CPU backend packs (oneDNN present)
+        assert held, "the weights were not packed while the stream was open: the close above proved nothing"
+
+
 # ----------------------------------------------------------------------------- benchmark smoke
 
 

@@ -40,11 +40,14 @@ class SlowStreamingGenerator(FakeGenerator):
         self.batch, self.drop_one = batch, drop_one
 
     def generate_iter(self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int) -> Iterator[list[Candidate]]:
-        for i in range(0, len(prompts), self.batch):
-            time.sleep(BATCH_DELAY_S)
-            out = self.generate(prompts[i : i + self.batch], n, adapter, seed)
-            LOG.setdefault("batch_done", []).append(time.perf_counter())
-            yield out[:-1] if self.drop_one and i == 0 else out
+        try:
+            for i in range(0, len(prompts), self.batch):
+                time.sleep(BATCH_DELAY_S)
+                out = self.generate(prompts[i : i + self.batch], n, adapter, seed)
+                LOG.setdefault("batch_done", []).append(time.perf_counter())
+                yield out[:-1] if self.drop_one and i == 0 else out
+        finally:  # a real generator releases its decoding state (packed weights, a cache) here
+            LOG.setdefault("stream_closed", []).append(time.perf_counter())
 
 
 class ThreadStreamingEvaluator(FakeEvaluator):
@@ -170,11 +173,14 @@ def test_a_missing_candidate_stops_the_streamed_round(tmp_path):
 def test_the_adapter_check_holds_when_streaming(tmp_path):
     cfg = config()
     cfg["stages"]["generator"]["params"] = {"ignore_adapter": True}
-    with pytest.raises(StageError, match="did not apply the adapter"):
+    with pytest.raises(StageError, match="did not apply the adapter") as raised:
         run(tmp_path, cfg)
     assert (tmp_path / "rounds" / "000001" / "COMMIT").exists()  # round 1 (no adapter yet) was fine
     # round 2's wrong candidates were refused before any reached the evaluator
     assert len(LOG["submitted"]) == 24
+    # and its stream was closed as the check stopped it, not whenever the traceback (still
+    # held here) lets go of the engine's frames
+    assert raised.traceback and len(LOG["stream_closed"]) == 2
 
 
 def test_replay_generate_iter_serves_what_generate_serves():

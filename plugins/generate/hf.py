@@ -13,9 +13,11 @@ the round's LoRA via peft.
   makes 256 rows at n=4: the fast loop's step reads the weights once for all rows, so
   tokens/s grow almost linearly with rows until the KV cache read dominates (measured in
   benchmarks/generate.py); 256 rows x 1k tokens of a 7B model's cache is ~15 GB.
-* Streaming: :meth:`HFGenerator.generate_iter` yields each batch's candidates as soon as
-  it is decoded (prompts sorted by length inside the call); ``generate`` is their
-  concatenation in the order of the prompts given.
+* Streaming: :meth:`HFGenerator.generate_iter` yields candidates as soon as they are
+  decoded: the fast loop gives out a batch's finished rows every few steps while its long
+  rows still decode, so the engine evaluates them meanwhile and the evaluation left after
+  the last step is only that of the longest rows (prompts sorted by length inside the
+  call); ``generate`` collects them in the order of the prompts given.
 * ``generate`` path batching: ``batch_size`` prompts per ``generate`` call, left padding, and
   ``num_return_sequences=n`` candidates per prompt (greedy decoding generates once and
   repeats it, since greedy samples are identical). Prompts are sorted by length inside a
@@ -39,6 +41,7 @@ the round's LoRA via peft.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -184,26 +187,29 @@ class HFGenerator:
         self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
     ) -> list[Candidate]:
         """``n`` candidates per prompt, in the order of ``prompts``."""
-        results: dict[int, list[Candidate]] = {}
-        for idx, cands in self._batches(prompts, n, adapter, seed):
-            for j, i in enumerate(idx):
-                results[i] = cands[j * n : (j + 1) * n]
-        return [c for i in range(len(prompts)) for c in results[i]]
+        results: dict[tuple[int, int], Candidate] = {}
+        for part in self._batches(prompts, n, adapter, seed):
+            for i, c in part:
+                results[(i, c.index)] = c
+        return [results[(i, k)] for i in range(len(prompts)) for k in range(n)]
 
     def generate_iter(
         self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
     ) -> Iterator[list[Candidate]]:
-        """Yield each batch's candidates (``n`` per prompt) as soon as the batch is decoded.
+        """Yield candidates as soon as they are decoded: with the fast loop, the rows of a
+        batch that have finished (EOS or a stop string) every few steps while the others
+        still decode, then the rest when the batch ends; with ``generate``, each batch.
 
-        Batches hold prompts of similar length (sorted inside the call); every prompt's
-        candidates come in one batch, in index order."""
-        for _, cands in self._batches(prompts, n, adapter, seed):
-            yield cands
+        Batches hold prompts of similar length (sorted inside the call); together the parts
+        hold exactly what ``generate`` returns, a prompt's candidates possibly across parts."""
+        with contextlib.closing(self._batches(prompts, n, adapter, seed)) as parts:
+            for part in parts:
+                yield [c for _, c in part]
 
     def _batches(
         self, prompts: Sequence[Prompt], n: int, adapter: AdapterRef | None, seed: int
-    ) -> Iterator[tuple[list[int], list[Candidate]]]:
-        """(indices into ``prompts``, their candidates) per batch."""
+    ) -> Iterator[list[tuple[int, Candidate]]]:
+        """Parts of (index into ``prompts``, candidate), as the decoder gives rows out."""
         import torch
 
         if not prompts:
@@ -229,33 +235,34 @@ class HFGenerator:
                 batch = [prompts[i] for i in idx]
                 enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
                 enc = {k: v.to(device) for k, v in enc.items()}
-                with context(), torch.inference_mode():
-                    # the fast loop reports its decode step: a bar of prompts alone sits still
-                    # for a whole batch
-                    rows, lengths = generate_batch(
-                        enc, batch, per_call, on_step=lambda s: bar.set(step=f"{s}/{p.max_new_tokens}")
-                    )
                 prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-                cands: list[Candidate] = []
-                for j, prompt in enumerate(batch):
-                    for k in range(n):
-                        r = j * per_call + k % per_call
-                        length = lengths[r]
-                        raw = tokenizer.decode(rows[r][:length], skip_special_tokens=True)
-                        text = truncate_at_stop(raw, prompt.stop)
-                        cands.append(
-                            Candidate(
-                                task_id=prompt.task_id,
-                                index=k,
-                                text=text,
-                                code=extract(text, prompt),
-                                adapter=used,
-                                prompt_tokens=int(prompt_lens[j]),
-                                completion_tokens=length,
-                            )
-                        )
+                # the fast loop reports its decode step: a bar of prompts alone sits still
+                # for a whole batch
+                parts = generate_batch(enc, batch, per_call, on_step=lambda s: bar.set(step=f"{s}/{p.max_new_tokens}"))
+                try:
+                    while True:
+                        # the model's modes only while it decodes, never while the caller
+                        # holds a part (it may evaluate it before asking for the next)
+                        with context(), torch.inference_mode():
+                            part = next(parts, None)
+                        if part is None:
+                            break
+                        out: list[tuple[int, Candidate]] = []
+                        for r, ids, length in zip(*part):
+                            j = r // per_call  # row r is prompt j's sample r % per_call
+                            raw = tokenizer.decode(ids[:length], skip_special_tokens=True)
+                            text = truncate_at_stop(raw, batch[j].stop)
+                            code = extract(text, batch[j])
+                            # greedy decodes one row per prompt and repeats it n times
+                            for k in range(r % per_call, n, per_call):
+                                out.append((idx[j], Candidate(
+                                    task_id=batch[j].task_id, index=k, text=text, code=code, adapter=used,
+                                    prompt_tokens=int(prompt_lens[j]), completion_tokens=length,
+                                )))
+                        yield out
+                finally:
+                    parts.close()  # a caller that stops early must not leave the weights packed
                 bar.advance(len(idx))
-                yield idx, cands
 
     # ------------------------------------------------------------------ decoding paths
     def _fast_decoder(self, model: Any, prompts: Sequence[Prompt], tokenizer: Any) -> Any:
@@ -299,7 +306,7 @@ class HFGenerator:
 
         def run(
             enc: dict[str, Any], batch: Sequence[Prompt], per_call: int, on_step: Callable[[int], None] | None = None
-        ) -> tuple[list[list[int]], list[int]]:
+        ) -> Iterator[tuple[list[int], list[list[int]], list[int]]]:
             stops = sorted({s for b in batch for s in b.stop if s})
             # a stop string that is one special token (a chat turn end) is that token: it
             # ends the row like an EOS (generate's stop_strings stop on it too), and the
@@ -308,11 +315,11 @@ class HFGenerator:
             texts = [s for s in stops if s not in special]
             check = fast_decode.stop_lengths(tokenizer, texts, eos_ids | stop_ids) if texts else None
             row_spec = dataclasses.replace(spec, eos_ids=tuple(sorted(set(spec.eos_ids) | stop_ids)))
-            res = decoder.generate(
+            for part in decoder.stream(
                 enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, row_spec, check, on_step=on_step
-            )
-            self.last_stats = res.stats
-            return res.tokens, res.lengths
+            ):
+                yield part.rows, part.tokens, part.lengths
+            self.last_stats = dict(decoder.stats)
 
         return run
 
@@ -341,14 +348,14 @@ class HFGenerator:
 
         def run(
             enc: dict[str, Any], batch: Sequence[Prompt], per_call: int, on_step: Callable[[int], None] | None = None
-        ) -> tuple[list[list[int]], list[int]]:
+        ) -> Iterator[tuple[list[int], list[list[int]], list[int]]]:
             stops = sorted({s for b in batch for s in b.stop if s})
             kwargs: dict[str, Any] = {"generation_config": gen_config}
             if stops:
                 kwargs.update(stop_strings=stops, tokenizer=tokenizer)
             out = model.generate(**enc, **kwargs)
             gen = out[:, enc["input_ids"].shape[1] :].tolist()
-            return gen, [completion_length(ids, eos_ids, pad_id) for ids in gen]
+            yield list(range(len(gen))), gen, [completion_length(ids, eos_ids, pad_id) for ids in gen]  # one part
 
         return run
 

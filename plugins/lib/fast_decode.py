@@ -57,6 +57,7 @@ WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
 PREFILL_TOKENS = 16384  # prompts per prefill chunk are bounded by this many tokens
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
+GIVE_OUT_EARLY = True  # rows are given out at each check as they finish (False: all at the end, a benchmark's baseline)
 DECODE_ATTENTION = "sdpa"  # decode attention: "sdpa" (the backend's fused kernel) or "bmm" (two batched GEMMs)
 COMPILE_BACKEND: Any = "inductor"  # torch.compile's backend when none is given (tests count graphs with theirs)
 
@@ -549,6 +550,16 @@ class DecodeResult:
     stats: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class DecodedRows:
+    """Some finished rows of a call (:meth:`FastDecoder.stream`): their indices among the
+    call's real rows, generated ids (pad after the end, ``max_new_tokens`` long) and lengths."""
+
+    rows: list[int]
+    tokens: list[list[int]]
+    lengths: list[int]
+
+
 class FastDecoder:
     """Decode batches of left-padded prompts with ``n`` candidates each.
 
@@ -577,6 +588,7 @@ class FastDecoder:
         self.packer = linear_packer
         self.probe = probe
         self.buffers: DecodeBuffers | None = None
+        self.stats: dict[str, float] = {}  # the last call's (prefill_s, decode_s, steps, ...)
         # Sampling draws from a generator of its own on the model's device, seeded from
         # ``seed`` or else from torch's (CPU) default stream, so ``torch.manual_seed`` before
         # a call still makes it reproducible. Not the device's default generator: a graph
@@ -619,12 +631,25 @@ class FastDecoder:
     def generate(self, ids: Any, mask: Any, n: int, max_new_tokens: int, spec: SamplingSpec,
                  stop_check: Callable[[list[list[int]]], list[int | None]] | None = None,
                  cache_tokens: int | None = None, on_step: Callable[[int], None] | None = None) -> DecodeResult:
-        """See :meth:`_generate`; the base weights packed for the call where a packer is given."""
+        """Every row of the call at once: :meth:`stream` collected in row order."""
+        real = ids.shape[0] * n
+        tokens: list[list[int]] = [[] for _ in range(real)]
+        lengths = [0] * real
+        for part in self.stream(ids, mask, n, max_new_tokens, spec, stop_check, cache_tokens, on_step):
+            for r, toks, length in zip(part.rows, part.tokens, part.lengths):
+                tokens[r], lengths[r] = toks, length
+        return DecodeResult(tokens, lengths, dict(self.stats))
+
+    def stream(self, ids: Any, mask: Any, n: int, max_new_tokens: int, spec: SamplingSpec,
+               stop_check: Callable[[list[list[int]]], list[int | None]] | None = None,
+               cache_tokens: int | None = None, on_step: Callable[[int], None] | None = None) -> Iterator[DecodedRows]:
+        """See :meth:`_stream`; the base weights packed for the call where a packer is given
+        (until the stream ends or is closed). ``self.stats`` holds the call's timings after it."""
         packing = self.packer is not None and not self.fam.compiled
         with self.fam.packed_linears(self.packer) if packing else contextlib.nullcontext():
-            return self._generate(ids, mask, n, max_new_tokens, spec, stop_check, cache_tokens, on_step)
+            yield from self._stream(ids, mask, n, max_new_tokens, spec, stop_check, cache_tokens, on_step)
 
-    def _generate(
+    def _stream(
         self,
         ids: Any,
         mask: Any,
@@ -634,13 +659,18 @@ class FastDecoder:
         stop_check: Callable[[list[list[int]]], list[int | None]] | None = None,
         cache_tokens: int | None = None,
         on_step: Callable[[int], None] | None = None,
-    ) -> DecodeResult:
+    ) -> Iterator[DecodedRows]:
         """``ids``/``mask`` [P, W] left-padded prompts on the model's device; rows are
         ``n`` consecutive copies of each prompt. ``stop_check(rows_tokens)`` returns, per
         row, the generated length at which a stop string completed (or None); it is
-        called every ``STOP_CHECK_EVERY`` steps on unfinished rows and once at the end.
-        ``cache_tokens`` (>= ``max_new_tokens``) sizes the cache for longer sequences than
-        this call decodes (memory probes)."""
+        called every ``STOP_CHECK_EVERY`` steps on unfinished rows and on each row as it is
+        given out. ``cache_tokens`` (>= ``max_new_tokens``) sizes the cache for longer
+        sequences than this call decodes (memory probes).
+
+        Rows are given out as they finish, checked every ``STOP_CHECK_EVERY`` steps (the
+        loop syncs there anyway), and the rest after the last step: a caller can evaluate
+        the rows that ended early while the long ones still decode, so the evaluation
+        after a call's last step is only that of the rows that ran longest."""
         import time
 
         import torch
@@ -658,6 +688,7 @@ class FastDecoder:
         length = _round_up(width + max(max_new_tokens, cache_tokens or 0), WINDOW)
         buf = self._buffers(rows, length)
         stats: dict[str, float] = {"rows": rows, "real_rows": real, "cache_len": length}
+        self.stats = stats
 
         t0 = time.perf_counter()
         # ---- prefill: once per prompt, KV rows copied to its n candidates (prefix sharing)
@@ -694,6 +725,7 @@ class FastDecoder:
         finished[real:] = True
         lengths = torch.full((rows,), max_new_tokens, dtype=torch.long, device=dev)
         stop_at: dict[int, int] = {}
+        given: set[int] = set()  # rows already given out
         logits = first_logits
         steps = 0
         for step in range(max_new_tokens):
@@ -718,6 +750,11 @@ class FastDecoder:
                 self._check_stops(out[:real, tail : step + 1], finished, stop_at, stop_check)
             if bool(finished.all()):
                 break
+            if GIVE_OUT_EARLY and (step + 1) % STOP_CHECK_EVERY == 0:
+                done = [r for r, f in enumerate(finished[:real].tolist()) if f and r not in given]
+                if done:
+                    given.update(done)
+                    yield self._rows_out(out, lengths, done, step + 1, spec.pad_id, stop_check)
             buf.tokens.copy_(tok)
             buf.positions.copy_(positions + step)
             buf.column.fill_(width + step)
@@ -726,29 +763,37 @@ class FastDecoder:
         synchronize(dev)
         stats["decode_s"] = time.perf_counter() - t1
         stats["steps"] = steps
-        toks = out[:real].tolist()
-        lens = lengths[:real].tolist()
-        if stop_check is not None:
-            stop_at.clear()
-            self._check_stops(out[:real, :steps], finished[:real], stop_at, stop_check, final=True)
-            for r, at in stop_at.items():
-                lens[r] = min(lens[r], at)
-                toks[r][at:] = [spec.pad_id] * (len(toks[r]) - at)
-        for r in range(real):  # tokens past a row's end are pad (EOS already placed)
-            toks[r][lens[r]:] = [spec.pad_id] * (len(toks[r]) - lens[r])
-        return DecodeResult(toks, lens, stats)
+        stats["rows_given_early"] = len(given)
+        rest = [r for r in range(real) if r not in given]
+        if rest:
+            yield self._rows_out(out, lengths, rest, steps, spec.pad_id, stop_check)
 
     @staticmethod
-    def _check_stops(out: Any, finished: Any, stop_at: dict[int, int], stop_check: Callable, final: bool = False) -> None:
-        live = [r for r, f in enumerate(finished[: out.shape[0]].tolist()) if (final or not f) and r not in stop_at]
+    def _rows_out(out: Any, lengths: Any, rows: list[int], steps: int, pad_id: int,
+                  stop_check: Callable[[list[list[int]]], list[int | None]] | None) -> DecodedRows:
+        """The final ids and lengths of finished ``rows`` after ``steps`` decode steps: cut at
+        EOS, or at the earliest completed stop string on the row's whole text."""
+        toks = out[rows].tolist()
+        lens = lengths[rows].tolist()
+        if stop_check is not None:
+            for i, at in enumerate(stop_check([t[:steps] for t in toks])):
+                if at is not None:
+                    lens[i] = min(lens[i], at)
+        for t, n in zip(toks, lens):  # tokens past a row's end are pad (EOS already placed)
+            t[n:] = [pad_id] * (len(t) - n)
+        return DecodedRows(rows, toks, lens)
+
+    @staticmethod
+    def _check_stops(out: Any, finished: Any, stop_at: dict[int, int], stop_check: Callable) -> None:
+        """Finish the live rows whose recent tokens (``out``) complete a stop string."""
+        live = [r for r, f in enumerate(finished[: out.shape[0]].tolist()) if not f and r not in stop_at]
         if not live:
             return
         seqs = out[live].tolist()
         for r, at in zip(live, stop_check(seqs)):
             if at is not None:
                 stop_at[r] = at
-                if not final:
-                    finished[r] = True
+                finished[r] = True
 
 
 def stop_lengths(tokenizer: Any, stops: Sequence[str], eos_ids: set[int]) -> Callable[[list[list[int]]], list[int | None]]:
@@ -782,6 +827,7 @@ def stop_lengths(tokenizer: Any, stops: Sequence[str], eos_ids: set[int]) -> Cal
 
 __all__ = [
     "DecodeResult",
+    "DecodedRows",
     "FastDecoder",
     "SamplingSpec",
     "sample_tokens",
