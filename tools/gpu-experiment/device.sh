@@ -35,7 +35,9 @@ ensure_srscode() {
   python3 -c "import srscode.cli.ablate, srscode.core.engine" 2>/dev/null && return
   local src=.
   [ -d .devcarry/b1/src ] && src=.devcarry/b1/src
-  python3 -m pip install -q --no-deps --no-build-isolation "$src" 2>&1 | tail -2
+  # the wheel pack.sh built from that archive where it can; the host only installs it
+  for whl in .devcarry/b1/dist/srs_code-*.whl; do [ -f "$whl" ] && src=$whl; done
+  python3 -m pip install -q --no-index --no-deps --no-build-isolation "$src" 2>&1 | tail -2
   python3 -c "import srscode; print('srscode installed from $src:', srscode.__file__)"
 }
 

@@ -32,5 +32,8 @@ rm "$smol"
 mv "$WHEELS"/*.whl "$OUT/b1/wheels/"
 rm -rf "$OUT/b1/src"; mkdir -p "$OUT/b1/src"
 git -C "$ROOT" archive HEAD | tar -x -C "$OUT/b1/src"   # the committed code, installed on the host
+# built here, where PyPI gives the setuptools the build needs (the host's may be older than
+# pyproject.toml's build requirement and it cannot download another)
+python3 -m pip wheel -q --no-deps -w "$OUT/b1/dist" "$OUT/b1/src"
 if [ -d "$KODCODE" ]; then cp -r "$KODCODE" "$OUT/b1/kodcode"; else echo "pack: no KodCode rows at $KODCODE" >&2; exit 2; fi
 du -sh "$OUT/b1" "$OUT/b2"
