@@ -123,6 +123,35 @@ def test_continues_from_the_previous_adapter(ctx, tiny_model_dir, tmp_path):
     assert result.adapter.sha256 != init.sha256  # a new folder and file, same weights
 
 
+def test_a_fresh_adapter_starts_from_the_run_seed_whatever_ran_before(tiny_model_dir):
+    """lora_A's random init comes from the config's seed, not from the global stream's state
+    (which the generator that ran before may or may not have seeded), and leaves that
+    stream as it was."""
+    import torch
+
+    from srscode.plugins.train.lora_sft import LoRAParams, peft_model_for, restore_base
+
+    def init_of(seed: int, stream: int) -> tuple[dict, torch.Tensor]:
+        ctx = make_ctx(tiny_model_dir, seed=seed)
+        torch.manual_seed(stream)  # whatever ran before left the global stream here
+        model = peft_model_for(ctx, None, LoRAParams(r=4))
+        try:
+            a = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}
+        finally:
+            restore_base(ctx, model)
+        return a, torch.rand(4)  # the caller's next draw
+
+    a1, next1 = init_of(seed=7, stream=1)
+    a2, next2 = init_of(seed=7, stream=2)
+    a3, _ = init_of(seed=8, stream=1)
+    assert a1 and a1.keys() == a2.keys()
+    assert all(torch.equal(a1[n], a2[n]) for n in a1)  # same run seed: same init
+    assert not all(torch.equal(a1[n], a3[n]) for n in a1)  # another seed: another init
+    torch.manual_seed(1)
+    assert torch.equal(next1, torch.rand(4))  # the caller's stream untouched
+    assert not torch.equal(next1, next2)
+
+
 def _tokens(ctx, ex: SFTExample) -> int:
     from srscode.plugins.lib import hf_model
 

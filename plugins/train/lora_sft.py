@@ -201,7 +201,15 @@ def peft_model_for(ctx: Any, init: AdapterRef | None, p: LoRAParams) -> Any:
         raise StageError(f"trainer: the adapter to continue from, {init.path!r}, has no adapter_config.json")
     with known_library_deprecations():
         if init is None:
-            return get_peft_model(base, lora_config(p), adapter_name="default")
+            import torch
+
+            # peft draws lora_A from torch's global CPU stream (it builds the layers on the CPU,
+            # then moves them), whose state depends on what ran before (the hf generator seeds
+            # it, vLLM does not): seeded from the run's seed so that a fresh adapter starts the
+            # same in every run of one config, the caller's stream left as it was
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(int(getattr(ctx.config, "seed", 0)))
+                return get_peft_model(base, lora_config(p), adapter_name="default")
         return PeftModel.from_pretrained(base, init.path, adapter_name="default", is_trainable=True)
 
 
