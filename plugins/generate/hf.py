@@ -315,10 +315,12 @@ class HFGenerator:
             texts = [s for s in stops if s not in special]
             check = fast_decode.stop_lengths(tokenizer, texts, eos_ids | stop_ids) if texts else None
             row_spec = dataclasses.replace(spec, eos_ids=tuple(sorted(set(spec.eos_ids) | stop_ids)))
-            for part in decoder.stream(
+            stream = decoder.stream(
                 enc["input_ids"], enc["attention_mask"], per_call, p.max_new_tokens, row_spec, check, on_step=on_step
-            ):
-                yield part.rows, part.tokens, part.lengths
+            )
+            with contextlib.closing(stream):  # closed with this generator, not when it is collected
+                for part in stream:
+                    yield part.rows, part.tokens, part.lengths
             self.last_stats = dict(decoder.stats)
 
         return run
