@@ -369,6 +369,50 @@ def test_generate_iter_streams_batches_and_generate_concatenates_them(tiny_model
     assert [c.text for c in slow.generate(prompts, 2, None, seed=1)] == [c.text for c in whole]
 
 
+def test_prefill_groups_bound_padding_and_size():
+    from srscode.plugins.lib.fast_decode import prefill_groups
+
+    lengths = [300, 12, 150, 151, 40, 299, 1, 152, 80, 0, 298]
+    groups = prefill_groups(lengths, budget=600, pad_share=0.125)
+    assert sorted(j for g in groups for j in g) == list(range(len(lengths)))  # each prompt once
+    for g in groups:
+        widths = [max(lengths[j], 1) for j in g]
+        padded = len(g) * max(widths)
+        assert widths == sorted(widths)  # by length
+        if len(g) > 1:
+            assert padded <= 600 and padded - sum(widths) <= 0.125 * padded, (g, widths)
+    assert [lengths[j] for j in groups[-1]] == [300]  # 298-300 padded would pass the budget of 600 at 3 rows
+    assert prefill_groups([]) == []
+    assert prefill_groups([7, 7, 7], budget=14) == [[0, 1], [2]]
+
+
+def test_prefill_skips_the_padding_a_group_shares_and_decodes_the_same(tokenizer, monkeypatch):
+    """Prompts of very different lengths are prefilled in groups cut to their own longest
+    prompt (not the batch's), and greedy decoding still gives generate()'s tokens."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+
+    torch.set_num_threads(1)
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    texts = ["x = 1", "y = 2", "def walk(path):\n" + "    # step through every folder below path\n" * 6 + "    return path"]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    ref = _reference(model, enc, tok, 12, tok.eos_token_id)
+    widths = []
+    prefill = fast_decode.LlamaFamily.prefill
+
+    def spy(self, ids, mask, sink):
+        widths.append(ids.shape[1])
+        return prefill(self, ids, mask, sink)
+
+    monkeypatch.setattr(fast_decode.LlamaFamily, "prefill", spy)
+    got = _fast(model, enc, tok, 2, 12, tok.eos_token_id)
+    full = fast_decode._round_up(enc["input_ids"].shape[1], fast_decode.WIDTH_BUCKET)
+    assert len(widths) == 2 and min(widths) < enc["input_ids"].shape[1] // 4 and max(widths) <= full, widths
+    assert _padded(got.tokens, 12, tok.pad_token_id) == [r for r in _padded(ref, 12, tok.pad_token_id) for _ in range(2)]
+
+
 def _splitting_token(rows: list[list[int]], early: int = 15, late: int = 33) -> tuple[int, list[int]]:
     """A token that, taken as the EOS, ends some rows within the first ``STOP_CHECK_EVERY``
     (16) steps and others only after step 32: (the token, each row's first index of it, or

@@ -55,6 +55,7 @@ WINDOW = 128  # attention reads the cache in windows of this many columns
 ROW_BUCKET = 16  # rows are padded to a multiple of this so graphs are reused
 WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
 PREFILL_TOKENS = 16384  # prompts per prefill chunk are bounded by this many tokens
+PREFILL_PAD_SHARE = 0.125  # a prefill chunk's padding stays under this share of its tokens (see prefill_groups)
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
 GIVE_OUT_EARLY = True  # rows are given out at each check as they finish (False: all at the end, a benchmark's baseline)
@@ -213,6 +214,31 @@ def unsupported_reason(model: Any, total_len: int) -> str | None:
 
 
 # ----------------------------------------------------------------------------- the model
+
+
+def prefill_groups(lengths: Sequence[int], budget: int = PREFILL_TOKENS,
+                   pad_share: float = PREFILL_PAD_SHARE) -> list[list[int]]:
+    """Prompt indices in prefill chunks: by length, each chunk at most ``budget`` tokens
+    once padded to its longest prompt, and closed before its padding would pass
+    ``pad_share`` of them. Why: a chunk is computed at its longest prompt's width, and a
+    batch padded to its longest prompt wasted 40 % of the prefill on 64 starter prompts
+    (13,534 real tokens at width 352); on a CPU the prefill is compute-bound and was 73 %
+    of such a call."""
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    real = 0
+    for j in order:
+        n = max(int(lengths[j]), 1)
+        padded = (len(cur) + 1) * n
+        if cur and (padded > budget or padded - real - n > pad_share * padded):
+            groups.append(cur)
+            cur, real = [], 0
+        cur.append(j)
+        real += n
+    if cur:
+        groups.append(cur)
+    return groups
 
 
 def _round_up(x: int, m: int) -> int:
@@ -697,20 +723,26 @@ class FastDecoder:
         buf.bias.fill_(torch.finfo(fam.dtype).min)
         buf.bias[:real, 0, 0, :width] = bias_prompt
         buf.bias[real:, 0, 0, 0] = 0.0  # padding rows see one column, so they stay finite
-        parts = []
-        chunk = max(1, PREFILL_TOKENS // width)
-        for s in range(0, p, chunk):
-            e = min(p, s + chunk)
+        first_logits: Any = None
+        for group in prefill_groups(mask.long().sum(-1).tolist()):
+            # prompts of similar length, computed from the first column any of them uses:
+            # left padding that all of them share is never computed (its cache columns stay
+            # masked for these rows, as the padding columns are)
+            pick = torch.tensor(group, device=dev)
+            sub_mask = mask.index_select(0, pick)
+            used = sub_mask.bool().any(0).nonzero()
+            lead = int(used[0]) if used.numel() else width - 1
+            rows_of = (pick[:, None] * n + torch.arange(n, device=dev)).flatten()  # the group's candidate rows
 
-            def sink(i: int, k: Any, v: Any, s: int = s, e: int = e) -> None:
-                buf.k[i][s * n : e * n, :, :width] = k.repeat_interleave(n, 0)
-                buf.v[i][s * n : e * n, :, :width] = v.repeat_interleave(n, 0)
+            def sink(i: int, k: Any, v: Any, rows_of: Any = rows_of, lead: int = lead) -> None:
+                buf.k[i][rows_of, :, lead:width] = k.repeat_interleave(n, 0)
+                buf.v[i][rows_of, :, lead:width] = v.repeat_interleave(n, 0)
 
-            parts.append(fam.prefill(ids[s:e], mask[s:e], sink).repeat_interleave(n, 0))
-        if rows > real:  # padding rows: any finite logits (their tokens are discarded)
-            parts.append(torch.zeros(rows - real, parts[0].shape[1], dtype=torch.float32, device=dev))
-        first_logits = torch.cat(parts)
-        del parts
+            logits = fam.prefill(ids.index_select(0, pick)[:, lead:], sub_mask[:, lead:], sink)
+            if first_logits is None:  # padding rows keep zeros: any finite logits (their tokens are discarded)
+                first_logits = torch.zeros(rows, logits.shape[1], dtype=torch.float32, device=dev)
+            first_logits[rows_of] = logits.repeat_interleave(n, 0)
+            del logits
         prompt_lens = mask.long().sum(-1).repeat_interleave(n, 0)
         positions = torch.zeros(rows, dtype=torch.long, device=dev)
         positions[:real] = prompt_lens
@@ -830,6 +862,7 @@ __all__ = [
     "DecodedRows",
     "FastDecoder",
     "SamplingSpec",
+    "prefill_groups",
     "sample_tokens",
     "stop_lengths",
     "top_p_candidates",
