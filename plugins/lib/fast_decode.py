@@ -6,7 +6,9 @@ Qwen2.5-Coder-1.5B shape at 256 rows, ``generate`` with a dynamic cache reaches 
 a few ms per step. What transformers does not offer (5.17-5.24) and this module does:
 
 * **prefix sharing**: the N candidates of one prompt copy that prompt's KV rows after
-  one prefill (``generate(num_return_sequences=N)`` prefills every copy);
+  one prefill (``generate(num_return_sequences=N)`` prefills every copy), and prompts are
+  prefilled in groups of similar length, each at its own longest prompt's width rather
+  than the batch's (:func:`prefill_groups`);
 * **decode attention without repeat_kv**: with one query token, the ``heads/kv_heads``
   query heads of one KV head are viewed as that many query *positions* against the same
   K/V ([R, kv_heads, group, D] x [R, kv_heads, L, D]), so each step reads the cache
