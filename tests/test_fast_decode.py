@@ -411,6 +411,11 @@ def test_prefill_skips_the_padding_a_group_shares_and_decodes_the_same(tokenizer
     full = fast_decode._round_up(enc["input_ids"].shape[1], fast_decode.WIDTH_BUCKET)
     assert len(widths) == 2 and min(widths) < enc["input_ids"].shape[1] // 4 and max(widths) <= full, widths
     assert _padded(got.tokens, 12, tok.pad_token_id) == [r for r in _padded(ref, 12, tok.pad_token_id) for _ in range(2)]
+    # the benchmark's baseline: one chunk at the batch's width, the same tokens
+    widths.clear()
+    monkeypatch.setattr(fast_decode, "PREFILL_GROUPED", False)
+    assert _fast(model, enc, tok, 2, 12, tok.eos_token_id).tokens == got.tokens
+    assert widths == [full]
 
 
 def _splitting_token(rows: list[list[int]], early: int = 15, late: int = 33) -> tuple[int, list[int]]:

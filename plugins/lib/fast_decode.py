@@ -58,6 +58,7 @@ ROW_BUCKET = 16  # rows are padded to a multiple of this so graphs are reused
 WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
 PREFILL_TOKENS = 16384  # prompts per prefill chunk are bounded by this many tokens
 PREFILL_PAD_SHARE = 0.125  # a prefill chunk's padding stays under this share of its tokens (see prefill_groups)
+PREFILL_GROUPED = True  # False: chunks in batch order at the batch's width (what the loop did before; a benchmark's baseline)
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
 GIVE_OUT_EARLY = True  # rows are given out at each check as they finish (False: all at the end, a benchmark's baseline)
@@ -218,14 +219,16 @@ def unsupported_reason(model: Any, total_len: int) -> str | None:
 # ----------------------------------------------------------------------------- the model
 
 
-def prefill_groups(lengths: Sequence[int], budget: int = PREFILL_TOKENS,
-                   pad_share: float = PREFILL_PAD_SHARE) -> list[list[int]]:
+def prefill_groups(lengths: Sequence[int], budget: int | None = None,
+                   pad_share: float | None = None) -> list[list[int]]:
     """Prompt indices in prefill chunks: by length, each chunk at most ``budget`` tokens
     once padded to its longest prompt, and closed before its padding would pass
     ``pad_share`` of them. Why: a chunk is computed at its longest prompt's width, and a
     batch padded to its longest prompt wasted 40 % of the prefill on 64 starter prompts
     (13,534 real tokens at width 352); on a CPU the prefill is compute-bound and was 73 %
     of such a call."""
+    budget = PREFILL_TOKENS if budget is None else budget
+    pad_share = PREFILL_PAD_SHARE if pad_share is None else pad_share
     order = sorted(range(len(lengths)), key=lambda j: lengths[j])
     groups: list[list[int]] = []
     cur: list[int] = []
@@ -726,14 +729,19 @@ class FastDecoder:
         buf.bias[:real, 0, 0, :width] = bias_prompt
         buf.bias[real:, 0, 0, 0] = 0.0  # padding rows see one column, so they stay finite
         first_logits: Any = None
-        for group in prefill_groups(mask.long().sum(-1).tolist()):
+        if PREFILL_GROUPED:
+            groups = prefill_groups(mask.long().sum(-1).tolist())
+        else:
+            chunk = max(1, PREFILL_TOKENS // width)
+            groups = [list(range(s, min(p, s + chunk))) for s in range(0, p, chunk)]
+        for group in groups:
             # prompts of similar length, computed from the first column any of them uses:
             # left padding that all of them share is never computed (its cache columns stay
             # masked for these rows, as the padding columns are)
             pick = torch.tensor(group, device=dev)
             sub_mask = mask.index_select(0, pick)
             used = sub_mask.bool().any(0).nonzero()
-            lead = int(used[0]) if used.numel() else width - 1
+            lead = (int(used[0]) if used.numel() else width - 1) if PREFILL_GROUPED else 0
             rows_of = (pick[:, None] * n + torch.arange(n, device=dev)).flatten()  # the group's candidate rows
 
             def sink(i: int, k: Any, v: Any, rows_of: Any = rows_of, lead: int = lead) -> None:
