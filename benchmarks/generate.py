@@ -295,9 +295,13 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
 
         rows_per_call = [rows, rows, max(fast_decode.ROW_BUCKET, rows * 3 // 4)]
         calls = []
+        # arms: the default (fused first draw) and the top-k-first sampler it replaced, in this run
+        arms = [("sdpa", True), ("sdpa", False)]
         try:
-            for attn in ("sdpa", "bmm"):
+            for attn, first_draw in arms:
                 fast_decode.DECODE_ATTENTION = attn
+                fast_decode.FIRST_DRAW = first_draw
+                sampler = "first_draw" if first_draw else "topk_first"
                 for call, b in enumerate(rows_per_call, 1):
                     torch.manual_seed(call)
                     before = counters["stats"]["unique_graphs"]
@@ -305,19 +309,24 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                                                   compile_backend=getattr(args, "compile_backend", None))
                     res, secs, _ = fast_run(env, model, ids[:b], mask[:b], 1, new, spec, dec=dec)
                     r = decode_row(res, secs, b)
-                    r.update(attention=attn, call=call, compiled=dec.fam.compiled,
+                    r.update(attention=attn, sampler=sampler, call=call, compiled=dec.fam.compiled,
                              new_graphs=counters["stats"]["unique_graphs"] - before)
                     calls.append(r)
-                    say(f"  engine call {call} ({attn}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
+                    say(f"  engine call {call} ({attn}, {sampler}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
                         f"{r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, new graphs {r['new_graphs']}, "
                         f"compiled {dec.fam.compiled}")
-                    if call == 2:  # the step replayed alone under each attention
+                    if call == 2 and first_draw:  # the step replayed alone, the samplers alone
                         out[f"micro_engine_{attn}"] = micro(env, dec, spec, b)
                     del dec, res
                     env.reset_peak()
         finally:
             fast_decode.DECODE_ATTENTION = "sdpa"
+            fast_decode.FIRST_DRAW = True
         out["engine_calls"] = calls
+        two = {c["sampler"]: c["tok_s"] for c in calls if c["call"] == 2}
+        if len(two) == 2:
+            out["ratio_first_draw_vs_topk_first_call2"] = round(two["first_draw"] / two["topk_first"], 3)
+            say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x")
 
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
     greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
@@ -326,10 +335,11 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         engine_calls(sampling)
         base = out["generate_sample"]["tok_s"]
         out["ratio_engine_vs_generate"] = [
-            {"attention": c["attention"], "call": c["call"], "rows": c["rows"], "ratio": round(c["tok_s"] / base, 2)}
+            {"attention": c["attention"], "sampler": c["sampler"], "call": c["call"], "rows": c["rows"],
+             "ratio": round(c["tok_s"] / base, 2)}
             for c in out["engine_calls"]]
         for r in out["ratio_engine_vs_generate"]:
-            say(f"  ratio engine call {r['call']} ({r['attention']}, B={r['rows']}) / generate: {r['ratio']}")
+            say(f"  ratio engine call {r['call']} ({r['attention']}, {r['sampler']}, B={r['rows']}) / generate: {r['ratio']}")
         if args.profile:  # what the compiled step spends its time on (the process's compilation, reused)
             optional_profile("engine_compiled", sampling, compile=True)
             optional_profile("engine_eager", sampling, compile=False)
@@ -376,7 +386,7 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
     """The captured step replayed alone and the sampler alone (last window of the last batch)."""
     import torch
 
-    from srscode.plugins.lib.fast_decode import sample_tokens
+    from srscode.plugins.lib.fast_decode import compiled_first_draw, first_draw, sample_tokens
 
     buf = dec.buffers
     window = max(buf.graphs)
@@ -398,12 +408,28 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
             sharp = logits * scale
         covered = top_p_covered(sharp[:rows], spec)
         _, t_topk = timed(env, lambda: [sample_tokens(sharp, spec, done=padding) for _ in range(reps)])
+        # the fused first draw (the compiled decoders' default), eager and compiled (its
+        # first call compiles, untimed), on the sharpened and the random-weight logits
+        fused = dec.first or compiled_first_draw("eager" if env.smoke else "inductor")
+        sample_tokens(sharp, spec, done=padding, first=fused)
+        first_ms = {}
+        for label, fn in (("eager", first_draw), ("compiled", fused)):
+            for which, lg in (("sharp", sharp), ("random", logits)):
+                _, t = timed(env, lambda fn=fn, lg=lg: [sample_tokens(lg, spec, done=padding, first=fn)
+                                                          for _ in range(reps)])
+                first_ms[f"{label}_{which}"] = round(t / reps * 1e3, 3)
     r = {"window": window, "step_ms": round(t_step / reps * 1e3, 3), "sampler_ms": round(t_samp / reps * 1e3, 3),
          "sampler_topk_path_ms": round(t_topk / reps * 1e3, 3), "sharpened_by": scale, "sharpened_covered": covered,
-         "argmax_ms": round(t_greedy / reps * 1e3, 3), "graphs": dec.runner is not None}
+         "sampler_first_draw_ms": first_ms, "argmax_ms": round(t_greedy / reps * 1e3, 3),
+         "graphs": dec.runner is not None}
+    r["sampled_step_topk_ms"] = round(r["step_ms"] + r["sampler_topk_path_ms"], 3)
+    r["sampled_step_first_draw_ms"] = round(r["step_ms"] + first_ms["compiled_sharp"], 3)
     say(f"  micro (B={rows}, window {window}): step replay {r['step_ms']} ms, top-p sampler {r['sampler_ms']} ms "
         f"(on these random-weight logits), {r['sampler_topk_path_ms']} ms on the same logits x{scale:g} (the top-k "
         f"path a trained model takes; every row on it: {covered}), argmax {r['argmax_ms']} ms, device graphs: {r['graphs']}")
+    say(f"  micro first draw (ms; sharp = x{scale:g}, random = as decoded): {first_ms}; sampled step "
+        f"{r['sampled_step_topk_ms']} ms (top-k first) -> {r['sampled_step_first_draw_ms']} ms (first draw, compiled), "
+        f"sampler ratio {r['sampler_topk_path_ms'] / max(first_ms['compiled_sharp'], 1e-9):.2f}x")
     return r
 
 

@@ -320,6 +320,145 @@ def test_done_rows_never_send_a_step_down_the_rejection_path(monkeypatch):
     assert len(draws) > 1 and draws[1] == torch.Size([4, 1000]), draws
 
 
+
+def test_first_draw_accepts_exactly_the_rows_whose_token_is_in_the_top_p_set():
+    """The fused first draw's verdict agrees with transformers' kept set for every draw,
+    on peaked rows (nearly all accepted) and flat ones (many rejected): a wrong boundary
+    (>= instead of >, the mass including the token) would flip some of them."""
+    import torch
+
+    from srscode.plugins.lib.fast_decode import first_draw
+
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.cat([torch.randn(4, 300, generator=gen) * 4.0, torch.randn(4, 300, generator=gen) * 0.3])
+    logits[0, 7] = float("-inf")  # a banned token (EOS before min_new_tokens) is never drawn
+    rows = logits.repeat(500, 1)
+    for temperature, top_p in [(0.8, 0.95), (1.3, 0.5)]:
+        kept = _reference_top_p(logits, temperature, top_p).repeat(500, 1) > 0
+        noise = torch.empty(rows.shape).exponential_(generator=gen)
+        tok, ok = first_draw(rows, noise, 1.0 / temperature, top_p)
+        in_set = kept.gather(1, tok[:, None]).squeeze(1)
+        assert torch.equal(ok, in_set), (temperature, top_p)
+        assert 0 < int((~ok).sum()) < ok.numel() // 2  # both verdicts occur
+        assert not (tok.view(500, 8)[:, 0] == 7).any()
+
+
+def _eager_compiled_first():
+    from srscode.plugins.lib.fast_decode import compiled_first_draw
+
+    return compiled_first_draw(_CountingBackend())  # dynamo traces it whole (fullgraph) and runs it as traced
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled):
+    """Sampling with the first draw gives transformers' top-p distribution: rows whose
+    draw is outside the set are sampled again from the set (top-k, rejection or sort)."""
+    import torch
+
+    from srscode.plugins.lib.fast_decode import SamplingSpec, first_draw, sample_tokens
+
+    first = _eager_compiled_first() if compiled else first_draw
+    logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20000, 1)
+    gen = torch.Generator().manual_seed(0)
+    for temperature, top_p in [(1.0, 0.9), (0.5, 0.9), (1.0, 0.97), (1.5, 0.6), (2.0, 1.0)]:
+        ref = _reference_top_p(logits[:1], temperature, top_p)[0]
+        toks = sample_tokens(logits, SamplingSpec(temperature, top_p), probe=3, generator=gen, first=first)
+        freq = torch.bincount(toks, minlength=6).float() / toks.numel()
+        assert set(toks.unique().tolist()) <= set(ref.nonzero().flatten().tolist()), (temperature, top_p)
+        torch.testing.assert_close(freq, ref, atol=0.015, rtol=0)
+
+
+def test_first_draw_leaves_done_rows_and_redraws_only_rejected_rows(monkeypatch):
+    """Done rows (discarded tokens) are never drawn again, whatever their draw; live rows
+    that drew outside the set are the only ones sampled again."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import SamplingSpec, first_draw, sample_tokens
+
+    peaked = torch.tensor([4.0, 3.0, 1.0] + [-20.0] * 997)
+    logits = torch.cat([peaked.repeat(6000, 1), torch.zeros(4, 1000)])  # 4 done rows, flat
+    done = torch.arange(6004) >= 6000
+    seen = []
+    real = fast_decode.sample_tokens
+    monkeypatch.setattr(fast_decode, "sample_tokens", lambda lg, *a, **k: seen.append(lg.shape[0]) or real(lg, *a, **k))
+    gen = torch.Generator().manual_seed(0)
+    toks = sample_tokens(logits, SamplingSpec(1.0, 0.9), probe=8, generator=gen, done=done, first=first_draw)
+    ref = _reference_top_p(peaked[None], 1.0, 0.9)[0]
+    outside = float(1.0 - torch.softmax(peaked, -1)[ref > 0].sum())  # a row's chance to draw outside the set
+    assert len(seen) == 1 and 0 < seen[0] < 6000 * outside * 1.5, (seen, outside)  # the live rows that rejected
+    freq = torch.bincount(toks[:6000], minlength=1000).float() / 6000
+    torch.testing.assert_close(freq, ref, atol=0.02, rtol=0)
+
+
+def test_compiled_decoder_samples_through_the_compiled_first_draw(tokenizer, monkeypatch):
+    """A compiled decoder's sampling goes through the compiled first draw (one more graph),
+    reproducibly per seed; FIRST_DRAW = False keeps the top-k path (the baseline); greedy
+    decoding never compiles it."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    calls = []  # the sampler calls that passed the first draw
+    real = fast_decode.sample_tokens
+    monkeypatch.setattr(fast_decode, "sample_tokens",
+                        lambda *a, **k: calls.append(k.get("first")) or real(*a, **k))
+    fast_decode._FIRST_DRAWS.clear()
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+    first, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
+    assert dec.first is not None and dec.fam.compiled
+    assert backend.graphs == 4, backend.graphs  # pre, post, head and the first draw
+    firsts = [f for f in calls if f is not None]  # (None: the redraw of rejected rows)
+    assert len(firsts) == dec.stats["steps"] and all(f is dec.first for f in firsts), "not every step drew first"
+    again, _ = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
+    assert again.tokens == first.tokens and backend.graphs == 4  # same seed, nothing recompiled
+    monkeypatch.setattr(fast_decode, "FIRST_DRAW", False)
+    calls.clear()
+    _, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
+    assert dec.first is None and calls and not any(calls)
+
+
+def test_sampler_compiler_failure_falls_back_to_the_eager_sampler(tokenizer, caplog):
+    """A compiler that fails on the sampler: a warning, and the eager sampler's tokens
+    exactly (the failed first call's draws are not consumed)."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+
+    class FailsOnSampler(_CountingBackend):
+        def __call__(self, gm, example_inputs):
+            if "exp" in str(gm.code):  # the first draw's graph; the model's pieces compile
+                raise RuntimeError("no compiler for this")
+            return super().__call__(gm, example_inputs)
+
+    fast_decode._FIRST_DRAWS.clear()
+    torch._dynamo.reset()
+    plain, _ = _fast_compiled(model, enc, tok, 2, 10, _CountingBackend(), sample=True)
+    fast_decode._FIRST_DRAWS.clear()
+    torch._dynamo.reset()
+    eager_sampler = fast_decode.FIRST_DRAW
+    try:
+        fast_decode.FIRST_DRAW = False
+        expected, _ = _fast_compiled(model, enc, tok, 2, 10, _CountingBackend(), sample=True)
+    finally:
+        fast_decode.FIRST_DRAW = eager_sampler
+    torch._dynamo.reset()
+    with caplog.at_level("WARNING"):
+        got, dec = _fast_compiled(model, enc, tok, 2, 10, FailsOnSampler(), sample=True)
+    assert "torch.compile of the sampler failed" in caplog.text
+    assert dec.first is None and dec.fam.compiled  # only the sampler fell back
+    assert got.tokens == expected.tokens
+    assert plain.tokens != expected.tokens  # the first draw does change the samples (the check above has teeth)
+
+
 # ----------------------------------------------------------------------------- fallback
 
 

@@ -27,6 +27,9 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
 * **exact top-p without sorting the vocabulary** every step: ``topk`` of ``PROBE``
   tokens, and for rows whose top-``PROBE`` mass is below ``top_p`` exact rejection
   sampling (see :func:`sample_tokens`); a full sort only where that rejects every draw.
+  Compiled decoders draw every row once from its whole distribution first, in one fused
+  function (:func:`first_draw`), and only rows whose draw falls outside the top-p set
+  (about ``1 - top_p`` of them) take that path.
 
 Everything else is the model's own modules: embeddings, norms, q/k/v/o projections (so
 peft LoRA layers apply), rotary embedding (so rope scaling applies), MLP and lm_head.
@@ -61,6 +64,7 @@ PREFILL_PAD_SHARE = 0.125  # a prefill chunk's padding stays under this share of
 PREFILL_GROUPED = True  # False: chunks in batch order at the batch's width (what the loop did before; a benchmark's baseline)
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
+FIRST_DRAW = True  # compiled decoders sample through the fused first draw (False: top-k first, a benchmark's baseline)
 GIVE_OUT_EARLY = True  # rows are given out at each check as they finish (False: all at the end, a benchmark's baseline)
 DECODE_ATTENTION = "sdpa"  # decode attention: "sdpa" (the backend's fused kernel) or "bmm" (two batched GEMMs)
 COMPILE_BACKEND: Any = "inductor"  # torch.compile's backend when none is given (tests count graphs with theirs)
@@ -122,7 +126,50 @@ def draw(weights: Any, generator: Any = None) -> Any:
     return (weights.float() / race).argmax(dim=-1)
 
 
-def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator: Any = None, done: Any = None) -> Any:
+def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float) -> tuple[Any, Any]:
+    """One exact draw per row of ``softmax(logits * inv_temperature)`` [R, V] and whether it
+    lies in the row's top-p set: ``(tokens [R], accepted [R] bool)``.
+
+    The draw is the exponential race of :func:`draw` in log space (``argmax x_i - log E_i``
+    with ``noise`` E ~ Exp(1), float32 [R, V]), so no softmax is written; a token is in
+    the top-p set iff the mass strictly above it is below ``top_p`` (the set
+    :func:`top_p_candidates` keeps). Accepted draws are distributed exactly as the set
+    renormalised (rejection sampling), and a row is accepted with probability >= ``top_p``.
+    Written for torch.compile: fused, it reads the logits and the noise a few times and
+    writes nothing of their size, where the top-k path's softmax, radix top-k and draws
+    each pass over a [R, V] tensor (~1.2 ms a step at 256 rows x 152k on an H100)."""
+    import torch
+
+    x = logits.float() * inv_temperature
+    m = x.amax(-1, keepdim=True)
+    e = torch.exp(x - m)
+    z = e.sum(-1, keepdim=True)
+    tok = (x - torch.log(noise)).argmax(-1)
+    xt = x.gather(1, tok.unsqueeze(1))
+    above = torch.where(x > xt, e, 0.0).sum(-1, keepdim=True)
+    return tok, (above < top_p * z).squeeze(1)
+
+
+_FIRST_DRAWS: dict[Any, Callable[..., tuple[Any, Any]]] = {}
+
+
+def compiled_first_draw(backend: Any = "inductor") -> Callable[..., tuple[Any, Any]]:
+    """:func:`first_draw` through torch.compile, made once per process and backend (the rows
+    dimension is marked dynamic at each call, so batch sizes reuse it)."""
+    key = backend if isinstance(backend, str) else id(backend)
+    fn = _FIRST_DRAWS.get(key)
+    if fn is None:
+        import torch
+
+        opts: dict[str, Any] = dict(dynamic=False, fullgraph=True, backend=backend)
+        if backend == "inductor":
+            opts["mode"] = "default"
+        fn = _FIRST_DRAWS[key] = torch.compile(first_draw, **opts)
+    return fn
+
+
+def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator: Any = None, done: Any = None,
+                  first: Callable[..., tuple[Any, Any]] | None = None) -> Any:
     """One token per row of ``logits`` [R, V] (float32): argmax, or temperature + top-p.
 
     Rows whose top-``probe`` tokens hold ``top_p`` of the mass (a trained model, nearly
@@ -140,11 +187,26 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator
 
     ``done``: a bool [R] of rows whose token is discarded (finished or padding rows). They
     get a token from the top-k draw alone and never send the step down the rejection or
-    sort path: their logits (a pad token's, zeros for padding) are often flat."""
+    sort path: their logits (a pad token's, zeros for padding) are often flat.
+
+    ``first``: :func:`first_draw` (or its compiled form) to draw every row once from its
+    whole distribution first; only the rows whose draw falls outside the top-p set are
+    sampled again by the path above (exact: the first draw is accepted exactly when it is
+    in the set, and the redraw comes from the same set)."""
     import torch
 
     if spec.greedy:
         return logits.argmax(dim=-1)
+    if first is not None:
+        noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
+        _rows_dynamic(logits, noise)
+        tok, ok = first(logits, noise, 1.0 / spec.temperature, spec.top_p)
+        if done is not None:
+            ok = ok | done
+        if bool(ok.all()):
+            return tok
+        again = (~ok).nonzero().squeeze(1)
+        return tok.index_copy(0, again, sample_tokens(logits.index_select(0, again), spec, probe, generator))
     probs = torch.softmax(logits / spec.temperature, dim=-1)
     if spec.top_p >= 1.0:
         return draw(probs, generator)
@@ -629,6 +691,24 @@ class FastDecoder:
             seed = int(torch.randint(0, 2**62, (1,)).item())
         self.rng = torch.Generator(device=self.fam.device)
         self.rng.manual_seed(seed)
+        # compiled decoders sample through the fused first draw, compiled once per process
+        # (its first call compiles; see _sample for a compiler failure)
+        self.first = compiled_first_draw(backend) if self.fam.compiled and FIRST_DRAW else None
+        self._first_ran = False
+
+    def _sample(self, logits: Any, spec: SamplingSpec, done: Any) -> Any:
+        if self.first is not None and not self._first_ran and not spec.greedy:
+            state = self.rng.get_state()
+            try:  # the first call compiles: a compiler failure leaves the eager sampler
+                tok = sample_tokens(logits, spec, self.probe, self.rng, done=done, first=self.first)
+                self._first_ran = True
+                return tok
+            except Exception as exc:  # noqa: BLE001 - the eager sampler still samples
+                log.warning("fast decode: torch.compile of the sampler failed (%s: %s); sampling without it",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                self.first = None
+                self.rng.set_state(state)  # the eager sampler draws what it would have drawn
+        return sample_tokens(logits, spec, self.probe, self.rng, done=done, first=self.first)
 
     def _buffers(self, rows: int, length: int) -> DecodeBuffers:
         if self.buffers is None or self.buffers.shape != (rows, length):
@@ -773,7 +853,7 @@ class FastDecoder:
         for step in range(max_new_tokens):
             if step < spec.min_new_tokens and eos.numel():
                 logits.index_fill_(1, eos, float("-inf"))
-            tok = sample_tokens(logits, spec, self.probe, self.rng, done=finished)
+            tok = self._sample(logits, spec, finished)
             tok = torch.where(finished, spec.pad_id, tok)
             out[:, step] = tok
             if eos.numel():
@@ -872,6 +952,8 @@ __all__ = [
     "DecodedRows",
     "FastDecoder",
     "SamplingSpec",
+    "compiled_first_draw",
+    "first_draw",
     "prefill_groups",
     "sample_tokens",
     "stop_lengths",
