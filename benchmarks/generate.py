@@ -466,7 +466,7 @@ def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, 
             buf.graphs.clear()
 
             def step() -> None:
-                sample_tokens(dec.fam.decode(buf, window).float(), spec, dec.probe, dec.rng)
+                sample_tokens(dec.fam.decode(buf, window).float(), spec, dec.probe, dec.rng, first=dec.first)
 
             step()  # warm (a compiled decoder compiled in generate above)
             env.sync()

@@ -349,14 +349,17 @@ def _eager_compiled_first():
     return compiled_first_draw(_CountingBackend())  # dynamo traces it whole (fullgraph) and runs it as traced
 
 
-@pytest.mark.parametrize("compiled", [False, True])
-def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled):
+@pytest.mark.parametrize("compiled,rounds", [(False, 4), (True, 4), (False, 1)])
+def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled, rounds, monkeypatch):
     """Sampling with the first draw gives transformers' top-p distribution: rows whose
-    draw is outside the set are sampled again from the set (top-k, rejection or sort)."""
+    draw is outside the set draw again (rounds > 1), and rows that rejected every draw are
+    sampled from the set by the top-k path (rounds = 1: all of them)."""
     import torch
 
+    from srscode.plugins.lib import fast_decode
     from srscode.plugins.lib.fast_decode import SamplingSpec, first_draw, sample_tokens
 
+    monkeypatch.setattr(fast_decode, "REJECTION_ROUNDS", rounds)
     first = _eager_compiled_first() if compiled else first_draw
     logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20000, 1)
     gen = torch.Generator().manual_seed(0)
@@ -369,24 +372,29 @@ def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled):
 
 
 def test_first_draw_leaves_done_rows_and_redraws_only_rejected_rows(monkeypatch):
-    """Done rows (discarded tokens) are never drawn again, whatever their draw; live rows
-    that drew outside the set are the only ones sampled again."""
+    """Done rows (discarded tokens; flat logits, so they would often reject) are never
+    drawn again; live rows that drew outside the set are the only ones drawn again, by the
+    same function, and no row reaches the top-k path here."""
     import torch
 
     from srscode.plugins.lib import fast_decode
     from srscode.plugins.lib.fast_decode import SamplingSpec, first_draw, sample_tokens
 
     peaked = torch.tensor([4.0, 3.0, 1.0] + [-20.0] * 997)
-    logits = torch.cat([peaked.repeat(6000, 1), torch.zeros(4, 1000)])  # 4 done rows, flat
-    done = torch.arange(6004) >= 6000
-    seen = []
-    real = fast_decode.sample_tokens
-    monkeypatch.setattr(fast_decode, "sample_tokens", lambda lg, *a, **k: seen.append(lg.shape[0]) or real(lg, *a, **k))
+    logits = torch.cat([peaked.repeat(6000, 1), torch.zeros(40, 1000)])  # 40 done rows, flat
+    done = torch.arange(6040) >= 6000
+    drawn, topk_path = [], []
+    real_rows, real_sample = fast_decode._first_draw_rows, fast_decode.sample_tokens
+    monkeypatch.setattr(fast_decode, "_first_draw_rows", lambda f, lg, *a: drawn.append(lg) or real_rows(f, lg, *a))
+    monkeypatch.setattr(fast_decode, "sample_tokens", lambda lg, *a, **k: topk_path.append(lg) or real_sample(lg, *a, **k))
     gen = torch.Generator().manual_seed(0)
     toks = sample_tokens(logits, SamplingSpec(1.0, 0.9), probe=8, generator=gen, done=done, first=first_draw)
     ref = _reference_top_p(peaked[None], 1.0, 0.9)[0]
     outside = float(1.0 - torch.softmax(peaked, -1)[ref > 0].sum())  # a row's chance to draw outside the set
-    assert len(seen) == 1 and 0 < seen[0] < 6000 * outside * 1.5, (seen, outside)  # the live rows that rejected
+    assert drawn[0].shape[0] == 6040 and len(drawn) >= 2, [d.shape for d in drawn]
+    assert 0 < drawn[1].shape[0] < 6000 * outside * 1.5, (drawn[1].shape, outside)  # the live rows that rejected
+    assert all(bool((d[:, 0] == 4.0).all()) for d in drawn[1:])  # no done (flat) row drew again
+    assert not topk_path
     freq = torch.bincount(toks[:6000], minlength=1000).float() / 6000
     torch.testing.assert_close(freq, ref, atol=0.02, rtol=0)
 

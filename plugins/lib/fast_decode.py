@@ -153,6 +153,22 @@ def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float) ->
 _FIRST_DRAWS: dict[Any, Callable[..., tuple[Any, Any]]] = {}
 
 
+def _first_draw_rows(first: Callable[..., tuple[Any, Any]], logits: Any, spec: SamplingSpec,
+                     generator: Any) -> tuple[Any, Any]:
+    """``first`` on ``logits`` [R, V] with fresh noise. A single row goes in twice (its
+    noise independent per copy; the first copy's draw is used): dynamo specialises a
+    size-1 dimension, which would compile the function once more."""
+    import torch
+
+    rows = logits.shape[0]
+    if rows == 1:
+        logits = logits.repeat(2, 1)
+    noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
+    _rows_dynamic(logits, noise)
+    tok, ok = first(logits, noise, 1.0 / spec.temperature, spec.top_p)
+    return tok[:rows], ok[:rows]
+
+
 def compiled_first_draw(backend: Any = "inductor") -> Callable[..., tuple[Any, Any]]:
     """:func:`first_draw` through torch.compile, made once per process and backend (the rows
     dimension is marked dynamic at each call, so batch sizes reuse it)."""
@@ -189,20 +205,29 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator
     get a token from the top-k draw alone and never send the step down the rejection or
     sort path: their logits (a pad token's, zeros for padding) are often flat.
 
-    ``first``: :func:`first_draw` (or its compiled form) to draw every row once from its
-    whole distribution first; only the rows whose draw falls outside the top-p set are
-    sampled again by the path above (exact: the first draw is accepted exactly when it is
-    in the set, and the redraw comes from the same set)."""
+    ``first``: :func:`first_draw` (or its compiled form) to draw every row from its whole
+    distribution first, rows outside the top-p set drawing again the same way (up to
+    ``REJECTION_ROUNDS`` draws), and only rows that rejected every draw taking the path
+    above (exact: a draw is accepted exactly when it is in the set, and the last resort
+    samples the same set)."""
     import torch
 
     if spec.greedy:
         return logits.argmax(dim=-1)
     if first is not None:
-        noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
-        _rows_dynamic(logits, noise)
-        tok, ok = first(logits, noise, 1.0 / spec.temperature, spec.top_p)
+        tok, ok = _first_draw_rows(first, logits, spec, generator)
         if done is not None:
             ok = ok | done
+        # rows outside the set draw again, through the same function on those rows alone
+        # (each round accepts a row with probability >= top_p); a top-k path on a handful of
+        # rows costs as much as on all of them (the radix top-k's passes), this does not
+        for _ in range(REJECTION_ROUNDS - 1):
+            if bool(ok.all()):
+                return tok
+            again = (~ok).nonzero().squeeze(1)
+            sub_tok, sub_ok = _first_draw_rows(first, logits.index_select(0, again), spec, generator)
+            tok = tok.index_copy(0, again, sub_tok)
+            ok = ok.index_copy(0, again, sub_ok)
         if bool(ok.all()):
             return tok
         again = (~ok).nonzero().squeeze(1)
