@@ -11,18 +11,22 @@ the round's time is compared with its generation + training (issue 19: <= 1.15).
 starter set, cycled with distinct ids (``<id>__c<k>``) up to ``--tasks``, written as one
 KodCode-schema JSONL and read by the ``kodcode`` source.
 
-Up to three runs of the same round, each in a fresh run dir with a cold reference cache
-(``cache_path: none``) and a freshly loaded model:
+Up to four runs of the same round, each in a fresh run dir with a cold reference cache
+(``cache_path: none``) and a freshly loaded model, after an optional warm-up round of
+``--warmup-tasks`` tasks (reported apart; it fills the compiler's caches so that no
+compared run carries the process's first compilation):
 
 1. ``streamed``: the engine's overlapped path (``generate_iter`` + ``submit``/``results``),
-   the fast loop giving out each batch's rows as they finish;
-2. ``batch-streamed`` (``--batch-streamed``): the same, rows given out only when their
-   whole batch ends (``fast_decode.GIVE_OUT_EARLY = False``, what the loop did before);
-3. ``sequential`` (the baseline): the same generator behind a wrapper without
+   the fast loop giving out each batch's rows as they finish, batches longest prompts first;
+2. ``shortest-first`` (``--shortest-first``): the same with batches shortest prompts first
+   (``hf.LONGEST_FIRST = False``, the order before);
+3. ``batch-streamed`` (``--batch-streamed``): shortest first and rows given out only when
+   their whole batch ends (``fast_decode.GIVE_OUT_EARLY = False``): the loop before both;
+4. ``sequential`` (the baseline): the same generator behind a wrapper without
    ``generate_iter``, so the engine generates everything, then evaluates.
 
-The streamed run goes first, so any one-time warm-up (kernels, graph capture) is charged
-to it, not to the baselines. Printed: the per-stage wall-time breakdown of each, the
+Without a warm-up the streamed run goes first, so any one-time warm-up (kernels, graph
+capture) is charged to it, not to the baselines. Printed: the per-stage wall-time breakdown of each, the
 streamed runs' spans (generation, evaluator busy span, evaluation tail = last candidate
 to last verdict) and the tail as a % of generation time (target: <= 10 %), and last the
 ratios of the baselines' round time (and tail) to the streamed run's. Writes
@@ -206,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-sequential", action="store_true", help="no sequential round")
     ap.add_argument("--batch-streamed", action="store_true",
                     help="also the round with rows given out per whole batch (the tail's baseline)")
+    ap.add_argument("--shortest-first", action="store_true",
+                    help="also the round with the generator's batches shortest prompts first (hf.LONGEST_FIRST = False)")
+    ap.add_argument("--warmup-tasks", type=int, default=0,
+                    help="first a round of this many tasks, reported apart: fills the compiler's caches, so no "
+                         "compared round carries the process's first compilation")
     ap.add_argument("--trainer", choices=["none", "lora-sft"], default="none",
                     help="lora-sft: the round also trains (its default params) on the round's tasks")
     ap.add_argument("--compile", choices=["auto", "true", "false"], default="auto",
@@ -224,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.smoke:
         args.tasks, args.candidates, args.max_new_tokens, args.gen_batch, args.workers = 24, 2, 16, 8, 2
-        args.batch_streamed = True
+        args.batch_streamed = args.shortest_first = True
+        args.warmup_tasks = 8
         args.model = str(smoke_model(args.out))
         args.smollm2_gguf = None
     kodcode = args.kodcode or (None if args.smoke else default_kodcode())
@@ -238,15 +248,20 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="srscode-round-bench-") as tmp:
+        from srscode.plugins.generate import hf
         from srscode.plugins.lib import fast_decode
 
-        for label, gen in (("streamed", "hf"), ("batch-streamed", "hf"), ("sequential", "hf-sequential")):
-            if (label == "sequential" and args.skip_sequential) or (label == "batch-streamed" and not args.batch_streamed):
-                continue
+        arms = [("warmup", "hf")] if args.warmup_tasks else []
+        arms += [("streamed", "hf")] + [("shortest-first", "hf")] * args.shortest_first
+        arms += [("batch-streamed", "hf")] * args.batch_streamed + [("sequential", "hf-sequential")] * (not args.skip_sequential)
+        for label, gen in arms:
             say(f"--- {label} round ({gen})")
+            # batch-streamed: the loop before rows were given out early and batches went longest first
             fast_decode.GIVE_OUT_EARLY = label != "batch-streamed"
+            hf.LONGEST_FIRST = label not in ("shortest-first", "batch-streamed")
+            run_args = argparse.Namespace(**{**vars(args), "tasks": args.warmup_tasks}) if label == "warmup" else args
             try:
-                result[label] = run_round(args, data_path, gen, Path(tmp) / label)
+                result[label] = run_round(run_args, data_path, gen, Path(tmp) / label)
                 say(json.dumps(result[label]))
                 if label == "streamed" and args.export_candidates:
                     result["exported"] = export_candidates(Path(tmp) / label, rows, args.export_candidates)
@@ -257,20 +272,22 @@ def main(argv: list[str] | None = None) -> int:
                 log_file().write(traceback.format_exc())
 
     s, b, q = result.get("streamed", {}), result.get("batch-streamed", {}), result.get("sequential", {})
+    f = result.get("shortest-first", {})
     say("")
-    say(f"{'stage':<12}{'streamed s':>12}{'batch-str. s':>14}{'sequential s':>14}")
+    say(f"{'stage':<12}{'streamed s':>12}{'shortest-1st s':>16}{'batch-str. s':>14}{'sequential s':>14}")
 
     def cell(part: dict[str, Any], stage: str) -> Any:
         v = (part.get("seconds") or {}).get(stage)
         return "-" if v is None else v
 
     for stage in STAGES:
-        if any((part.get("seconds") or {}).get(stage) is not None for part in (s, b, q)):
-            say(f"{stage:<12}{cell(s, stage):>12}{cell(b, stage):>14}{cell(q, stage):>14}")
-    say(f"{'round':<12}{s.get('round_s', '-'):>12}{b.get('round_s', '-'):>14}{q.get('round_s', '-'):>14}")
+        if any((part.get("seconds") or {}).get(stage) is not None for part in (s, f, b, q)):
+            say(f"{stage:<12}{cell(s, stage):>12}{cell(f, stage):>16}{cell(b, stage):>14}{cell(q, stage):>14}")
+    say(f"{'round':<12}{s.get('round_s', '-'):>12}{f.get('round_s', '-'):>16}{b.get('round_s', '-'):>14}"
+        f"{q.get('round_s', '-'):>14}")
     if s.get("round_over_generate_plus_train"):
         say(f"streamed round / (generate + train): {s['round_over_generate_plus_train']:.3f} (target <= 1.15)")
-    for label, part in (("streamed", s), ("batch-streamed", b)):
+    for label, part in (("streamed", s), ("shortest-first", f), ("batch-streamed", b)):
         st = part.get("streaming") or {}
         if st:
             tail_pct = 100.0 * st["evaluation_tail"] / st["generate"] if st["generate"] > 0 else float("nan")
@@ -281,17 +298,19 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{label} run did not stream (the generator has no generate_iter): no spans")
     if "evaluation_tail_pct_of_generate" in s:
         result["evaluation_tail_pct_of_generate"] = s["evaluation_tail_pct_of_generate"]
-    bt, st_ = (b.get("streaming") or {}).get("evaluation_tail"), (s.get("streaming") or {}).get("evaluation_tail")
-    if bt and st_:
-        result["tail_batch_streamed_over_streamed"] = round(bt / st_, 3)
-        say(f"evaluation tail batch-streamed / streamed: {result['tail_batch_streamed_over_streamed']:.2f}x")
-    for label, part in (("batch_streamed", b), ("sequential", q)):
+    st_ = (s.get("streaming") or {}).get("evaluation_tail")
+    for label, part in (("shortest_first", f), ("batch_streamed", b)):
+        tail = (part.get("streaming") or {}).get("evaluation_tail")
+        if tail and st_:
+            result[f"tail_{label}_over_streamed"] = round(tail / st_, 3)
+            say(f"evaluation tail {label.replace('_', '-')} / streamed: {result[f'tail_{label}_over_streamed']:.2f}x")
+    for label, part in (("shortest_first", f), ("batch_streamed", b), ("sequential", q)):
         if s.get("round_s") and part.get("round_s"):
             result[f"{label}_over_streamed"] = round(part["round_s"] / s["round_s"], 3)
             say(f"round time {label.replace('_', '-')} / streamed: {result[f'{label}_over_streamed']:.2f}x")
     (args.out / "round.json").write_text(json.dumps(result, indent=1))
     close_log()
-    return 1 if any("error" in part for part in ((s, b, q) if args.smoke else (s,))) else 0
+    return 1 if any("error" in part for part in ((s, f, b, q) if args.smoke else (s,))) else 0
 
 
 if __name__ == "__main__":

@@ -184,3 +184,20 @@ def test_the_generate_bar_shows_the_decode_step_within_a_batch(tiny_model_dir, d
         assert [v["step"] for b in bars for v in b.sets] == ["16/40", "32/40"]
     else:
         assert [v for b in bars for v in b.sets] == []
+
+
+@pytest.mark.parametrize("longest_first", [True, False])
+def test_batches_go_longest_prompts_first(ctx, monkeypatch, longest_first):
+    """Streamed parts come batch by batch, longest prompts first (the last batch, which the
+    evaluator still runs after generation ends, holds the shortest prompts); LONGEST_FIRST
+    = False is the order before. Either way ``generate`` returns prompt order."""
+    from srscode.plugins.generate import hf
+
+    monkeypatch.setattr(hf, "LONGEST_FIRST", longest_first)
+    prompts = [Prompt("short", "x = 1"), Prompt("long", "import os\nclass Walker:\n    def walk(self, path):"),
+               Prompt("mid", "def add(a, b):"), Prompt("longer", "import os\nimport sys\nclass Walker:\n    def walk(self, p):")]
+    g = gen(ctx, batch_size=2, decode="fast")
+    seen = [c.task_id for part in g.generate_iter(prompts, 1, None, seed=0) for c in part]
+    by_length = [p.task_id for p in sorted(prompts, key=lambda p: len(p.text), reverse=longest_first)]
+    assert set(seen[:2]) == set(by_length[:2]) and set(seen[2:]) == set(by_length[2:]), seen
+    assert [c.task_id for c in g.generate(prompts, 1, None, seed=0)] == [p.task_id for p in prompts]

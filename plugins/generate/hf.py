@@ -90,6 +90,11 @@ class HFGeneratorParams(BaseModel):
 
 
 ADAPTER_SLOT = "srscode"  # the one peft adapter name every round's LoRA is loaded under
+# Batches go longest prompts first: the widest batch (the most memory) comes first, where a
+# shortage shows at once, and the last batch, whose candidates the evaluator still has to
+# run after generation ends, is the one with the shortest prompts (longest work first
+# shortens a pipeline's tail). False: shortest first (what the loop did before; a baseline).
+LONGEST_FIRST = True
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -200,7 +205,8 @@ class HFGenerator:
         batch that have finished (EOS or a stop string) every few steps while the others
         still decode, then the rest when the batch ends; with ``generate``, each batch.
 
-        Batches hold prompts of similar length (sorted inside the call); together the parts
+        Batches hold prompts of similar length (sorted inside the call, longest first: see
+        ``LONGEST_FIRST``); together the parts
         hold exactly what ``generate`` returns, a prompt's candidates possibly across parts."""
         with contextlib.closing(self._batches(prompts, n, adapter, seed)) as parts:
             for part in parts:
@@ -228,7 +234,7 @@ class HFGenerator:
             self._generate_batch(model, tokenizer, eos_ids, pad_id, greedy, per_call)
         )
 
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text))
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text), reverse=LONGEST_FIRST)
         with self.ctx.progress("generate", total=len(prompts), unit="prompt") as bar:
             for start in range(0, len(order), p.batch_size):
                 idx = order[start : start + p.batch_size]
