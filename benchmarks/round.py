@@ -212,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also the round with rows given out per whole batch (the tail's baseline)")
     ap.add_argument("--shortest-first", action="store_true",
                     help="also the round with the generator's batches shortest prompts first (hf.LONGEST_FIRST = False)")
+    ap.add_argument("--streamed-last", action="store_true",
+                    help="run the streamed round after the baselines (with --warmup-tasks: shows an order effect)")
     ap.add_argument("--warmup-tasks", type=int, default=0,
                     help="first a round of this many tasks, reported apart: fills the compiler's caches, so no "
                          "compared round carries the process's first compilation")
@@ -252,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         from srscode.plugins.lib import fast_decode
 
         arms = [("warmup", "hf")] if args.warmup_tasks else []
-        arms += [("streamed", "hf")] + [("shortest-first", "hf")] * args.shortest_first
-        arms += [("batch-streamed", "hf")] * args.batch_streamed + [("sequential", "hf-sequential")] * (not args.skip_sequential)
+        baselines = [("shortest-first", "hf")] * args.shortest_first + [("batch-streamed", "hf")] * args.batch_streamed
+        baselines += [("sequential", "hf-sequential")] * (not args.skip_sequential)
+        arms += baselines + [("streamed", "hf")] if args.streamed_last else [("streamed", "hf")] + baselines
         for label, gen in arms:
             say(f"--- {label} round ({gen})")
             # batch-streamed: the loop before rows were given out early and batches went longest first

@@ -211,6 +211,46 @@ def test_steps_go_through_the_graph_runner_once_per_window(tokenizer, monkeypatc
     assert runner.captures == (last_window - fast_decode._round_up(width + 1, 16)) // 16 + 1
 
 
+
+def test_a_shorter_batch_reuses_the_longer_cache_and_its_graphs(tokenizer, monkeypatch):
+    """Batches longest first: a later batch with shorter prompts (the same rows) runs in the
+    first batch's cache, capturing no window again, and decodes what a fresh decoder does;
+    a longer batch gets a new cache."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    tok = tokenizer
+    monkeypatch.setattr(fast_decode, "WINDOW", 16)
+    monkeypatch.setattr(fast_decode, "WIDTH_BUCKET", 4)
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    long_enc = tok([TEXTS[1], TEXTS[0]], return_tensors="pt", padding=True)
+    short_enc = tok([TEXTS[2], TEXTS[0]], return_tensors="pt", padding=True)
+    assert short_enc["input_ids"].shape[1] < long_enc["input_ids"].shape[1]
+    spec = SamplingSpec(0.0, 1.0, (), tok.pad_token_id)
+
+    def run(dec, enc):
+        with torch.inference_mode():
+            return dec.generate(enc["input_ids"], enc["attention_mask"], 2, 40, spec)
+
+    runner = RecordingRunner()
+    dec = FastDecoder(model, graph_runner=runner)
+    run(dec, long_enc)
+    buf, captures, long_windows = dec.buffers, runner.captures, set(dec.buffers.graphs)
+    short = run(dec, short_enc)
+    assert dec.buffers is buf  # the same cache
+    width = fast_decode._round_up(short_enc["input_ids"].shape[1], 4)
+    short_windows = set(range(fast_decode._round_up(width + 1, 16),
+                              fast_decode._round_up(width + short.stats["steps"] - 1, 16) + 1, 16))
+    assert short_windows & long_windows, (short_windows, long_windows)  # some windows are shared
+    assert runner.captures - captures == len(short_windows - long_windows)  # only the others are captured
+    assert short.stats["cache_len"] < buf.shape[1]
+    assert short.tokens == run(FastDecoder(model), short_enc).tokens
+    run(dec, tok([TEXTS[1] * 3, TEXTS[0]], return_tensors="pt", padding=True))
+    assert dec.buffers is not buf  # a longer batch: a new cache
+
+
 # ----------------------------------------------------------------------------- sampling
 
 

