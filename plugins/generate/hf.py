@@ -16,8 +16,11 @@ the round's LoRA via peft.
 * Streaming: :meth:`HFGenerator.generate_iter` yields candidates as soon as they are
   decoded: the fast loop gives out a batch's finished rows every few steps while its long
   rows still decode, so the engine evaluates them meanwhile and the evaluation left after
-  the last step is only that of the longest rows (prompts sorted by length inside the
-  call); ``generate`` collects them in the order of the prompts given.
+  the last step is only that of the longest rows. Prompts are sorted by length inside the
+  call, longest first (``LONGEST_FIRST``): the last batch, which the evaluator still runs
+  after generation ends, holds the shortest (on an H100 round of 512 KodCode tasks x 8 the
+  evaluation tail fell from 3.1-3.7 s to 2.1-2.2 s), and the first, widest batch's cache
+  serves the later ones; ``generate`` collects them in the order of the prompts given.
 * ``generate`` path batching: ``batch_size`` prompts per ``generate`` call, left padding, and
   ``num_return_sequences=n`` candidates per prompt (greedy decoding generates once and
   repeats it, since greedy samples are identical). Prompts are sorted by length inside a
@@ -77,7 +80,9 @@ class HFGeneratorParams(BaseModel):
     compile: Literal["auto"] | bool = Field(
         "auto",
         description="torch.compile the fast loop's per-layer pieces around attention (one compilation serves "
-        "every layer, every batch size, and every round's adapter: it is made once per process). auto: on "
+        "every layer, every batch size, and every round's adapter: it is made once per process), and its "
+        "sampler (one fused exact draw per row; ~1.13x the tokens/s of the top-k sampler at 256 rows on an "
+        "H100). auto: on "
         "where the backend is an accelerator (the CPU step is bound by its GEMMs, not by kernel launches); "
         "a compiler failure falls back to the eager pieces with a warning.",
     )
