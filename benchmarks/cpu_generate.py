@@ -55,6 +55,24 @@ def model_dir(args: argparse.Namespace) -> Path:
     return Path(hf_model.resolve_model_source(ModelConfig(name_or_path="")).path)  # the embedded SmolLM2
 
 
+def timed_call(ctx: Any, prompts: list[Any], n: int, new: int, adapter: Any, seed: int,
+               **params: Any) -> tuple[dict[str, Any], dict[str, float]]:
+    """One ``generate`` call through a fresh ``HFGenerator`` (T 0.8, top-p 0.95, ``new``
+    tokens forced): its row (tokens, seconds, tok/s, the load average before it) and the
+    decoder's stats."""
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+
+    gen = HFGenerator(HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=new, min_new_tokens=new,
+                                        **params), ctx)
+    load = os.getloadavg()[0]
+    t = time.perf_counter()
+    cands = gen.generate(prompts, n, adapter, seed=seed)
+    secs = time.perf_counter() - t
+    toks = sum(c.completion_tokens for c in cands)
+    row = {"tokens": toks, "s": round(secs, 2), "tok_s": round(toks / secs, 1), "load": round(load, 2)}
+    return row, gen.last_stats or {}
+
+
 def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     """Many distinct prompts in one batch (where the prefill dominates on a CPU): prompts
     prefilled in length-sorted groups at their own width (the default) against chunks at the
@@ -62,7 +80,6 @@ def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     from vllm_vs_hf import chat_prompts
 
     from srscode.plugins.data.starter import StarterSource
-    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
     from srscode.plugins.lib import fast_decode
 
     tasks = StarterSource().load().tasks
@@ -73,19 +90,11 @@ def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     for call in range(args.calls):
         for arm, grouped in (("grouped", True), ("batch_width", False)):
             fast_decode.PREFILL_GROUPED = grouped
-            gen = HFGenerator(HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=new, min_new_tokens=new,
-                                                batch_size=len(prompts)), ctx)
-            load = os.getloadavg()[0]
-            t = time.perf_counter()
-            cands = gen.generate(prompts, 1, None, seed=call)
-            secs = time.perf_counter() - t
-            toks = sum(c.completion_tokens for c in cands)
-            stats = gen.last_stats or {}
-            rows.append({"call": call, "arm": arm, "tokens": toks, "s": round(secs, 2), "tok_s": round(toks / secs, 1),
-                         "prefill_s": round(stats.get("prefill_s", float("nan")), 2),
-                         "decode_s": round(stats.get("decode_s", float("nan")), 2), "load": round(load, 2)})
-            say(f"call {call} {arm:<11} {toks} tokens in {secs:6.2f} s = {toks / secs:7.1f} tok/s, "
-                f"prefill {rows[-1]['prefill_s']} s (load {load:.1f})")
+            row, stats = timed_call(ctx, prompts, 1, new, None, call, batch_size=len(prompts))
+            rows.append({"call": call, "arm": arm, **row, "prefill_s": round(stats.get("prefill_s", float("nan")), 2),
+                         "decode_s": round(stats.get("decode_s", float("nan")), 2)})
+            say(f"call {call} {arm:<11} {row['tokens']} tokens in {row['s']:6.2f} s = {row['tok_s']:7.1f} tok/s, "
+                f"prefill {rows[-1]['prefill_s']} s (load {row['load']:.1f})")
     fast_decode.PREFILL_GROUPED = True
     timed = [r for r in rows if r["call"] > 0]
     mean = {arm: round(statistics.mean(r["tok_s"] for r in timed if r["arm"] == arm), 1) for arm in ("grouped", "batch_width")}
@@ -116,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     from srscode.core.config import HardwareConfig
     from srscode.hardware.resolve import builtin_registry, resolve_backend
     from srscode.plugins.data.starter import StarterSource
-    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
     from srscode.plugins.lib import fast_decode
 
     backend = resolve_backend(HardwareConfig(backend="cpu"), builtin_registry())
@@ -133,16 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     for call in range(args.calls):
         for arm, (params, attention, lora) in ARMS.items():
             fast_decode.DECODE_ATTENTION = attention
-            gen = HFGenerator(HFGeneratorParams(temperature=0.8, top_p=0.95, max_new_tokens=args.new_tokens,
-                                                min_new_tokens=args.new_tokens, batch_size=5, **params), ctx)
-            load = os.getloadavg()[0]
-            t = time.perf_counter()
-            cands = gen.generate(prompts, 3, adapter if lora else None, seed=call)
-            secs = time.perf_counter() - t
-            toks = sum(c.completion_tokens for c in cands)
-            calls.append({"call": call, "arm": arm, "tokens": toks, "s": round(secs, 2),
-                          "tok_s": round(toks / secs, 1), "load": round(load, 2)})
-            say(f"call {call} {arm:<11} {toks} tokens in {secs:6.2f} s = {toks / secs:7.1f} tok/s (load {load:.1f})")
+            row, _ = timed_call(ctx, prompts, 3, args.new_tokens, adapter if lora else None, call, batch_size=5, **params)
+            calls.append({"call": call, "arm": arm, **row})
+            say(f"call {call} {arm:<11} {row['tokens']} tokens in {row['s']:6.2f} s = {row['tok_s']:7.1f} tok/s "
+                f"(load {row['load']:.1f})")
     fast_decode.DECODE_ATTENTION = "sdpa"
     timed = [c for c in calls if c["call"] > 0]
     means = {arm: round(statistics.mean(c["tok_s"] for c in timed if c["arm"] == arm), 1) for arm in ARMS}

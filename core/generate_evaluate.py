@@ -17,11 +17,10 @@ several ranks, the slowest rank's spans and each rank's tail.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .config import RunConfig
 from .distributed import Distributed, run_everywhere, shard
@@ -134,9 +133,8 @@ class GenerateEvaluate:
         first_submit: float | None = None
         got: list[Candidate] = []
         with self.timer.stage(r, "generate", timed=timed) as info:
-            # closed at once when a check below stops the round: a generator may hold the
-            # model in a decoding state (packed weights, a cache) until its stream ends
-            with contextlib.closing(_closable(self.generator.generate_iter(prompts, n, adapter, seed))) as stream:
+            stream = iter(self.generator.generate_iter(prompts, n, adapter, seed))
+            try:
                 for batch in stream:
                     for c in batch:  # before submitting: never spend the sandbox on wrong rollouts
                         self._check_adapter(r, c, adapter)
@@ -145,6 +143,12 @@ class GenerateEvaluate:
                     if batch and first_submit is None:
                         first_submit = time.perf_counter()
                     got.extend(batch)
+            finally:
+                # closed at once when a check above stops the round: a generator may hold the
+                # model in a decoding state (packed weights, a cache) until its stream ends
+                close = getattr(stream, "close", None)
+                if callable(close):
+                    close()
             last_candidate = time.perf_counter()
             candidates = self._check_candidates(r, prompts, n, adapter, got)
             info.update(candidates=len(candidates), streamed=1)
@@ -196,21 +200,6 @@ class GenerateEvaluate:
                 f"{adapter.path + ' ' + adapter.sha256[:12] if adapter else 'none'}. The generator "
                 "did not apply the adapter it was given; refusing to continue with silent base-model rollouts."
             )
-
-
-class _closable:
-    """An iterator with ``close()``: the generator's own where it has one (a Python generator)."""
-
-    def __init__(self, it: Iterable[Any]):
-        self.it = iter(it)
-
-    def __iter__(self) -> Iterator[Any]:
-        return self.it
-
-    def close(self) -> None:
-        close = getattr(self.it, "close", None)
-        if callable(close):
-            close()
 
 
 def _merge(rows: Sequence[GenEval]) -> GenEval:
