@@ -27,9 +27,10 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
 * **exact top-p without sorting the vocabulary** every step: ``topk`` of ``PROBE``
   tokens, and for rows whose top-``PROBE`` mass is below ``top_p`` exact rejection
   sampling (see :func:`sample_tokens`); a full sort only where that rejects every draw.
-  Compiled decoders draw every row once from its whole distribution first, in one fused
-  function (:func:`first_draw`), and only rows whose draw falls outside the top-p set
-  (about ``1 - top_p`` of them) take that path.
+  Compiled decoders draw every row from its whole distribution first, in one fused
+  function (:func:`first_draw`); rows whose draw falls outside the top-p set (about
+  ``1 - top_p`` of them) draw again the same way, and only rows that reject
+  ``REJECTION_ROUNDS`` draws take that path.
 
 Everything else is the model's own modules: embeddings, norms, q/k/v/o projections (so
 peft LoRA layers apply), rotary embedding (so rope scaling applies), MLP and lm_head.
