@@ -638,8 +638,13 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
     # TRL arms first: liger (ours) patches transformers' Qwen2 RoPE function module-wide
     part("sft_trl", sft_trl, need_s=20)
     part("dpo_trl", dpo_trl, need_s=20)
+    extra_arms = [a for a in args.arms.split(",") if a]
     if res["versions"]["liger_kernel"]:  # packing alone; before liger patches the shared model
         part("sft_ours_noliger", lambda: sft_ours(liger=False), need_s=15)
+    if "compile_noliger" in extra_arms:  # before liger too: inductor cannot compile liger's Triton RMSNorm
+        # (liger 0.8.5 + torch 2.11: "'float' object has no attribute 'to'"), so the compile arm
+        # after it measures graph breaks, not a compiled model
+        part("sft_ours_compile_noliger", lambda: sft_ours(liger=False, check="", torch_compile=True), need_s=30)
     part("sft_ours", sft_ours, need_s=15)
     if "loss_trl" in state and "loss_ours" in state:
         a, b = state["loss_trl"], state["loss_ours"]
@@ -647,7 +652,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                              "rel_diff": round(abs(a - b) / max(abs(a), 1e-9), 5),
                              "bf16_noise_ok": abs(a - b) / max(abs(a), 1e-9) < (2e-2 if backend.dtype_name != "fp32" else 1e-4)}
         log(f"loss_check: {res['loss_check']}")
-    for arm in [a for a in args.arms.split(",") if a]:
+    for arm in extra_arms:
         # issue 19's levers, each one arm: FlexAttention (block mask skips what a packed
         # row's documents never see), torch.compile of the model (TrainingArguments), both
         if arm == "flex":
@@ -665,8 +670,9 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("dpo_ours_flex", lambda: dpo_ours(attention="flex_attention"), need_s=15)
         elif arm == "dpo_big":
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
-        else:
-            raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, flex_compile, nodrop, dpo_nodrop, dpo_flex, dpo_big)")
+        elif arm != "compile_noliger":  # (run above, before liger)
+            raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, compile_noliger, flex_compile, nodrop, "
+                             "dpo_nodrop, dpo_flex, dpo_big)")
     if "loss_trl" in state and "loss_ours_flex" in state:
         a, b = state["loss_trl"], state["loss_ours_flex"]
         res["loss_check_loss_ours_flex"] = {"padded_trl": round(a, 5), "loss_ours_flex": round(b, 5),
@@ -711,12 +717,12 @@ def table(res: dict[str, Any]) -> str:
 
     lines = [f"device {res.get('device')} {res.get('dtype')}, bf16 matmul {g('matmul', 'bf16_tflops')} TFLOP/s, "
              f"{res.get('flops_per_real_token')} GFLOP per real token",
-             f"{'arm':<17} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
-    for arm in ("sft_trl", "sft_ours_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile", "sft_ours_flex_compile",
-                "sft_ours_nodrop"):
+             f"{'arm':<25} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
+    for arm in ("sft_trl", "sft_ours_noliger", "sft_ours_compile_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile",
+                "sft_ours_flex_compile", "sft_ours_nodrop"):
         if arm not in res:
             continue
-        lines.append(f"{arm:<17} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
+        lines.append(f"{arm:<25} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
                      f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
     for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop"):
         if arm not in res:
@@ -769,9 +775,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--big-shape", default="7b", help="second shape for the max-batch search ('' skips)")
     ap.add_argument("--big-tries", default="1,2,4,6,8,12,16")
     ap.add_argument("--matmul-n", type=int, default=8192)
-    ap.add_argument("--arms", default="", help="extra arms, comma-separated: flex, compile, flex_compile, "
-                    "nodrop, dpo_nodrop, dpo_flex, dpo_big (FlexAttention / torch.compile / both; LoRA dropout 0 for SFT / DPO; "
-                    "DPO with flex, DPO at twice the batch)")
+    ap.add_argument("--arms", default="", help="extra arms, comma-separated: flex, compile, compile_noliger, "
+                    "flex_compile, nodrop, dpo_nodrop, dpo_flex, dpo_big (FlexAttention / torch.compile / torch.compile "
+                    "without liger / both; LoRA dropout 0 for SFT / DPO; DPO with flex, DPO at twice the batch)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

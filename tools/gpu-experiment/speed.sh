@@ -22,7 +22,7 @@ step() {  # step NAME SECS CMD...: one benchmark, bounded, its output kept whate
 train() {  # TRAIN_BUDGET: parts that would start later are skipped (device time); TRAIN_ARMS
   local budget=${TRAIN_BUDGET:-270}
   step train $((budget + 60)) python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
-    --arms "${TRAIN_ARMS-nodrop,dpo_nodrop,compile,flex,dpo_big,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
+    --arms "${TRAIN_ARMS-compile_noliger,compile,flex,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
 }
 case "${1:-}" in
   one)
