@@ -80,6 +80,8 @@ SHAPES: dict[str, dict[str, Any]] = {
     "tiny": dict(hidden=64, layers=2, heads=4, kv_heads=2, intermediate=128, vocab=None, tied=True),
 }
 LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
+# --arms (issue 19's levers, each one arm beside the default ones)
+EXTRA_ARMS = ("flex", "compile", "compile_noliger", "flex_compile", "nodrop", "dpo_nodrop", "dpo_flex", "dpo_big")
 
 
 def log(msg: str) -> None:
@@ -671,8 +673,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         elif arm == "dpo_big":
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
         elif arm != "compile_noliger":  # (run above, before liger)
-            raise SystemExit(f"--arms: unknown arm {arm!r} (flex, compile, compile_noliger, flex_compile, nodrop, "
-                             "dpo_nodrop, dpo_flex, dpo_big)")
+            raise SystemExit(f"--arms: unknown arm {arm!r} ({', '.join(EXTRA_ARMS)})")
     if "loss_trl" in state and "loss_ours_flex" in state:
         a, b = state["loss_trl"], state["loss_ours_flex"]
         res["loss_check_loss_ours_flex"] = {"padded_trl": round(a, 5), "loss_ours_flex": round(b, 5),
@@ -775,9 +776,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--big-shape", default="7b", help="second shape for the max-batch search ('' skips)")
     ap.add_argument("--big-tries", default="1,2,4,6,8,12,16")
     ap.add_argument("--matmul-n", type=int, default=8192)
-    ap.add_argument("--arms", default="", help="extra arms, comma-separated: flex, compile, compile_noliger, "
-                    "flex_compile, nodrop, dpo_nodrop, dpo_flex, dpo_big (FlexAttention / torch.compile / torch.compile "
-                    "without liger / both; LoRA dropout 0 for SFT / DPO; DPO with flex, DPO at twice the batch)")
+    ap.add_argument("--arms", default="", help=f"extra arms, comma-separated: {', '.join(EXTRA_ARMS)} "
+                    "(FlexAttention / torch.compile / torch.compile without liger / both; LoRA dropout 0 for SFT / DPO; "
+                    "DPO with flex, DPO at twice the batch)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

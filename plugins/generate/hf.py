@@ -211,8 +211,8 @@ class HFGenerator:
         still decode, then the rest when the batch ends; with ``generate``, each batch.
 
         Batches hold prompts of similar length (sorted inside the call, longest first: see
-        ``LONGEST_FIRST``); together the parts
-        hold exactly what ``generate`` returns, a prompt's candidates possibly across parts."""
+        ``LONGEST_FIRST``); together the parts hold exactly what ``generate`` returns, a
+        prompt's candidates possibly across parts."""
         with contextlib.closing(self._batches(prompts, n, adapter, seed)) as parts:
             for part in parts:
                 yield [c for _, c in part]

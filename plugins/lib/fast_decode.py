@@ -222,16 +222,15 @@ def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator
         # rows outside the set draw again, through the same function on those rows alone
         # (each round accepts a row with probability >= top_p); a top-k path on a handful of
         # rows costs as much as on all of them (the radix top-k's passes), this does not
-        for _ in range(REJECTION_ROUNDS - 1):
+        for drawn in range(1, REJECTION_ROUNDS + 1):
             if bool(ok.all()):
                 return tok
             again = (~ok).nonzero().squeeze(1)
+            if drawn == REJECTION_ROUNDS:
+                break
             sub_tok, sub_ok = _first_draw_rows(first, logits.index_select(0, again), spec, generator)
             tok = tok.index_copy(0, again, sub_tok)
             ok = ok.index_copy(0, again, sub_ok)
-        if bool(ok.all()):
-            return tok
-        again = (~ok).nonzero().squeeze(1)
         return tok.index_copy(0, again, sample_tokens(logits.index_select(0, again), spec, probe, generator))
     probs = torch.softmax(logits / spec.temperature, dim=-1)
     if spec.top_p >= 1.0:
