@@ -1,10 +1,12 @@
 """CPU generation through the real ``hf`` generator, the demo's call shape, arms interleaved
-in one process (issue 19, part 3): the base weights packed for oneDNN (``pack_weights``, the
-default where the backend offers a packer) against plain ``F.linear`` (the baseline, what the
-CPU demo ran before), the ``bmm`` decode attention beside sdpa, and both ways again with a
-random non-zero LoRA (r 8, all linear layers; packed, it is merged into the packed weights).
-Then ``--batched-rows`` distinct starter prompts x 1 in one batch (where the prefill dominates):
-prompts prefilled in length-sorted groups at their own width against the batch's width.
+in one process (issue 19, part 3): the base weights packed for oneDNN in bf16
+(``pack_precision: bf16``, what ``auto`` picks where the CPU runs bf16 natively) and in the
+model's fp32 (``model``) against plain ``F.linear`` (the baseline, what the CPU demo ran
+before packing), and the same three again with a random non-zero LoRA (r 8, all linear
+layers; packed fp32, it is merged into the packed weights; packed bf16, it runs beside them).
+Then ``--batched-rows`` distinct starter prompts x 1 in one batch (where the prefill
+dominates): prompts prefilled in length-sorted groups at their own width, bf16 and fp32
+packed, against the batch's width (fp32).
 
     python benchmarks/cpu_generate.py --out DIR [--smollm2-dir DIR] [--calls 3]
     python benchmarks/cpu_generate.py --smoke [--out DIR]    # the tiny offline model, 2 calls
@@ -15,7 +17,8 @@ arm decodes the same number of tokens), ``batch_size`` 5, the CPU backend (fp32)
 every arm once, in order, before call k+1; call 0 is a warm-up and left out of the means.
 tok/s = completion tokens / wall seconds of the ``generate`` call; the load average before
 each call is recorded (on a shared machine, compare only arms of the same call). Writes
-``DIR/cpu_generate.json`` and ``DIR/cpu_generate.log``.
+``DIR/cpu_generate.json`` and ``DIR/cpu_generate.log``. Where this CPU has no working
+bf16 packed linear, the bf16 arms run fp32 (the log's packer line says which).
 """
 from __future__ import annotations
 
@@ -33,12 +36,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchlog import close_log, open_log, out_dir, say  # noqa: E402  (benchmarks/ is on sys.path above)
 
-ARMS = {  # name -> (HFGeneratorParams overrides, decode attention, with the LoRA adapter)
-    "plain": ({"pack_weights": False}, "sdpa", False),
-    "packed": ({}, "sdpa", False),
-    "packed_bmm": ({}, "bmm", False),
-    "plain_lora": ({"pack_weights": False}, "sdpa", True),
-    "packed_lora": ({}, "sdpa", True),  # the adapter merged into the packed weights
+ARMS = {  # name -> (HFGeneratorParams overrides, with the LoRA adapter)
+    "plain": ({"pack_weights": False}, False),
+    "packed": ({"pack_precision": "model"}, False),
+    "packed_bf16": ({"pack_precision": "bf16"}, False),
+    "plain_lora": ({"pack_weights": False}, True),
+    "packed_lora": ({"pack_precision": "model"}, True),  # the adapter merged into the packed weights
+    "packed_bf16_lora": ({"pack_precision": "bf16"}, True),  # the adapter beside the bf16 weights
+}
+BATCHED_ARMS = {  # name -> (prefill grouped, pack precision)
+    "grouped_bf16": (True, "bf16"),
+    "grouped": (True, "model"),
+    "batch_width": (False, "model"),
 }
 
 
@@ -75,8 +84,9 @@ def timed_call(ctx: Any, prompts: list[Any], n: int, new: int, adapter: Any, see
 
 def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     """Many distinct prompts in one batch (where the prefill dominates on a CPU): prompts
-    prefilled in length-sorted groups at their own width (the default) against chunks at the
-    batch's width (``PREFILL_GROUPED = False``, the loop before), interleaved per call."""
+    prefilled in length-sorted groups at their own width (the default), with bf16 and fp32
+    packed weights, against chunks at the batch's width (``PREFILL_GROUPED = False``, the
+    loop before; fp32), interleaved per call."""
     from vllm_vs_hf import chat_prompts
 
     from srscode.plugins.data.starter import StarterSource
@@ -88,19 +98,21 @@ def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     say(f"batched: {len(prompts)} starter prompts x 1 in one batch, {new} new tokens")
     rows: list[dict[str, Any]] = []
     for call in range(args.calls):
-        for arm, grouped in (("grouped", True), ("batch_width", False)):
+        for arm, (grouped, precision) in BATCHED_ARMS.items():
             fast_decode.PREFILL_GROUPED = grouped
-            row, stats = timed_call(ctx, prompts, 1, new, None, call, batch_size=len(prompts))
+            row, stats = timed_call(ctx, prompts, 1, new, None, call, batch_size=len(prompts), pack_precision=precision)
             rows.append({"call": call, "arm": arm, **row, "prefill_s": round(stats.get("prefill_s", float("nan")), 2),
                          "decode_s": round(stats.get("decode_s", float("nan")), 2)})
             say(f"call {call} {arm:<11} {row['tokens']} tokens in {row['s']:6.2f} s = {row['tok_s']:7.1f} tok/s, "
                 f"prefill {rows[-1]['prefill_s']} s (load {row['load']:.1f})")
     fast_decode.PREFILL_GROUPED = True
     timed = [r for r in rows if r["call"] > 0]
-    mean = {arm: round(statistics.mean(r["tok_s"] for r in timed if r["arm"] == arm), 1) for arm in ("grouped", "batch_width")}
+    mean = {arm: round(statistics.mean(r["tok_s"] for r in timed if r["arm"] == arm), 1) for arm in BATCHED_ARMS}
     ratio = round(mean["grouped"] / mean["batch_width"], 2)
-    say(f"RATIO batched tok/s prefill grouped / at the batch's width: {ratio} ({mean})")
-    return {"calls": rows, "mean_tok_s": mean, "ratio_grouped_vs_batch_width": ratio}
+    bf16 = round(mean["grouped_bf16"] / mean["grouped"], 2)
+    say(f"RATIO batched tok/s prefill grouped / at the batch's width (fp32): {ratio} ({mean})")
+    say(f"RATIO batched tok/s grouped, bf16 / fp32 packed: {bf16}")
+    return {"calls": rows, "mean_tok_s": mean, "ratio_grouped_vs_batch_width": ratio, "ratio_bf16_vs_fp32": bf16}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     from srscode.core.config import HardwareConfig
     from srscode.hardware.resolve import builtin_registry, resolve_backend
     from srscode.plugins.data.starter import StarterSource
-    from srscode.plugins.lib import fast_decode
 
     backend = resolve_backend(HardwareConfig(backend="cpu"), builtin_registry())
     mdir = model_dir(args)
@@ -134,28 +145,31 @@ def main(argv: list[str] | None = None) -> int:
     from vllm_vs_hf import make_adapter
 
     adapter = make_adapter(mdir, args.out / "adapter", 8)
-    packer = backend.linear_packer()
+    packer, bf16 = backend.linear_packer(), backend.linear_packer("bf16")
     say(f"CPU generation, demo call shape: {len(prompts)} prompts x 3, {args.new_tokens} new tokens; "
-        f"packer: {type(packer).__name__ if packer else 'none (this torch has no oneDNN packed linear)'}")
+        f"packer: {type(packer).__name__ if packer else 'none (this torch has no oneDNN packed linear)'}; "
+        f"bf16 arms pack {getattr(bf16, 'dtype', None) or 'fp32 (no bf16 packed linear here)'}; "
+        f"auto packs {getattr(backend.linear_packer('auto'), 'dtype', None) or 'fp32'}")
     calls: list[dict[str, Any]] = []
     for call in range(args.calls):
-        for arm, (params, attention, lora) in ARMS.items():
-            fast_decode.DECODE_ATTENTION = attention
+        for arm, (params, lora) in ARMS.items():
             row, _ = timed_call(ctx, prompts, 3, args.new_tokens, adapter if lora else None, call, batch_size=5, **params)
             calls.append({"call": call, "arm": arm, **row})
-            say(f"call {call} {arm:<11} {row['tokens']} tokens in {row['s']:6.2f} s = {row['tok_s']:7.1f} tok/s "
+            say(f"call {call} {arm:<16} {row['tokens']} tokens in {row['s']:6.2f} s = {row['tok_s']:7.1f} tok/s "
                 f"(load {row['load']:.1f})")
-    fast_decode.DECODE_ATTENTION = "sdpa"
     timed = [c for c in calls if c["call"] > 0]
     means = {arm: round(statistics.mean(c["tok_s"] for c in timed if c["arm"] == arm), 1) for arm in ARMS}
     ratios = {arm: round(means[arm] / means["plain"], 2) for arm in ARMS}
     say("")
-    say(f"{'arm':<12}{'mean tok/s':>12}{'/ plain':>9}")
+    say(f"{'arm':<18}{'mean tok/s':>12}{'/ plain':>9}")
     for arm in ARMS:
-        say(f"{arm:<12}{means[arm]:>12}{ratios[arm]:>9}")
-    ratios["packed_lora_vs_plain_lora"] = round(means["packed_lora"] / means["plain_lora"], 2)
-    say(f"packed_lora / plain_lora: {ratios['packed_lora_vs_plain_lora']}")
+        say(f"{arm:<18}{means[arm]:>12}{ratios[arm]:>9}")
+    for a, b in (("packed_lora", "plain_lora"), ("packed_bf16_lora", "plain_lora"), ("packed_bf16", "packed"),
+                 ("packed_bf16_lora", "packed_lora")):
+        ratios[f"{a}_vs_{b}"] = round(means[a] / means[b], 2)
+        say(f"{a} / {b}: {ratios[f'{a}_vs_{b}']}")
     say(f"RATIO packed / plain tok/s: {ratios['packed']}")
+    say(f"RATIO packed bf16 / packed fp32 tok/s: {ratios['packed_bf16_vs_packed']}")
     batched = batched_calls(args, ctx) if args.batched_rows else {}
     (args.out / "cpu_generate.json").write_text(json.dumps({"calls": calls, "mean_tok_s": means, "ratio_to_plain": ratios,
                                                            "packer": bool(packer), "batched": batched}, indent=1))

@@ -72,7 +72,7 @@ def _no_graph_runner() -> None:
     return None
 
 
-def _no_linear_packer() -> None:
+def _no_linear_packer(precision: str = "model") -> None:
     return None
 
 
@@ -88,8 +88,9 @@ class Backend:
     imported. ``mp_start_method`` is applied to this process's ``multiprocessing`` when
     nothing has fixed it yet. ``graph_runner`` returns a :class:`~.graphs.GraphRunner`
     (device graph capture and replay) or None where the device has none: callers then
-    run the same work eagerly. ``linear_packer`` returns a :class:`~.packing.LinearPacker`
-    (frozen weights laid out once for the device's GEMM library) or None where the plain
+    run the same work eagerly. ``linear_packer(precision)`` returns a
+    :class:`~.packing.LinearPacker` (frozen weights laid out once for the device's GEMM
+    library; ``precision`` one of :data:`~.packing.PRECISIONS`) or None where the plain
     layout is already the fast one. ``varying_shapes``: True where a tensor whose size
     changes every step costs nothing extra (eager kernels, no compilation per shape); the
     training stages then let TRL's fused LM head score only the tokens that carry a label
@@ -119,7 +120,7 @@ class Backend:
     describe: Callable[[], str | None] | None = None
     summary: str = ""
     graph_runner: Callable[[], object | None] = _no_graph_runner
-    linear_packer: Callable[[], object | None] = _no_linear_packer
+    linear_packer: Callable[[str], object | None] = _no_linear_packer
     varying_shapes: bool = False
     extra_visible_devices_vars: tuple[str, ...] = ()
     device_module: str | None = None

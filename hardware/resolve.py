@@ -132,9 +132,10 @@ class ResolvedBackend:
         (no graph capture here: run eagerly)."""
         return self.backend.graph_runner()
 
-    def linear_packer(self) -> Any:
-        """A :class:`~srscode.hardware.packing.LinearPacker` for this device, or None (use ``F.linear``)."""
-        return self.backend.linear_packer()
+    def linear_packer(self, precision: str = "model") -> Any:
+        """A :class:`~srscode.hardware.packing.LinearPacker` for this device, or None (use
+        ``F.linear``); ``precision``: ``model``, ``bf16`` or ``auto`` (see :func:`~srscode.hardware.packing.onednn_packer`)."""
+        return self.backend.linear_packer(precision)
 
     @property
     def varying_shapes(self) -> bool:

@@ -1140,11 +1140,16 @@ def test_hf_generator_packs_where_the_backend_offers_a_packer(tiny_model_dir, to
         g.ctx = types.SimpleNamespace(backend=backend)
         return g._fast_decoder(model, prompts, tokenizer)
 
-    def cpu_with(p):
-        return types.SimpleNamespace(use_cpu=True, graph_runner=lambda: None, linear_packer=lambda: p)
+    asked = []
 
-    accel = types.SimpleNamespace(use_cpu=False, graph_runner=lambda: None, linear_packer=lambda: None)
+    def cpu_with(p):
+        return types.SimpleNamespace(use_cpu=True, graph_runner=lambda: None,
+                                     linear_packer=lambda precision: asked.append(precision) or p)
+
+    accel = types.SimpleNamespace(use_cpu=False, graph_runner=lambda: None, linear_packer=lambda precision: None)
     assert decoder(cpu_with(packer)).packer is packer
+    assert decoder(cpu_with(packer), pack_precision="model").packer is packer
+    assert asked == ["auto", "model"]  # the precision goes to the backend, which knows the hardware
     assert decoder(cpu_with(packer), pack_weights=False).packer is None
     assert decoder(accel).packer is None
     assert resolve_backend(HardwareConfig(backend="cpu"), builtin_registry()).linear_packer() is not None

@@ -4,7 +4,8 @@ the round's LoRA via peft.
 * Decoding (``decode``): ``fast`` = :mod:`srscode.plugins.lib.fast_decode` (Llama-family models:
   prefix sharing, a static KV cache, one device graph per step where the hardware backend
   offers graph capture, its pieces compiled once per process on accelerators, the base
-  weights packed for the GEMM library where the backend offers a packer (the CPU), exact
+  weights packed for the GEMM library where the backend offers a packer (the CPU; in bf16
+  where the CPU runs bf16 GEMMs natively, ``pack_precision``), exact
   top-p without a full vocabulary sort); ``generate`` = transformers ``generate``;
   ``auto`` (default) = fast where the model is supported, else
   ``generate`` with a log line saying why. Both sample the same distribution
@@ -90,7 +91,15 @@ class HFGeneratorParams(BaseModel):
         True,
         description="The fast loop multiplies the frozen base weights packed once per call for the device's "
         "GEMM library, where the backend offers it (the CPU: oneDNN's layout, ~2.5x faster GEMMs on a few rows; "
-        "the accelerators offer none). Results equal F.linear's up to fp32 summation order.",
+        "the accelerators offer none), in the precision pack_precision picks.",
+    )
+    pack_precision: Literal["auto", "model", "bf16"] = Field(
+        "auto",
+        description="The packed weights' precision. model: the model's dtype (exact up to summation order). "
+        "bf16: bf16 copies of fp32 weights (inputs cast for each GEMM and back, so activations, KV cache "
+        "and sampler stay fp32; a LoRA adapter runs beside the packed base unrounded, never merged into "
+        "it). auto: bf16 where the backend runs bf16 GEMMs natively (CPUs with AVX512-BF16 or AMX; "
+        "1.3x the tokens/s of fp32 on 2 cores, see docs/benchmarks.md), else model. Training is unaffected.",
     )
 
 
@@ -298,7 +307,7 @@ class HFGenerator:
         packer = None
         if self.params.pack_weights:
             packer_factory = getattr(self.ctx.backend, "linear_packer", None)
-            packer = packer_factory() if callable(packer_factory) else None
+            packer = packer_factory(self.params.pack_precision) if callable(packer_factory) else None
         return fast_decode.FastDecoder(model, graph_runner=runner, compile=bool(compile_on), linear_packer=packer)
 
     def _fast_batch(self, decoder: Any, tokenizer: Any, eos_ids: set[int], pad_id: int | None, greedy: bool) -> Callable:

@@ -374,22 +374,53 @@ def _rows_dynamic(*tensors: Any) -> None:
         torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
-def _merged_lora_weight(layer: Any) -> Any:
-    """A peft LoRA linear's weight with its active adapters merged (base + each adapter's
-    ``get_delta_weight``, peft's own merge formula), or None where merging would not give
-    its forward: adapters disabled or already merged, dropout active (training mode), an
-    adapter variant (DoRA) or a LoRA bias, or no active adapter on this layer."""
-    import torch
-
+def _plain_lora_adapters(layer: Any) -> list[str] | None:
+    """The active adapters of a peft LoRA linear whose forward is base + scaling * B A x,
+    or None where it is not: adapters disabled or already merged, dropout active (training
+    mode), an adapter variant (DoRA) or a LoRA bias, or no active adapter on this layer."""
     if getattr(layer, "disable_adapters", True) or getattr(layer, "merged", True) or layer.training:
         return None
     names = [a for a in layer.active_adapters if a in layer.lora_A]
     if not names or any(a in getattr(layer, "lora_variant", {}) or layer.lora_bias.get(a, False) for a in names):
         return None
+    return names
+
+
+def _merged_lora_weight(layer: Any) -> Any:
+    """A peft LoRA linear's weight with its active adapters merged (base + each adapter's
+    ``get_delta_weight``, peft's own merge formula), or None where merging would not give
+    its forward (see :func:`_plain_lora_adapters`)."""
+    import torch
+
+    names = _plain_lora_adapters(layer)
+    if names is None:
+        return None
     with torch.no_grad():
         weight = layer.base_layer.weight
         delta = sum(layer.get_delta_weight(a).to(torch.float32) for a in names)
         return (weight.to(torch.float32) + delta).to(weight.dtype)
+
+
+def _lora_path(layer: Any) -> Callable[[Any], Any] | None:
+    """``x -> sum of scaling * B A x`` over a plain LoRA layer's active adapters, in the
+    adapters' own dtype (None: not plain LoRA, see :func:`_plain_lora_adapters`). Beside a
+    base packed in a narrower dtype: merged into it, a delta smaller than the base's rounding
+    step (a young adapter's) would be rounded away; apart, it stays exact."""
+    import torch.nn.functional as F
+
+    names = _plain_lora_adapters(layer)
+    if names is None:
+        return None
+    parts = [(layer.lora_A[a].weight, layer.lora_B[a].weight, layer.scaling[a]) for a in names]
+
+    def path(x: Any) -> Any:
+        out = None
+        for a, b, scale in parts:
+            y = F.linear(F.linear(x.to(a.dtype), a), b) * scale
+            out = y if out is None else out + y
+        return out
+
+    return path
 
 
 class LlamaFamily:
@@ -435,40 +466,49 @@ class LlamaFamily:
         """Route the base linear layers (q/k/v/o, MLP, lm_head) through ``packer``'s packed
         weights while decoding (see :mod:`srscode.hardware.packing`). A peft LoRA layer whose
         active adapters are plain LoRA is packed with them merged (W + scaling * B A, what
-        peft's merge computes), so the step runs one GEMM instead of three per layer; others
-        (adapters disabled, DoRA, a LoRA bias) keep their adapter path around a packed base.
+        peft's merge computes), so the step runs one GEMM instead of three per layer, unless
+        the packer rounds the weights (bf16 copies of fp32 ones): then the base is packed
+        alone and the adapter's A/B run beside it unrounded; others (adapters disabled,
+        DoRA, a LoRA bias) keep their adapter path around a packed base.
         The packed copies are made on entry and freed on exit, so they never sit beside the
         trainer's memory, and the modules are unchanged afterwards."""
         import torch
 
-        targets: list[tuple[Any, Any, Any]] = []  # (module whose forward is replaced, weight, bias)
+        # (module whose forward is replaced, weight to pack, bias, LoRA path added beside it)
+        targets: list[tuple[Any, Any, Any, Any]] = []
         done: set[int] = set()
+        rounds = getattr(packer, "rounds", lambda w: False)
         for layer in self.layers:
             for name, m in layer.named_modules():
                 if id(m) in done or "lora_" in name:
                     continue
                 base = getattr(m, "base_layer", None)
                 if type(base) is torch.nn.Linear:
-                    merged = _merged_lora_weight(m)
-                    if merged is not None:
-                        targets.append((m, merged, base.bias))
+                    # a packer that rounds the weights (bf16 copies) keeps the adapter apart
+                    lora = _lora_path(m) if rounds(base.weight) else None
+                    weight = base.weight if lora is not None else _merged_lora_weight(m)
+                    if weight is not None:
+                        targets.append((m, weight, base.bias, lora))
                         done.add(id(base))
                 elif type(m) is torch.nn.Linear:
-                    targets.append((m, m.weight, m.bias))
+                    targets.append((m, m.weight, m.bias, None))
         if type(self.lm.lm_head) is torch.nn.Linear:
-            targets.append((self.lm.lm_head, self.lm.lm_head.weight, self.lm.lm_head.bias))
-        nbytes = sum(w.numel() * w.element_size() for _, w, _ in targets)
+            targets.append((self.lm.lm_head, self.lm.lm_head.weight, self.lm.lm_head.bias, None))
+        pdtype = getattr(packer, "dtype", None)  # the copies' dtype (None: the weights' own)
+        nbytes = sum(w.numel() * (pdtype.itemsize if pdtype is not None else w.element_size()) for _, w, _, _ in targets)
         fits = getattr(packer, "fits", None)
         if callable(fits) and not fits(nbytes):
             log.info("fast decode: %.1f GB of packed weights would not fit in memory; decoding with F.linear", nbytes / 1e9)
             targets = []
         patched = []
         try:
-            for m, weight, bias in targets:
+            for m, weight, bias, lora in targets:
                 packed = packer.pack(weight)
 
-                def forward(x: Any, *args: Any, packed: Any = packed, bias: Any = bias, **kwargs: Any) -> Any:
-                    return packer.linear(x, packed, bias)
+                def forward(x: Any, *args: Any, packed: Any = packed, bias: Any = bias, lora: Any = lora,
+                            **kwargs: Any) -> Any:
+                    y = packer.linear(x, packed, bias)
+                    return y if lora is None else y + lora(x)
 
                 m.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
                 patched.append(m)
