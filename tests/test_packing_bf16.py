@@ -79,9 +79,9 @@ def test_cpu_backend_passes_the_precision_through():
 
 def test_a_young_adapter_survives_beside_a_bf16_base(tokenizer):
     """A LoRA delta far below bf16's rounding step of the base: packed with a bf16 packer,
-    the layer's output minus the base's is the adapter's exact fp32 contribution (it runs
-    beside the base). Merged into the bf16 copy instead, the same delta is mostly lost: the
-    check below would fail for the merge."""
+    the layer's output minus the base's is the adapter's contribution within ~1 % of itself
+    (A stacked under the base, B applied after). Merged into the bf16 copy instead, the
+    same delta is mostly lost: the check below would fail for the merge."""
     import torch
 
     from srscode.plugins.lib.fast_decode import LlamaFamily, _merged_lora_weight
@@ -101,7 +101,7 @@ def test_a_young_adapter_survives_beside_a_bf16_base(tokenizer):
             got = layer(x) - base_bf16
         merged = packer.linear(x, packer.pack(_merged_lora_weight(layer)), layer.base_layer.bias) - base_bf16
     assert delta.abs().max() > 0
-    torch.testing.assert_close(got, delta, rtol=1e-4, atol=1e-6)
+    assert (got - delta).norm() < 0.02 * delta.norm()
     assert (merged - delta).norm() > 0.3 * delta.norm(), "merging would have kept the delta: the test is weak"
     assert "forward" not in layer.__dict__
 
@@ -133,7 +133,7 @@ def test_bf16_packed_model_stays_close_to_the_fp32_model(lora, tokenizer):
     assert len(calls) == 7 * layers + 1
     torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
     assert not torch.equal(got, want)
-    fp32_bytes = sum(m.weight.numel() * 4 for n, m in model.named_modules()
-                     if type(m) is torch.nn.Linear and "lora_" not in n)
-    assert sizes == [fp32_bytes // 2]
+    base = sum(m.weight.numel() for n, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n)
+    lora_a = sum(m.weight.numel() for n, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_A" in n)
+    assert sizes == [(base + lora_a) * 2]  # bf16 copies: 2 bytes each, the adapters' A rows stacked in
     assert not any("forward" in m.__dict__ for m in model.modules())

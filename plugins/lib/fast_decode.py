@@ -45,6 +45,7 @@ a rope type that changes with the sequence length): :func:`unsupported_reason` s
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -401,26 +402,26 @@ def _merged_lora_weight(layer: Any) -> Any:
         return (weight.to(torch.float32) + delta).to(weight.dtype)
 
 
-def _lora_path(layer: Any) -> Callable[[Any], Any] | None:
-    """``x -> sum of scaling * B A x`` over a plain LoRA layer's active adapters, in the
-    adapters' own dtype (None: not plain LoRA, see :func:`_plain_lora_adapters`). Beside a
-    base packed in a narrower dtype: merged into it, a delta smaller than the base's rounding
-    step (a young adapter's) would be rounded away; apart, it stays exact."""
-    import torch.nn.functional as F
+def _stacked_lora(layer: Any) -> tuple[Any, Any] | None:
+    """For a plain LoRA linear (else None): its base weight with the active adapters' A rows
+    stacked under it, [N + r, K], and their B columns side by side with the scaling folded
+    in, [N, r]; its forward is then ``y[:, :N] + up(y[:, N:])`` for ``y`` the stacked GEMM.
+
+    For a packer that rounds the weights (bf16 copies of fp32 ones). Merged into the base,
+    a delta smaller than the base's rounding step (a young adapter's) would be mostly
+    rounded away; kept as the product B (A x), it is rounded relative to itself (~1 % of
+    the delta in bf16). Stacked, A x comes out of the base's own packed GEMM, so a step
+    costs one extra [R, r] x [r, N] product per layer instead of two GEMMs beside it."""
+    import torch
 
     names = _plain_lora_adapters(layer)
     if names is None:
         return None
-    parts = [(layer.lora_A[a].weight, layer.lora_B[a].weight, layer.scaling[a]) for a in names]
-
-    def path(x: Any) -> Any:
-        out = None
-        for a, b, scale in parts:
-            y = F.linear(F.linear(x.to(a.dtype), a), b) * scale
-            out = y if out is None else out + y
-        return out
-
-    return path
+    with torch.no_grad():
+        weight = layer.base_layer.weight
+        a = torch.cat([layer.lora_A[n].weight.to(weight.dtype) for n in names])
+        up = torch.cat([layer.lora_B[n].weight.to(weight.dtype) * layer.scaling[n] for n in names], dim=1)
+        return torch.cat([weight, a]), up
 
 
 class LlamaFamily:
@@ -467,15 +468,17 @@ class LlamaFamily:
         weights while decoding (see :mod:`srscode.hardware.packing`). A peft LoRA layer whose
         active adapters are plain LoRA is packed with them merged (W + scaling * B A, what
         peft's merge computes), so the step runs one GEMM instead of three per layer, unless
-        the packer rounds the weights (bf16 copies of fp32 ones): then the base is packed
-        alone and the adapter's A/B run beside it unrounded; others (adapters disabled,
-        DoRA, a LoRA bias) keep their adapter path around a packed base.
+        the packer rounds the weights (bf16 copies of fp32 ones): then the adapter's A is
+        stacked under the base (see :func:`_stacked_lora`) and its B applied after; others
+        (adapters disabled, DoRA, a LoRA bias) keep their adapter path around a packed base.
         The packed copies are made on entry and freed on exit, so they never sit beside the
         trainer's memory, and the modules are unchanged afterwards."""
         import torch
+        import torch.nn.functional as F
 
-        # (module whose forward is replaced, weight to pack, bias, LoRA path added beside it)
-        targets: list[tuple[Any, Any, Any, Any]] = []
+        # (module whose forward is replaced, the weight to pack (made when packed, so the
+        # merged or stacked fp32 copies never all exist at once), its rows, bias)
+        targets: list[tuple[Any, Callable[[], Any], int, Any]] = []
         done: set[int] = set()
         rounds = getattr(packer, "rounds", lambda w: False)
         for layer in self.layers:
@@ -484,31 +487,39 @@ class LlamaFamily:
                     continue
                 base = getattr(m, "base_layer", None)
                 if type(base) is torch.nn.Linear:
-                    # a packer that rounds the weights (bf16 copies) keeps the adapter apart
-                    lora = _lora_path(m) if rounds(base.weight) else None
-                    weight = base.weight if lora is not None else _merged_lora_weight(m)
-                    if weight is not None:
-                        targets.append((m, weight, base.bias, lora))
+                    if _plain_lora_adapters(m) is not None:
+                        stacked = rounds(base.weight)  # rounded copies keep the adapter apart
+                        make = functools.partial(_stacked_lora if stacked else _merged_lora_weight, m)
+                        rank = sum(m.lora_A[a].weight.shape[0] for a in _plain_lora_adapters(m)) if stacked else 0
+                        targets.append((m, make, base.out_features + rank, base.bias))
                         done.add(id(base))
                 elif type(m) is torch.nn.Linear:
-                    targets.append((m, m.weight, m.bias, None))
-        if type(self.lm.lm_head) is torch.nn.Linear:
-            targets.append((self.lm.lm_head, self.lm.lm_head.weight, self.lm.lm_head.bias, None))
-        pdtype = getattr(packer, "dtype", None)  # the copies' dtype (None: the weights' own)
-        nbytes = sum(w.numel() * (pdtype.itemsize if pdtype is not None else w.element_size()) for _, w, _, _ in targets)
+                    targets.append((m, functools.partial(getattr, m, "weight"), m.out_features, m.bias))
+        head = self.lm.lm_head
+        if type(head) is torch.nn.Linear:
+            targets.append((head, functools.partial(getattr, head, "weight"), head.out_features, head.bias))
+        pdtype = getattr(packer, "dtype", None) or self.dtype  # the copies' dtype
+        nbytes = sum(rows * m.in_features if type(m) is torch.nn.Linear else rows * m.base_layer.in_features
+                     for m, _, rows, _ in targets) * pdtype.itemsize
         fits = getattr(packer, "fits", None)
         if callable(fits) and not fits(nbytes):
             log.info("fast decode: %.1f GB of packed weights would not fit in memory; decoding with F.linear", nbytes / 1e9)
             targets = []
         patched = []
         try:
-            for m, weight, bias, lora in targets:
+            for m, make, _, bias in targets:
+                weight = make()
+                weight, up = weight if isinstance(weight, tuple) else (weight, None)
                 packed = packer.pack(weight)
+                del weight
 
-                def forward(x: Any, *args: Any, packed: Any = packed, bias: Any = bias, lora: Any = lora,
+                def forward(x: Any, *args: Any, packed: Any = packed, bias: Any = bias, up: Any = up,
                             **kwargs: Any) -> Any:
-                    y = packer.linear(x, packed, bias)
-                    return y if lora is None else y + lora(x)
+                    if up is None:
+                        return packer.linear(x, packed, bias)
+                    y = packer.linear(x, packed)
+                    n = up.shape[0]
+                    return y[..., :n] + F.linear(y[..., n:], up, bias)
 
                 m.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
                 patched.append(m)
