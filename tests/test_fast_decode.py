@@ -545,7 +545,8 @@ def test_generate_iter_streams_batches_and_generate_concatenates_them(tiny_model
 
     ctx = make_ctx(tiny_model_dir)
     prompts = [Prompt(f"t{i}", t) for i, t in enumerate(TEXTS)]
-    g = HFGenerator(HFGeneratorParams(max_new_tokens=6, batch_size=3, do_sample=False), ctx)
+    # fp32 packed weights (a CPU with native bf16 would pack bf16 under auto): compared with generate() below
+    g = HFGenerator(HFGeneratorParams(max_new_tokens=6, batch_size=3, do_sample=False, pack_precision="model"), ctx)
     batches = list(g.generate_iter(prompts, 2, None, seed=1))
     assert [len(b) for b in batches] == [6, 2]  # 3 prompts x 2, then 1 x 2
     streamed = {(c.task_id, c.index): c.text for b in batches for c in b}
@@ -750,7 +751,7 @@ def test_stop_strings_end_rows_like_generate(tiny_model_dir, tokenizer):
     ctx.models.base_model = _tiny("qwen2", len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
 
     def run(decode, prompts):
-        g = HFGenerator(HFGeneratorParams(max_new_tokens=48, do_sample=False, decode=decode), ctx)
+        g = HFGenerator(HFGeneratorParams(max_new_tokens=48, do_sample=False, decode=decode, pack_precision="model"), ctx)
         return [(c.text, c.completion_tokens) for c in g.generate(prompts, 1, None, seed=0)]
 
     (full, full_len), = run("fast", [Prompt("t", TEXTS[1])])
@@ -1033,7 +1034,8 @@ def test_hf_generator_compiles_once_per_process_across_rounds_adapters_and_batch
         monkeypatch.setattr(fast_decode, "COMPILE_BACKEND", backend)
         torch._dynamo.reset()
         ctx = make_ctx(tiny_model_dir)
-        gen = HFGenerator(HFGeneratorParams(compile=compile, temperature=0.0, max_new_tokens=12), ctx)
+        gen = HFGenerator(HFGeneratorParams(compile=compile, temperature=0.0, max_new_tokens=12, pack_precision="model"),
+                          ctx)
         texts, graphs = [], []
         for size, which in calls:
             if size == "train":  # what a trainer does to the generator's model between rounds

@@ -151,7 +151,10 @@ def trained(ctx: Any, builder: Any, tasks: list[Any], tmp_path_factory: pytest.T
 def hf(ctx: Any) -> Any:
     from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
 
-    return HFGenerator(HFGeneratorParams(temperature=0.0, do_sample=False, max_new_tokens=MAX_TOKENS), ctx)
+    # exact fp32 weights: on a CPU with native bf16, auto would pack bf16 copies (it agreed
+    # token for token here too, but near-ties may flip with another CPU's bf16 kernels)
+    return HFGenerator(HFGeneratorParams(temperature=0.0, do_sample=False, max_new_tokens=MAX_TOKENS,
+                                         pack_precision="model"), ctx)
 
 
 @pytest.fixture(scope="module")

@@ -476,8 +476,8 @@ class LlamaFamily:
         import torch
         import torch.nn.functional as F
 
-        # (module whose forward is replaced, the weight to pack (made when packed, so the
-        # merged or stacked fp32 copies never all exist at once), its rows, bias)
+        # (module whose forward is replaced, the weight to pack: made when it is packed, so
+        # the merged or stacked fp32 copies never all exist at once; its elements; bias)
         targets: list[tuple[Any, Callable[[], Any], int, Any]] = []
         done: set[int] = set()
         rounds = getattr(packer, "rounds", lambda w: False)
@@ -486,21 +486,20 @@ class LlamaFamily:
                 if id(m) in done or "lora_" in name:
                     continue
                 base = getattr(m, "base_layer", None)
-                if type(base) is torch.nn.Linear:
-                    if _plain_lora_adapters(m) is not None:
-                        stacked = rounds(base.weight)  # rounded copies keep the adapter apart
-                        make = functools.partial(_stacked_lora if stacked else _merged_lora_weight, m)
-                        rank = sum(m.lora_A[a].weight.shape[0] for a in _plain_lora_adapters(m)) if stacked else 0
-                        targets.append((m, make, base.out_features + rank, base.bias))
-                        done.add(id(base))
+                names = _plain_lora_adapters(m) if type(base) is torch.nn.Linear else None
+                if names is not None:
+                    stacked = rounds(base.weight)  # rounded copies keep the adapter apart
+                    rank = sum(m.lora_A[a].weight.shape[0] for a in names) if stacked else 0
+                    make = functools.partial(_stacked_lora if stacked else _merged_lora_weight, m)
+                    targets.append((m, make, (base.out_features + rank) * base.in_features, base.bias))
+                    done.add(id(base))
                 elif type(m) is torch.nn.Linear:
-                    targets.append((m, functools.partial(getattr, m, "weight"), m.out_features, m.bias))
+                    targets.append((m, functools.partial(getattr, m, "weight"), m.weight.numel(), m.bias))
         head = self.lm.lm_head
         if type(head) is torch.nn.Linear:
-            targets.append((head, functools.partial(getattr, head, "weight"), head.out_features, head.bias))
-        pdtype = getattr(packer, "dtype", None) or self.dtype  # the copies' dtype
-        nbytes = sum(rows * m.in_features if type(m) is torch.nn.Linear else rows * m.base_layer.in_features
-                     for m, _, rows, _ in targets) * pdtype.itemsize
+            targets.append((head, functools.partial(getattr, head, "weight"), head.weight.numel(), head.bias))
+        itemsize = (getattr(packer, "dtype", None) or self.dtype).itemsize  # the copies' dtype
+        nbytes = sum(n for _, _, n, _ in targets) * itemsize
         fits = getattr(packer, "fits", None)
         if callable(fits) and not fits(nbytes):
             log.info("fast decode: %.1f GB of packed weights would not fit in memory; decoding with F.linear", nbytes / 1e9)
