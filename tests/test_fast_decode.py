@@ -1101,7 +1101,8 @@ def test_packed_weights_decode_what_generate_does(kind, lora, tokenizer):
     got = _fast(model, enc, tok, 1, 24, tok.eos_token_id, packer=packer)
     assert _padded(got.tokens, 24, tok.pad_token_id) == _padded(ref, 24, tok.pad_token_id)
     layers = model.config.num_hidden_layers
-    assert len(calls) >= 24 * (7 * layers + 1), "the packed path was not taken for every base linear"
+    # per step and layer: q/k/v as one GEMM, gate/up as one, o, down; then the head
+    assert len(calls) >= 24 * (4 * layers + 1), "the packed path was not taken for every base linear"
     assert not any("forward" in m.__dict__ for m in model.modules()), "a patched forward outlived the call"
     if lora:  # each LoRA layer ran as one packed GEMM of W + scaling * B A (not base + A/B apart)
         from srscode.plugins.lib.fast_decode import _merged_lora_weight
@@ -1118,6 +1119,40 @@ def test_packed_weights_decode_what_generate_does(kind, lora, tokenizer):
         model.train()
         assert _merged_lora_weight(layer) is None  # dropout active: never merged
         model.eval()
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_grouped_layers_share_one_gemm_in_any_order(lora, tokenizer):
+    """q/k/v (and gate/up) are packed as one GEMM: each layer still returns its own output
+    (biases and adapters included), whichever member is called first; the group's outputs
+    are dropped once every member took its part; a new input computes afresh."""
+    import torch
+
+    from srscode.plugins.lib.fast_decode import LlamaFamily
+
+    packer = _packer_or_skip()
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)  # q/k/v carry biases
+    if lora:
+        model = _lora(model, seed=6)
+    attn = model.get_decoder().layers[1].self_attn
+    mods = [attn.q_proj, attn.k_proj, attn.v_proj]
+    x, x2 = torch.randn(2, 3, model.config.hidden_size), torch.randn(2, 3, model.config.hidden_size)
+    calls = []
+    linear = packer.linear
+    packer.linear = lambda *a, **k: calls.append(1) or linear(*a, **k)
+    with torch.no_grad():
+        want, want2 = [m(x) for m in mods], mods[1](x2)
+        with LlamaFamily(model).packed_linears(packer):
+            got = {i: mods[i](x) for i in (2, 0, 1)}  # v first
+            assert len(calls) == 1
+            stash = mods[0].forward.__closure__  # the group's shared state, emptied after the last part
+            assert any(isinstance(c.cell_contents, dict) and c.cell_contents == {} for c in stash)
+            again = mods[1](x2)
+            assert len(calls) == 2
+    for i, m in enumerate(mods):
+        torch.testing.assert_close(got[i], want[i], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(again, want2, rtol=1e-4, atol=1e-4)
 
 
 def test_hf_generator_packs_where_the_backend_offers_a_packer(tiny_model_dir, tokenizer, monkeypatch):

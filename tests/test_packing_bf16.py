@@ -130,7 +130,7 @@ def test_bf16_packed_model_stays_close_to_the_fp32_model(lora, tokenizer):
         with LlamaFamily(model).packed_linears(packer):
             got = model(ids).logits
     layers = model.config.num_hidden_layers
-    assert len(calls) == 7 * layers + 1
+    assert len(calls) == 4 * layers + 1  # q/k/v one GEMM, gate/up one, o, down; the head
     torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * want.abs().max().item())
     assert not torch.equal(got, want)
     base = sum(m.weight.numel() for n, m in model.named_modules() if type(m) is torch.nn.Linear and "lora_" not in n)

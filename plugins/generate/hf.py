@@ -100,7 +100,7 @@ class HFGeneratorParams(BaseModel):
         "bf16: bf16 copies of fp32 weights (inputs cast for each GEMM and back, so activations, KV cache "
         "and sampler stay fp32; a LoRA adapter's A is stacked under the packed base and its B applied after, "
         "so its delta is rounded relative to itself, never merged into the rounded base). auto: bf16 where the backend runs bf16 GEMMs natively (CPUs with AVX512-BF16 or AMX; on 2 "
-        "cores 1.25x the tokens/s of fp32 packed at the demo's 15 rows, 1.03x with an adapter, 1.41x for 64 "
+        "cores 1.25x the tokens/s of fp32 packed at the demo's 15 rows, 1.03-1.16x with an adapter, 1.41x for 64 "
         "prompts at once: docs/benchmarks.md), else model. Training is unaffected.",
     )
 

@@ -59,6 +59,9 @@ STATIC_ROPE_TYPES = ("default", "linear", "llama3", None)
 PROBE = 128  # top-k tokens examined before the (rare, on trained models) rejection sampler
 REJECTION_ROUNDS = 4  # draws per row before a full sort (each accepted with prob >= top_p)
 WINDOW = 128  # attention reads the cache in windows of this many columns
+# Packed linears that read the same input (q/k/v, gate/up) run as one GEMM (see
+# _packed_group). False: one GEMM per layer (the baseline benchmarks/cpu_generate.py compares).
+GROUP_PACKED = True
 ROW_BUCKET = 16  # rows are padded to a multiple of this so graphs are reused
 WIDTH_BUCKET = 32  # prompt widths are padded to a multiple of this
 PREFILL_TOKENS = 16384  # prompts per prefill chunk are bounded by this many tokens
@@ -402,16 +405,17 @@ def _merged_lora_weight(layer: Any) -> Any:
         return (weight.to(torch.float32) + delta).to(weight.dtype)
 
 
-def _stacked_lora(layer: Any) -> tuple[Any, Any] | None:
-    """For a plain LoRA linear (else None): its base weight with the active adapters' A rows
-    stacked under it, [N + r, K], and their B columns side by side with the scaling folded
-    in, [N, r]; its forward is then ``y[:, :N] + up(y[:, N:])`` for ``y`` the stacked GEMM.
+def _stacked_lora(layer: Any) -> tuple[Any, Any, Any] | None:
+    """For a plain LoRA linear (else None): its base weight [N, K], the active adapters' A
+    rows [r, K] and their B columns side by side with the scaling folded in, [N, r]. The A
+    rows are packed stacked under the base, so ``y = x [W; A]^T`` and the layer's output is
+    ``y[:, :N] + y[:, N:] up^T``.
 
     For a packer that rounds the weights (bf16 copies of fp32 ones). Merged into the base,
     a delta smaller than the base's rounding step (a young adapter's) would be mostly
     rounded away; kept as the product B (A x), it is rounded relative to itself (~1 % of
     the delta in bf16). Stacked, A x comes out of the base's own packed GEMM, so a step
-    costs one extra [R, r] x [r, N] product per layer instead of two GEMMs beside it."""
+    costs one extra [R, r] x [r, N] product instead of two GEMMs beside it."""
     import torch
 
     names = _plain_lora_adapters(layer)
@@ -421,7 +425,80 @@ def _stacked_lora(layer: Any) -> tuple[Any, Any] | None:
         weight = layer.base_layer.weight
         a = torch.cat([layer.lora_A[n].weight.to(weight.dtype) for n in names])
         up = torch.cat([layer.lora_B[n].weight.to(weight.dtype) * layer.scaling[n] for n in names], dim=1)
-        return torch.cat([weight, a]), up
+        return weight, a, up
+
+
+@dataclass
+class _PackTarget:
+    """One linear layer whose forward the packed path replaces."""
+
+    module: Any
+    make: Callable[[], Any]  # its weight, or (weight, A, up) (see _stacked_lora): made when packed
+    rows: int  # output features
+    rank: int  # A rows stacked under the weight (0: none)
+    in_features: int
+    bias: Any
+
+
+def _packed_group(packer: Any, members: list[_PackTarget]) -> Callable[[Any], Any]:
+    """One packed GEMM for layers that read the same input (q/k/v; gate/up): their weights
+    (and stacked A rows) concatenated, the adapters' ``up`` as one block-diagonal product
+    after it; ``x -> [..., sum of rows]``. Why: on the CPU, at the demo's 15 rows, a GEMM
+    call's overhead rivals its work; q/k/v as one call took 0.086 ms against 0.145 as three
+    (bf16, SmolLM2's shapes), gate/up 0.19 against 0.24 (2-core AMD EPYC)."""
+    import torch
+    import torch.nn.functional as F
+
+    weights, stacked, ups = [], [], []
+    for t in members:
+        made = t.make()
+        w, a, up = made if isinstance(made, tuple) else (made, None, None)
+        weights.append(w)
+        if a is not None:
+            stacked.append(a)
+        ups.append(up)
+    n = sum(t.rows for t in members)
+    with torch.no_grad():
+        packed = packer.pack(torch.cat(weights + stacked) if len(weights) + len(stacked) > 1 else weights[0])
+        up = None
+        if stacked:  # block-diagonal: each layer's B reads only its own A rows
+            up = weights[0].new_zeros(n, sum(a.shape[0] for a in stacked))
+            row = col = 0
+            for t, u in zip(members, ups):
+                if u is not None:
+                    up[row:row + t.rows, col:col + u.shape[1]] = u
+                    col += u.shape[1]
+                row += t.rows
+        biases = [t.bias for t in members]
+        bias = None
+        if any(b is not None for b in biases):
+            bias = torch.cat([b.detach() if b is not None else weights[0].new_zeros(t.rows) for t, b in zip(members, biases)])
+    del weights, stacked, ups
+
+    def run(x: Any) -> Any:
+        if up is None:
+            return packer.linear(x, packed, bias)
+        y = packer.linear(x, packed)
+        return y[..., :n] + F.linear(y[..., n:], up, bias)
+
+    return run
+
+
+def _member_forward(run: Callable[[Any], Any], rows: list[int], i: int, stash: dict) -> Callable[..., Any]:
+    """Layer ``i`` of a packed group: the group's GEMM runs once per input, whichever member
+    asks first, and each member takes its slice (the slices are dropped once all are taken,
+    so a prefill's outputs are not kept)."""
+
+    def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+        if stash.get("x") is not x or i not in stash["left"]:
+            stash.update(x=x, parts=run(x).split(rows, dim=-1), left=set(range(len(rows))))
+        stash["left"].discard(i)
+        out = stash["parts"][i]
+        if not stash["left"]:
+            stash.clear()
+        return out
+
+    return forward
 
 
 class LlamaFamily:
@@ -473,14 +550,37 @@ class LlamaFamily:
         (adapters disabled, DoRA, a LoRA bias) keep their adapter path around a packed base.
         The packed copies are made on entry and freed on exit, so they never sit beside the
         trainer's memory, and the modules are unchanged afterwards."""
-        import torch
-        import torch.nn.functional as F
+        groups = self._pack_groups(getattr(packer, "rounds", lambda w: False))
+        itemsize = (getattr(packer, "dtype", None) or self.dtype).itemsize  # the copies' dtype
+        nbytes = sum((t.rows + t.rank) * t.in_features for g in groups for t in g) * itemsize
+        fits = getattr(packer, "fits", None)
+        if callable(fits) and not fits(nbytes):
+            log.info("fast decode: %.1f GB of packed weights would not fit in memory; decoding with F.linear", nbytes / 1e9)
+            groups = []
+        patched = []
+        try:
+            for group in groups:
+                run = _packed_group(packer, group)  # packs one group at a time: its fp32 copies only
+                if len(group) == 1:
+                    forwards = [lambda x, *args, run=run, **kwargs: run(x)]
+                else:
+                    rows, stash = [t.rows for t in group], {}
+                    forwards = [_member_forward(run, rows, i, stash) for i in range(len(group))]
+                for t, forward in zip(group, forwards):
+                    t.module.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
+                    patched.append(t.module)
+            yield
+        finally:
+            for m in patched:
+                del m.forward
 
-        # (module whose forward is replaced, the weight to pack: made when it is packed, so
-        # the merged or stacked fp32 copies never all exist at once; its elements; bias)
-        targets: list[tuple[Any, Callable[[], Any], int, Any]] = []
+    def _pack_groups(self, rounds: Callable[[Any], bool]) -> list[list[_PackTarget]]:
+        """The linear layers to pack, grouped by shared input: each layer's q/k/v, its
+        gate/up, then every other linear (o, down, lm_head) alone."""
+        import torch
+
+        targets: dict[int, _PackTarget] = {}
         done: set[int] = set()
-        rounds = getattr(packer, "rounds", lambda w: False)
         for layer in self.layers:
             for name, m in layer.named_modules():
                 if id(m) in done or "lora_" in name:
@@ -491,41 +591,25 @@ class LlamaFamily:
                     stacked = rounds(base.weight)  # rounded copies keep the adapter apart
                     rank = sum(m.lora_A[a].weight.shape[0] for a in names) if stacked else 0
                     make = functools.partial(_stacked_lora if stacked else _merged_lora_weight, m)
-                    targets.append((m, make, (base.out_features + rank) * base.in_features, base.bias))
+                    targets[id(m)] = _PackTarget(m, make, base.out_features, rank, base.in_features, base.bias)
                     done.add(id(base))
                 elif type(m) is torch.nn.Linear:
-                    targets.append((m, functools.partial(getattr, m, "weight"), m.weight.numel(), m.bias))
+                    targets[id(m)] = _PackTarget(m, functools.partial(getattr, m, "weight"), m.out_features, 0,
+                                                 m.in_features, m.bias)
         head = self.lm.lm_head
         if type(head) is torch.nn.Linear:
-            targets.append((head, functools.partial(getattr, head, "weight"), head.weight.numel(), head.bias))
-        itemsize = (getattr(packer, "dtype", None) or self.dtype).itemsize  # the copies' dtype
-        nbytes = sum(n for _, _, n, _ in targets) * itemsize
-        fits = getattr(packer, "fits", None)
-        if callable(fits) and not fits(nbytes):
-            log.info("fast decode: %.1f GB of packed weights would not fit in memory; decoding with F.linear", nbytes / 1e9)
-            targets = []
-        patched = []
-        try:
-            for m, make, _, bias in targets:
-                weight = make()
-                weight, up = weight if isinstance(weight, tuple) else (weight, None)
-                packed = packer.pack(weight)
-                del weight
-
-                def forward(x: Any, *args: Any, packed: Any = packed, bias: Any = bias, up: Any = up,
-                            **kwargs: Any) -> Any:
-                    if up is None:
-                        return packer.linear(x, packed, bias)
-                    y = packer.linear(x, packed)
-                    n = up.shape[0]
-                    return y[..., :n] + F.linear(y[..., n:], up, bias)
-
-                m.forward = forward  # an instance attribute: nn.Module.__call__ finds it first
-                patched.append(m)
-            yield
-        finally:
-            for m in patched:
-                del m.forward
+            targets[id(head)] = _PackTarget(head, functools.partial(getattr, head, "weight"), head.out_features, 0,
+                                            head.in_features, head.bias)
+        groups = []
+        for layer in self.layers if GROUP_PACKED else ():
+            attn, mlp = layer.self_attn, layer.mlp
+            for owner, names in ((attn, ("q_proj", "k_proj", "v_proj")), (mlp, ("gate_proj", "up_proj"))):
+                members = [targets.get(id(getattr(owner, n, None))) for n in names]
+                if all(members) and len({t.in_features for t in members}) == 1:
+                    groups.append(members)
+                    for t in members:
+                        del targets[id(t.module)]
+        return groups + [[t] for t in targets.values()]
 
     def uncompile(self) -> None:
         """Back to the eager pieces (after a compiler failure)."""
