@@ -548,8 +548,9 @@ class LlamaFamily:
         the packer rounds the weights (bf16 copies of fp32 ones): then the adapter's A is
         stacked under the base (see :func:`_stacked_lora`) and its B applied after; others
         (adapters disabled, DoRA, a LoRA bias) keep their adapter path around a packed base.
-        The packed copies are made on entry and freed on exit, so they never sit beside the
-        trainer's memory, and the modules are unchanged afterwards."""
+        A layer's q/k/v, and its gate/up, are packed as one GEMM each (:func:`_packed_group`).
+        The packed copies are made on entry (one group at a time) and freed on exit, so they
+        never sit beside the trainer's memory, and the modules are unchanged afterwards."""
         groups = self._pack_groups(getattr(packer, "rounds", lambda w: False))
         itemsize = (getattr(packer, "dtype", None) or self.dtype).itemsize  # the copies' dtype
         nbytes = sum((t.rows + t.rank) * t.in_features for g in groups for t in g) * itemsize
