@@ -30,6 +30,10 @@
   TRL 1.16 already computes the loss through its own chunked LM head, without the
   vocabulary-wide logits, so liger's fused cross-entropy is neither needed nor allowed).
   ``auto`` uses them where the package is importable and the backend is an accelerator.
+* Under mixed precision (bf16/fp16 autocast) each LoRA layer's input stays in the compute
+  dtype (:func:`lora_inputs_uncast`): peft would cast it to its fp32 adapter weights' dtype,
+  and autocast cast it straight back for the adapter's GEMMs, two activation-sized copies per
+  LoRA layer each way (7 layers x 28 blocks of a Qwen2.5 1.5B) for the same GEMM inputs.
 * Gradient checkpointing is off by default (TRL's SFTConfig turns it on): a LoRA on a
   frozen model has room for its activations at these lengths, and recomputing the forward
   costs about a third more compute.
@@ -220,6 +224,24 @@ def save_adapter(trainer: Any, model: Any, out_dir: Path, **save_kw: Any) -> Ada
         model.save_pretrained(str(out_dir), **save_kw)
     trainer.accelerator.wait_for_everyone()
     return AdapterRef.from_dir(out_dir)
+
+
+# False: peft's own input casting while training under autocast (the benchmark's baseline arm)
+UNCAST_LORA_INPUTS = True
+
+
+@contextlib.contextmanager
+def lora_inputs_uncast(model: Any, args: Any) -> Iterator[bool]:
+    """While training under mixed precision, LoRA layers take their input in the compute
+    dtype instead of casting it to their fp32 weights' dtype (peft's
+    ``disable_input_dtype_casting``). Safe only under autocast, which runs the adapter GEMMs
+    in bf16/fp16 from the fp32 weights, so it is tied to the trainer's ``bf16``/``fp16``
+    flags (accelerate wraps the model's forward in autocast for them). Yields whether it is on."""
+    from peft.helpers import disable_input_dtype_casting
+
+    active = UNCAST_LORA_INPUTS and bool(getattr(args, "bf16", False) or getattr(args, "fp16", False))
+    with disable_input_dtype_casting(model, active=active):
+        yield active
 
 
 @contextlib.contextmanager
@@ -431,7 +453,8 @@ class LoRASFTTrainer:
         try:
             with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
                 trainer = self.build_trainer(kept, model, scratch)
-                with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact:
+                with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
+                        lora_inputs_uncast(model, trainer.args) as uncast:
                     output = train_with_progress(trainer, self.ctx, "train")
                 adapter = save_adapter(trainer, model, Path(out_dir))
         finally:
@@ -450,6 +473,7 @@ class LoRASFTTrainer:
             "train_packed": float(p.packing),
             "train_liger": float(bool(trainer.args.use_liger_kernel)),
             "train_compact_head": float(compact),  # the LM head scored only labelled tokens (compact_lm_head)
+            "train_lora_inputs_uncast": float(uncast),  # LoRA inputs stayed bf16/fp16 (lora_inputs_uncast)
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 
