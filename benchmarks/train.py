@@ -82,7 +82,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
 # --arms (issue 19's levers, each one arm beside the default ones)
 EXTRA_ARMS = ("flex", "compile", "compile_noliger", "flex_compile", "nodrop", "dpo_nodrop", "dpo_flex", "dpo_big",
-              "lora_cast", "dpo_lora_cast", "rows2x")
+              "lora_peft", "dpo_lora_peft", "rows2x")
 
 
 def log(msg: str) -> None:
@@ -576,10 +576,11 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", lora: dict[str, Any] | None = None,
-                 cast: bool = False, rows_per_step: int | None = None, **overrides: Any) -> dict[str, Any]:
+                 peft_forward: bool = False, rows_per_step: int | None = None, **overrides: Any) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
-        from srscode.plugins.train import lora_sft
-        from srscode.plugins.train.lora_sft import lora_inputs_uncast, training_attention
+        from srscode.plugins.lib import lora_training
+        from srscode.plugins.lib.lora_training import mixed_precision_lora
+        from srscode.plugins.train.lora_sft import training_attention
 
         n_rows = rows_per_step or args.rows
         with tempfile.TemporaryDirectory() as scratch:
@@ -594,19 +595,19 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                     with training_attention(trainer.model, attention), compact_lm_head(backend):
                         batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
                         state[check] = mean_nll(trainer.model, batch, backend)
-                # as the stage trains; `cast`: peft's own LoRA input casts (the baseline of lora_inputs_uncast)
-                lora_sft.UNCAST_LORA_INPUTS = not cast
+                # as the stage trains; `peft_forward`: peft's own LoRA forward (the baseline of mixed_precision_lora)
+                lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = not peft_forward
                 with training_attention(trainer.model, attention), compact_lm_head(backend), \
-                        lora_inputs_uncast(trainer.model, trainer.args) as uncast:
+                        mixed_precision_lora(trainer.model, trainer.args) as lean:
                     # the default arm's last steps profiled: what stops its MFU
                     default_arm = (check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides
-                                   and not lora and not cast and n_rows == args.rows)
+                                   and not lora and not peft_forward and n_rows == args.rows)
                     r = timed_train(trainer, backend, args.warmup, profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
-                         batch_rows=n_rows, attention=attention, lora_inputs_uncast=uncast, **overrides,
+                         batch_rows=n_rows, attention=attention, lora_lean=lean, **overrides,
                          **({"lora": lora} if lora else {}))
             finally:
-                lora_sft.UNCAST_LORA_INPUTS = True
+                lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = True
                 release(ctx, trainer)
         r["mfu_pct"] = mfu(r["tokens_per_s"])
         return r
@@ -627,10 +628,11 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def dpo_ours(attention: str = "auto", batch: int | None = None, lora: dict[str, Any] | None = None,
-                 cast: bool = False) -> dict[str, Any]:
+                 peft_forward: bool = False) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
-        from srscode.plugins.train import lora_sft
-        from srscode.plugins.train.lora_sft import lora_inputs_uncast, training_attention
+        from srscode.plugins.lib import lora_training
+        from srscode.plugins.lib.lora_training import mixed_precision_lora
+        from srscode.plugins.train.lora_sft import training_attention
 
         batch = batch or args.dpo_batch
         with tempfile.TemporaryDirectory() as scratch:
@@ -638,16 +640,16 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             liger = False if "sft_ours" in res["errors"] and "sft_ours_noliger" in res else "auto"
             trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, lora=lora, liger=liger, attention=attention)
             try:
-                lora_sft.UNCAST_LORA_INPUTS = not cast
+                lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = not peft_forward
                 with training_attention(trainer.model, attention), compact_lm_head(backend), \
-                        lora_inputs_uncast(trainer.model, trainer.args) as uncast:  # as the stage trains
-                    default_arm = attention == "auto" and batch == args.dpo_batch and not lora and not cast
+                        mixed_precision_lora(trainer.model, trainer.args) as lean:  # as the stage trains
+                    default_arm = attention == "auto" and batch == args.dpo_batch and not lora and not peft_forward
                     r = timed_train(trainer, backend, args.warmup, per_step=batch,
                                     profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch,
-                         lora_inputs_uncast=uncast, **({"lora": lora} if lora else {}))
+                         lora_lean=lean, **({"lora": lora} if lora else {}))
             finally:
-                lora_sft.UNCAST_LORA_INPUTS = True
+                lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = True
                 release(ctx, trainer)
         r["pairs_per_s"] = r.pop("units_per_s")
         return r
@@ -685,10 +687,10 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("dpo_ours_nodrop", lambda: dpo_ours(lora={"dropout": 0.0}), need_s=15)
         elif arm == "dpo_flex":
             part("dpo_ours_flex", lambda: dpo_ours(attention="flex_attention"), need_s=15)
-        elif arm == "lora_cast":  # peft's own LoRA input casts: the baseline of lora_inputs_uncast
-            part("sft_ours_lora_cast", lambda: sft_ours(check="", cast=True), need_s=15)
-        elif arm == "dpo_lora_cast":
-            part("dpo_ours_lora_cast", lambda: dpo_ours(cast=True), need_s=15)
+        elif arm == "lora_peft":  # peft's own LoRA forward: the baseline of mixed_precision_lora
+            part("sft_ours_lora_peft", lambda: sft_ours(check="", peft_forward=True), need_s=15)
+        elif arm == "dpo_lora_peft":
+            part("dpo_ours_lora_peft", lambda: dpo_ours(peft_forward=True), need_s=15)
         elif arm == "rows2x":  # twice the tokens per step: how much of the step is launch overhead
             part("sft_ours_rows2x", lambda: sft_ours(check="", rows_per_step=2 * args.rows), need_s=20)
         elif arm == "dpo_big":
@@ -741,12 +743,12 @@ def table(res: dict[str, Any]) -> str:
              f"{res.get('flops_per_real_token')} GFLOP per real token",
              f"{'arm':<25} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
     for arm in ("sft_trl", "sft_ours_noliger", "sft_ours_compile_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile",
-                "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_cast", "sft_ours_rows2x"):
+                "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_peft", "sft_ours_rows2x"):
         if arm not in res:
             continue
         lines.append(f"{arm:<25} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
                      f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
-    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop", "dpo_ours_lora_cast"):
+    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop", "dpo_ours_lora_peft"):
         if arm not in res:
             continue
         lines.append(f"{arm:<17} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB")
@@ -772,10 +774,10 @@ def table(res: dict[str, Any]) -> str:
     if "sft_ours_nodrop" in res or "dpo_ours_nodrop" in res:
         lines.append(f"RATIO LoRA dropout 0 / default: sft {ratio(g('sft_ours_nodrop', 'tokens_per_s'), g('sft_ours', 'tokens_per_s'))}, "
                      f"dpo {ratio(g('dpo_ours_nodrop', 'pairs_per_s'), g('dpo_ours', 'pairs_per_s'))}")
-    if "sft_ours_lora_cast" in res or "dpo_ours_lora_cast" in res:
-        lines.append("RATIO LoRA inputs uncast (default) / peft's casts: "
-                     f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_lora_cast', 'tokens_per_s'))}, "
-                     f"dpo {ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_ours_lora_cast', 'pairs_per_s'))}")
+    if "sft_ours_lora_peft" in res or "dpo_ours_lora_peft" in res:
+        lines.append("RATIO lean LoRA layers (default) / peft's forward: "
+                     f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_lora_peft', 'tokens_per_s'))}, "
+                     f"dpo {ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_ours_lora_peft', 'pairs_per_s'))}")
     if "sft_ours_compile_noliger" in res:
         lines.append("RATIO torch.compile without liger / packed without liger: "
                      f"{ratio(g('sft_ours_compile_noliger', 'tokens_per_s'), g('sft_ours_noliger', 'tokens_per_s'))}")
@@ -806,8 +808,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--matmul-n", type=int, default=8192)
     ap.add_argument("--arms", default="", help=f"extra arms, comma-separated: {', '.join(EXTRA_ARMS)} "
                     "(FlexAttention / torch.compile / torch.compile without liger / both; LoRA dropout 0 for SFT / DPO; "
-                    "DPO with flex, DPO at twice the batch; peft's LoRA input casts for SFT / DPO, the baseline of "
-                    "lora_inputs_uncast; SFT at twice the rows per step)")
+                    "DPO with flex, DPO at twice the batch; peft's own LoRA forward for SFT / DPO, the baseline of "
+                    "mixed_precision_lora; SFT at twice the rows per step)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

@@ -4,7 +4,6 @@ masking; progress goes through ``ctx.progress``; liger is chosen through the bac
 from __future__ import annotations
 
 import types
-from pathlib import Path
 
 import pytest
 
@@ -162,93 +161,6 @@ def test_weighted_packing_draws_before_packing(ctx, tmp_path):
     _, tok = hf_model.load_base(ctx)
     n1 = len(tok(ex[1].prompt + ex[1].completion + tok.eos_token)["input_ids"])
     assert m["train_tokens"] == 4 * n1  # round(2 epochs x 2 rows) draws, all of the weighted one
-
-
-# ------------------------------------------------- LoRA inputs under mixed precision (lora_inputs_uncast)
-
-
-def _bf16_ctx(model_dir):
-    """The tiny model's context with a bf16 backend on the CPU: the base loads in bf16 and
-    the trainers run under bf16 autocast, as they do on a GPU."""
-    import torch
-
-    from model_fixtures import cpu_backend
-
-    ctx = make_ctx(model_dir, dpo={"beta": 0.1})
-    ctx._backend = types.SimpleNamespace(**{**vars(cpu_backend()), "torch_dtype": torch.bfloat16,
-                                           "dtype_name": "bf16", "mixed_precision": "bf16"})
-    return ctx
-
-
-def _watch_lora_inputs(monkeypatch, module):
-    """Record the dtype of every input a LoRA A matrix sees in the stage's peft model."""
-    seen: list = []
-    wrap = module.peft_model_for
-
-    def watched(*args, **kwargs):
-        model = wrap(*args, **kwargs)
-        for name, m in model.named_modules():
-            if ".lora_A." in name:
-                m.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].dtype))
-        return model
-
-    monkeypatch.setattr(module, "peft_model_for", watched)
-    return seen
-
-
-@pytest.mark.parametrize("stage", ["sft", "dpo"])
-def test_lora_inputs_stay_bf16_under_autocast_with_the_same_training(stage, tiny_model_dir, tmp_path, monkeypatch):
-    """The attack on the lever: with peft's casts gone, a LoRA GEMM would run in fp32 (slower,
-    and not what the cast path computes) or fail on mixed dtypes. Under autocast the adapter
-    GEMMs see the same bf16 input either way, so with dropout 0 the same steps give the same
-    loss and weights; what changes is only the dtype the LoRA layer's input arrives in."""
-    import torch
-    from safetensors.torch import load_file
-
-    from srscode.plugins.train import dpo as dpo_plugin
-    from srscode.plugins.train import lora_sft
-
-    ctx = _bf16_ctx(tiny_model_dir)
-    init = AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / "init", seed=2, r=4, scale=0.3))
-    seen = _watch_lora_inputs(monkeypatch, lora_sft if stage == "sft" else dpo_plugin)
-    runs = {}
-    for uncast in (True, False):
-        monkeypatch.setattr(lora_sft, "UNCAST_LORA_INPUTS", uncast)
-        seen.clear()
-        out = tmp_path / f"{stage}-{uncast}"
-        if stage == "sft":
-            p = lora_sft.LoRASFTParams(r=4, alpha=8, dropout=0.0, lr=1e-2, batch_size=2, max_length=128)
-            result = lora_sft.LoRASFTTrainer(p, ctx).train_sft(examples()[:4], init, out)
-            loss = result.metrics["train_loss"]
-        else:
-            from srscode.core.types import DPOPair
-
-            ex = examples()
-            pairs = [DPOPair(e.task_id, e.prompt, e.completion, ex[(i + 1) % 4].completion) for i, e in enumerate(ex[:4])]
-            p = dpo_plugin.DPOParams(r=4, alpha=8, dropout=0.0, lr=1e-2, batch_size=2, max_length=128)
-            result = dpo_plugin.DPOTrainerStage(p, ctx).train_pairs(pairs, init, out)
-            loss = result.metrics["dpo_loss"]
-        assert seen, "no LoRA layer ran: the test would prove nothing"
-        runs[uncast] = (set(seen), loss, load_file(str(out / "adapter_model.safetensors")),
-                        result.metrics[f"{'train' if stage == 'sft' else 'dpo'}_lora_inputs_uncast"])
-    (dtypes_on, loss_on, w_on, flag_on), (dtypes_off, loss_off, w_off, flag_off) = runs[True], runs[False]
-    assert dtypes_on == {torch.bfloat16} and flag_on == 1.0
-    assert dtypes_off == {torch.float32} and flag_off == 0.0  # peft's cast: what the lever removes
-    assert loss_on == loss_off
-    assert w_on.keys() == w_off.keys() and all(w_on[k].dtype == torch.float32 for k in w_on)  # fp32 adapter kept
-    for k in w_on:
-        assert torch.equal(w_on[k], w_off[k]), k
-    assert any(not torch.equal(w_on[k], load_file(str(Path(init.path) / "adapter_model.safetensors"))[k]) for k in w_on)
-
-
-def test_lora_inputs_are_cast_as_peft_does_without_mixed_precision(ctx, tmp_path, monkeypatch):
-    """fp32 training has no autocast to run an fp32 adapter on bf16 inputs: the lever stays off."""
-    from srscode.plugins.train import lora_sft
-
-    seen = _watch_lora_inputs(monkeypatch, lora_sft)
-    p = lora_sft.LoRASFTParams(r=4, alpha=8, batch_size=2, max_length=128)
-    result = lora_sft.LoRASFTTrainer(p, ctx).train_sft(examples()[:2], None, tmp_path / "a")
-    assert seen and result.metrics["train_lora_inputs_uncast"] == 0.0
 
 
 # --------------------------------------------------------------- benchmarks/train.py (smoke path)

@@ -10,9 +10,8 @@ So the policy and the reference agree at step 0 and the first loss is log 2 (≈
 Without ``init`` a fresh LoRA (B = 0) is trained and the reference is the base, which is
 the same function. Only ``"default"`` is saved (``selected_adapters``).
 
-Speed: gradient checkpointing off, liger's layer kernels where available (``liger``) and LoRA
-inputs kept in the compute dtype under mixed precision (``lora_inputs_uncast``), as in
-``lora-sft``; TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so
+Speed: gradient checkpointing off, liger's layer kernels where available (``liger``) and
+leaner LoRA layers under mixed precision (``lib/lora_training.py``), as in ``lora-sft``; TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so
 DPO batches stay padded. Progress: one ``ctx.progress("dpo")`` bar with the loss.
 
 ``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
@@ -34,9 +33,10 @@ from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
+from ..lib.lora_training import mixed_precision_lora
 from .lora_sft import (
     LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter,
-    lora_inputs_uncast, train_with_progress, training_attention,
+    train_with_progress, training_attention,
 )
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ class DPOTrainerStage:
                         "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
                     )
                 with training_attention(model, self.params.attention), compact_lm_head(self.ctx.backend) as compact, \
-                        lora_inputs_uncast(model, trainer.args) as uncast:
+                        mixed_precision_lora(model, trainer.args) as lean:
                     output = train_with_progress(trainer, self.ctx, "dpo")
                 adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
         finally:
@@ -119,7 +119,8 @@ class DPOTrainerStage:
             "dpo_seconds": seconds,
             "dpo_liger": float(bool(trainer.args.use_liger_kernel)),
             "dpo_compact_head": float(compact),  # the LM head scored only labelled tokens (compact_lm_head)
-            "dpo_lora_inputs_uncast": float(uncast),  # LoRA inputs stayed bf16/fp16 (lora_inputs_uncast)
+            "dpo_lora_inputs_uncast": float(lean["uncast"]),  # LoRA inputs stayed bf16/fp16 (mixed_precision_lora)
+            "dpo_lora_fused_add": float(lean["fused_add"]),  # the adapter's product added by one addmm
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 

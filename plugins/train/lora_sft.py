@@ -30,10 +30,10 @@
   TRL 1.16 already computes the loss through its own chunked LM head, without the
   vocabulary-wide logits, so liger's fused cross-entropy is neither needed nor allowed).
   ``auto`` uses them where the package is importable and the backend is an accelerator.
-* Under mixed precision (bf16/fp16 autocast) each LoRA layer's input stays in the compute
-  dtype (:func:`lora_inputs_uncast`): peft would cast it to its fp32 adapter weights' dtype,
-  and autocast cast it straight back for the adapter's GEMMs, two activation-sized copies per
-  LoRA layer each way (7 layers x 28 blocks of a Qwen2.5 1.5B) for the same GEMM inputs.
+* Under mixed precision (bf16/fp16 autocast) the LoRA layers run leaner than peft's forward
+  (``lib/lora_training.py``): their input stays in the compute dtype (peft casts it to the
+  fp32 adapter's dtype and autocast casts it back) and the adapter's scaled product is added
+  by one ``addmm``; the same GEMM inputs with fewer activation-sized kernels.
 * Gradient checkpointing is off by default (TRL's SFTConfig turns it on): a LoRA on a
   frozen model has room for its activations at these lengths, and recomputing the forward
   costs about a third more compute.
@@ -62,6 +62,7 @@ from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResul
 
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
+from ..lib.lora_training import mixed_precision_lora
 from ..lib.hf_model import known_library_deprecations
 
 log = logging.getLogger(__name__)
@@ -224,24 +225,6 @@ def save_adapter(trainer: Any, model: Any, out_dir: Path, **save_kw: Any) -> Ada
         model.save_pretrained(str(out_dir), **save_kw)
     trainer.accelerator.wait_for_everyone()
     return AdapterRef.from_dir(out_dir)
-
-
-# False: peft's own input casting while training under autocast (the benchmark's baseline arm)
-UNCAST_LORA_INPUTS = True
-
-
-@contextlib.contextmanager
-def lora_inputs_uncast(model: Any, args: Any) -> Iterator[bool]:
-    """While training under mixed precision, LoRA layers take their input in the compute
-    dtype instead of casting it to their fp32 weights' dtype (peft's
-    ``disable_input_dtype_casting``). Safe only under autocast, which runs the adapter GEMMs
-    in bf16/fp16 from the fp32 weights, so it is tied to the trainer's ``bf16``/``fp16``
-    flags (accelerate wraps the model's forward in autocast for them). Yields whether it is on."""
-    from peft.helpers import disable_input_dtype_casting
-
-    active = UNCAST_LORA_INPUTS and bool(getattr(args, "bf16", False) or getattr(args, "fp16", False))
-    with disable_input_dtype_casting(model, active=active):
-        yield active
 
 
 @contextlib.contextmanager
@@ -454,7 +437,7 @@ class LoRASFTTrainer:
             with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
                 trainer = self.build_trainer(kept, model, scratch)
                 with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
-                        lora_inputs_uncast(model, trainer.args) as uncast:
+                        mixed_precision_lora(model, trainer.args) as lean:
                     output = train_with_progress(trainer, self.ctx, "train")
                 adapter = save_adapter(trainer, model, Path(out_dir))
         finally:
@@ -473,7 +456,8 @@ class LoRASFTTrainer:
             "train_packed": float(p.packing),
             "train_liger": float(bool(trainer.args.use_liger_kernel)),
             "train_compact_head": float(compact),  # the LM head scored only labelled tokens (compact_lm_head)
-            "train_lora_inputs_uncast": float(uncast),  # LoRA inputs stayed bf16/fp16 (lora_inputs_uncast)
+            "train_lora_inputs_uncast": float(lean["uncast"]),  # LoRA inputs stayed bf16/fp16 (mixed_precision_lora)
+            "train_lora_fused_add": float(lean["fused_add"]),  # the adapter's product added by one addmm
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 
