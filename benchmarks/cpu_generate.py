@@ -6,10 +6,15 @@ before packing), and the same three again with a random non-zero LoRA (r 8, all 
 layers; packed fp32, it is merged into the packed weights; packed bf16, it runs beside them).
 Then ``--batched-rows`` distinct starter prompts x 1 in one batch (where the prefill
 dominates): prompts prefilled in length-sorted groups at their own width, bf16 and fp32
-packed, against the batch's width (fp32).
+packed, against the batch's width (fp32). Last, ``--attention``: the decode step's attention
+alone at SmolLM2's shapes (30 layers, 3 KV heads x 3 query heads, head 64, 15 rows, windows
+of a cache 1,024 long), the fused kernel ``sdpa`` (the default) against two batched GEMMs
+(``bmm``) and an elementwise form through ``torch.compile`` (inductor's C++ loops; skipped,
+with its reason, where no compiler works), fp32 and bf16 caches.
 
     python benchmarks/cpu_generate.py --out DIR [--smollm2-dir DIR] [--calls 3]
     python benchmarks/cpu_generate.py --smoke [--out DIR]    # the tiny offline model, 2 calls
+    python benchmarks/cpu_generate.py --out DIR --attention-only  # the attention micro alone
 
 Call shape (``examples/demo-cpu.yaml``): 5 starter prompts x 3 candidates through the chat
 prompt builder, T 0.8, top-p 0.95, 160 new tokens (``min_new_tokens`` forces them, so every
@@ -115,6 +120,74 @@ def batched_calls(args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
     return {"calls": rows, "mean_tok_s": mean, "ratio_grouped_vs_batch_width": ratio, "ratio_bf16_vs_fp32": bf16}
 
 
+def _grouped_elementwise_attention(q: Any, k: Any, v: Any, bias: Any) -> Any:
+    """Decode attention as products and sums (one query position per group head), for
+    inductor to fuse into loops that read each K/V window once."""
+    import torch
+
+    s = (q[:, :, :, None, :] * k[:, :, None, :, :]).sum(-1) * q.shape[-1] ** -0.5 + bias
+    return (torch.softmax(s, dim=-1)[..., None] * v[:, :, None, :, :]).sum(-2)
+
+
+def attention_micro(args: argparse.Namespace) -> dict[str, Any]:
+    """ms per decode step of attention alone (every layer once), each form on the same
+    caches, interleaved; GB/s = the K/V window bytes read per step / that time."""
+    import torch
+    import torch.nn.functional as F
+
+    from srscode.plugins.lib.fast_decode import decode_attention
+
+    rows, kv_heads, group, dim, length = 15, 3, 3, 64, 1024
+    layers, reps = (2, 2) if args.smoke else (30, 10)
+    try:
+        compiled = torch.compile(_grouped_elementwise_attention, dynamic=True)
+        probe = [torch.randn(1, 1, 1, 8) for _ in range(3)]
+        compiled(probe[0], probe[1], probe[2], torch.zeros(1, 1, 1, 1))
+        forms = {"sdpa": None, "bmm": None, "compiled": compiled}
+    except Exception as exc:  # noqa: BLE001 - no C++ compiler, or inductor fails here: that form is skipped
+        say(f"attention: the compiled form skipped ({type(exc).__name__}: {str(exc)[:200]})")
+        forms = {"sdpa": None, "bmm": None}
+    out: dict[str, Any] = {"shape": {"rows": rows, "kv_heads": kv_heads, "group": group, "head_dim": dim,
+                                     "layers": layers, "cache_length": length}, "ms": {}}
+    for window in (200, 400):
+        for dtype in (torch.float32, torch.bfloat16):
+            gen = torch.Generator().manual_seed(0)
+            ks = [torch.randn(rows, kv_heads, length, dim, generator=gen).to(dtype) for _ in range(layers)]
+            vs = [torch.randn(rows, kv_heads, length, dim, generator=gen).to(dtype) for _ in range(layers)]
+            q = torch.randn(rows, kv_heads, group, dim, generator=gen).to(dtype)
+            bias = torch.zeros(rows, 1, 1, length, dtype=dtype)[..., :window]
+            ref = F.scaled_dot_product_attention(q, ks[0][:, :, :window], vs[0][:, :, :window], attn_mask=bias)
+
+            def step(form: str) -> Any:
+                for i in range(layers):
+                    kw, vw = ks[i][:, :, :window], vs[i][:, :, :window]
+                    o = forms[form](q, kw, vw, bias) if forms[form] else decode_attention(q, kw, vw, bias, dim ** -0.5, form)
+                return o
+
+            times: dict[str, list[float]] = {f: [] for f in forms}
+            for f in forms:  # each form checked against sdpa on layer 0, then warmed up
+                o = forms[f](q, ks[0][:, :, :window], vs[0][:, :, :window], bias) if forms[f] else \
+                    decode_attention(q, ks[0][:, :, :window], vs[0][:, :, :window], bias, dim ** -0.5, f)
+                tol = 2e-2 if dtype == torch.bfloat16 else 1e-4
+                if not torch.allclose(o.float(), ref.float(), atol=tol, rtol=tol):
+                    raise AssertionError(f"attention form {f} differs from sdpa ({dtype}, window {window})")
+                step(f)
+            for _ in range(reps):  # interleaved: a busy moment hits every form alike
+                for f in forms:
+                    t0 = time.perf_counter()
+                    step(f)
+                    times[f].append(time.perf_counter() - t0)
+            gb = 2 * rows * kv_heads * window * dim * dtype.itemsize * layers / 1e9
+            for f in forms:
+                ms = 1e3 * statistics.median(times[f])
+                key = f"w{window}_{str(dtype).removeprefix('torch.')}_{f}"
+                out["ms"][key] = round(ms, 2)
+                say(f"attention window {window} {str(dtype):15} {f:<9} {ms:7.2f} ms/step  {gb / ms * 1e3:5.1f} GB/s")
+    best = min((k for k in out["ms"] if k.startswith("w400_float32")), key=out["ms"].get)
+    say(f"RATIO attention sdpa / fastest, window 400 fp32: {out['ms']['w400_float32_sdpa'] / out['ms'][best]:.2f} ({best})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None)
@@ -125,12 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batched-rows", type=int, default=64,
                     help="then distinct starter prompts x 1 in one batch, prefill grouped vs at the batch's width (0: skip)")
     ap.add_argument("--batched-new-tokens", type=int, default=64)
+    ap.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
+                    help="then the decode attention micro (sdpa / bmm / compiled, fp32 and bf16 caches)")
+    ap.add_argument("--attention-only", action="store_true", help="the attention micro alone")
     args = ap.parse_args(argv)
     args.out = out_dir(ap, args.out, args.smoke, "cpu-generate")
     open_log(args.out / "cpu_generate.log", "w")
     if args.smoke:
         args.calls, args.new_tokens = 2, 16
         args.batched_rows, args.batched_new_tokens = min(args.batched_rows, 8), 8
+    if args.attention_only:
+        result = {"attention": attention_micro(args)}
+        (args.out / "cpu_generate.json").write_text(json.dumps(result, indent=1))
+        close_log()
+        return 0
 
     from vllm_vs_hf import chat_prompts, make_ctx
 
@@ -171,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"RATIO packed / plain tok/s: {ratios['packed']}")
     say(f"RATIO packed bf16 / packed fp32 tok/s: {ratios['packed_bf16_vs_packed']}")
     batched = batched_calls(args, ctx) if args.batched_rows else {}
+    attention = attention_micro(args) if args.attention else {}
     (args.out / "cpu_generate.json").write_text(json.dumps({"calls": calls, "mean_tok_s": means, "ratio_to_plain": ratios,
-                                                           "packer": bool(packer), "batched": batched}, indent=1))
+                                                           "packer": bool(packer), "batched": batched,
+                                                           "attention": attention}, indent=1))
     close_log()
     return 0
 
