@@ -219,6 +219,7 @@ def test_peft_forward_is_used_outside_autocast_and_restored_after(peft_bf16):
     assert all("forward" not in m.__dict__ and m.cast_input_dtype_enabled for m in layers)
 
 
+@pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed:UserWarning")  # the tiny model's linears have no bias
 @pytest.mark.parametrize("case", ["disabled", "merged", "dora", "bias"])
 def test_peft_forward_serves_what_the_fused_add_does_not(case, tiny_model_dir, tmp_path):
     """Adapters disabled or merged, DoRA (a peft variant) and a B bias: the lean forward hands
