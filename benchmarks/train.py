@@ -591,7 +591,8 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                     from transformers.integrations.liger import apply_liger_kernel
 
                     apply_liger_kernel(trainer.model, trainer.args.liger_kernel_config)
-                if "check_rows" in state and liger == "auto" and check:  # (eval: no LoRA input casts to skip)
+                # the loss check runs outside mixed_precision_lora: peft's own LoRA forward, as TRL's arm's check
+                if "check_rows" in state and liger == "auto" and check:
                     with training_attention(trainer.model, attention), compact_lm_head(backend):
                         batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
                         state[check] = mean_nll(trainer.model, batch, backend)
