@@ -326,8 +326,59 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
             out["ratio_first_draw_vs_topk_first_call2"] = round(two["first_draw"] / two["topk_first"], 3)
             say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x")
 
+    def after_liger(spec: SamplingSpec) -> None:
+        """An engine call on the model as a liger training leaves it (what every round after the
+        first decoded before ``model_patches_undone``), between calls on the clean model: the
+        last after the patches are undone (what such rounds decode now)."""
+        from torch._dynamo.utils import counters
+
+        from srscode.plugins.lib import fast_decode
+        from srscode.plugins.lib.model_patches import model_patches_undone
+
+        try:
+            from transformers.integrations.liger import apply_liger_kernel
+            import liger_kernel  # noqa: F401
+        except ImportError as exc:
+            out["after_liger"] = {"skipped": f"liger-kernel not importable: {exc}"}
+            say(f"  after liger: skipped ({exc})")
+            return
+        rows_here, calls = [], {}
+
+        def call(label: str) -> None:
+            torch.manual_seed(2)
+            before = counters["stats"]["unique_graphs"]
+            dec = fast_decode.FastDecoder(model, graph_runner=env.runner(), compile=True,
+                                          compile_backend=getattr(args, "compile_backend", None))
+            res, secs, _ = fast_run(env, model, ids, mask, 1, new, spec, dec=dec)
+            r = decode_row(res, secs, rows)
+            r.update(label=label, compiled=dec.fam.compiled, new_graphs=counters["stats"]["unique_graphs"] - before)
+            rows_here.append(r)
+            calls[label] = r
+            say(f"  after liger, {label}: {r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, "
+                f"new graphs {r['new_graphs']}, {secs:.2f}s")
+            del dec, res
+            env.reset_peak()
+
+        call("clean model")
+        with model_patches_undone(model) as undone:
+            apply_liger_kernel(model, {})
+            call("liger's patches left on (before the fix)")
+        call("patches undone (the fix)")
+        out["after_liger"] = {"calls": rows_here, "restored": undone["restored"],
+                              "ratio_patched_vs_clean": round(rows_here[1]["tok_s"] / rows_here[0]["tok_s"], 3),
+                              "ratio_undone_vs_patched": round(rows_here[2]["tok_s"] / rows_here[1]["tok_s"], 3)}
+        say(f"  RATIO after liger: patched / clean {out['after_liger']['ratio_patched_vs_clean']}x, "
+            f"undone / patched {out['after_liger']['ratio_undone_vs_patched']}x ({undone['restored']} attributes restored)")
+
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
     greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
+    if getattr(args, "after_liger_only", False):  # a first call compiles (as engine call 1), then the three
+        from srscode.plugins.lib import fast_decode
+
+        fast_run(env, model, ids, mask, 1, new, sampling, dec=fast_decode.FastDecoder(
+            model, graph_runner=env.runner(), compile=True, compile_backend=getattr(args, "compile_backend", None)))
+        after_liger(sampling)
+        return out
     if getattr(args, "engine_only", False):
         baseline("sample", sample)
         engine_calls(sampling)
@@ -692,6 +743,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine-only", action="store_true",
                     help="part a: only generate() sampled and the engine-round calls (compiled once, both attentions)")
     # inductor; --smoke (and tests) "eager": dynamo still traces, without the minute of C++ builds
+    ap.add_argument("--after-liger-only", action="store_true",
+                    help="part a: only engine calls on the clean model, with liger's patches left on it, and after "
+                         "model_patches_undone (liger-kernel needed; GPU)")
     ap.add_argument("--compile-backend", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true",
                     help="part a: torch.profiler over 3 decode steps without graphs at B=rows, largest window "

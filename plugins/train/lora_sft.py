@@ -63,6 +63,7 @@ from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResul
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
 from ..lib.lora_training import mixed_precision_lora
+from ..lib.model_patches import model_patches_undone
 from ..lib.hf_model import known_library_deprecations
 
 log = logging.getLogger(__name__)
@@ -432,16 +433,18 @@ class LoRASFTTrainer:
         hf_model.load_base(self.ctx)
         weighted = _weights_or_none([e.weight for e in kept]) is not None
         started = time.perf_counter()
-        model = peft_model_for(self.ctx, init, p)
-        try:
-            with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
-                trainer = self.build_trainer(kept, model, scratch)
-                with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
-                        mixed_precision_lora(model, trainer.args) as lean:
-                    output = train_with_progress(trainer, self.ctx, "train")
-                adapter = save_adapter(trainer, model, Path(out_dir))
-        finally:
-            restore_base(self.ctx, model)
+        # the shared base as the generator will want it back (liger patches it while training)
+        with model_patches_undone(hf_model.release_peft(self.ctx)) as undone:
+            model = peft_model_for(self.ctx, init, p)
+            try:
+                with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
+                    trainer = self.build_trainer(kept, model, scratch)
+                    with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
+                            mixed_precision_lora(model, trainer.args) as lean:
+                        output = train_with_progress(trainer, self.ctx, "train")
+                    adapter = save_adapter(trainer, model, Path(out_dir))
+            finally:
+                restore_base(self.ctx, model)
         seconds = time.perf_counter() - started
         loop = float(output.metrics.get("train_runtime") or seconds)
         tokens = float(trainer.state.num_input_tokens_seen or 0)  # non-padding, all processes
@@ -458,6 +461,7 @@ class LoRASFTTrainer:
             "train_compact_head": float(compact),  # the LM head scored only labelled tokens (compact_lm_head)
             "train_lora_inputs_uncast": float(lean["uncast"]),  # LoRA inputs stayed bf16/fp16 (mixed_precision_lora)
             "train_lora_fused_add": float(lean["fused_add"]),  # the adapter's product added by one addmm
+            "train_patches_undone": float(undone["restored"]),  # attributes training patched, put back (model_patches)
         }
         return TrainResult(adapter=adapter, metrics=metrics)
 
