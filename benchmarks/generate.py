@@ -363,11 +363,14 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         with model_patches_undone(model) as undone:
             apply_liger_kernel(model, {})
             call("liger's patches left on (before the fix)")
+            call("liger's patches left on, second call")  # compiled already: liger's kernels alone
         call("patches undone (the fix)")
         out["after_liger"] = {"calls": rows_here, "restored": undone["restored"],
                               "ratio_patched_vs_clean": round(rows_here[1]["tok_s"] / rows_here[0]["tok_s"], 3),
-                              "ratio_undone_vs_patched": round(rows_here[2]["tok_s"] / rows_here[1]["tok_s"], 3)}
-        say(f"  RATIO after liger: patched / clean {out['after_liger']['ratio_patched_vs_clean']}x, "
+                              "ratio_patched_again_vs_clean": round(rows_here[2]["tok_s"] / rows_here[0]["tok_s"], 3),
+                              "ratio_undone_vs_patched": round(rows_here[3]["tok_s"] / rows_here[1]["tok_s"], 3)}
+        say(f"  RATIO after liger: patched / clean {out['after_liger']['ratio_patched_vs_clean']}x "
+            f"(second call {out['after_liger']['ratio_patched_again_vs_clean']}x), "
             f"undone / patched {out['after_liger']['ratio_undone_vs_patched']}x ({undone['restored']} attributes restored)")
 
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
