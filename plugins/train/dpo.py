@@ -13,7 +13,8 @@ the same function. Only ``"default"`` is saved (``selected_adapters``).
 Speed: gradient checkpointing off, liger's layer kernels where available (``liger``) and
 leaner LoRA layers under mixed precision (``lib/lora_training.py``), as in ``lora-sft``;
 TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so DPO batches stay
-padded. Progress: one ``ctx.progress("dpo")`` bar with the loss.
+padded. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared base is handed
+back as ``lora-sft`` hands it back (LoRA unloaded, liger's patches undone).
 
 ``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
 epochs, batch size, ...) from ``dpo.params``. Precision/device from the hardware backend.

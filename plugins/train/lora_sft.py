@@ -43,7 +43,10 @@
   device branches. Training goes through TRL's accelerate-based Trainer, so
   ``accelerate launch`` of the same command trains data-parallel.
 * The cached base model is left clean afterwards (LoRA layers unloaded, eval mode), so the
-  generator's peft path works on it next round without reloading.
+  generator's peft path works on it next round without reloading; what the Trainer patched
+  on it and in its modeling module (liger's kernels, process-wide) is put back
+  (``lib/model_patches.py``), so the next round decodes with transformers' own layers and its
+  compiled decoder is not compiled again.
 """
 from __future__ import annotations
 
