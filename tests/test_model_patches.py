@@ -192,3 +192,57 @@ def test_real_liger_is_undone(tiny_model_dir):
         assert modeling_qwen2.Qwen2RMSNorm.__name__ == "LigerRMSNorm"  # liger did patch
     assert _same_state(_state(model), state)
     assert modeling_qwen2.Qwen2RMSNorm.__name__ == "Qwen2RMSNorm" and report["restored"] > 0
+
+
+def test_rounds_after_a_patching_training_decode_without_compiling_again(tiny_model_dir, tmp_path, monkeypatch):
+    """The symptom on the GPU: after a training that left liger's patches, the next round's
+    compiled decoder traced the patched layers and compiled again. Here the engine's pattern on
+    the CPU (compile forced on): generate on the base, train (patched), generate on the base
+    again, then with the new adapter, train (patched again), generate with the next: the second
+    base call compiles nothing, adapters add their graphs once, and the tokens and graph counts
+    are those of rounds whose training patched nothing."""
+    import torch
+
+    from srscode.core.types import Prompt
+    from srscode.plugins.generate.hf import HFGenerator, HFGeneratorParams
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.train import lora_sft
+
+    class Counting:  # a torch.compile backend that counts the graphs dynamo hands it
+        graphs = 0
+
+        def __call__(self, gm, example_inputs):
+            Counting.graphs += 1
+            return gm.forward
+
+    real_train = lora_sft.train_with_progress
+
+    def run(patch: bool) -> tuple[list, list]:
+        def train_patching(trainer, ctx, what):
+            out = real_train(trainer, ctx, what)
+            if patch:
+                liger_like_patch(trainer.model.get_base_model())
+            return out
+
+        monkeypatch.setattr(lora_sft, "train_with_progress", train_patching)
+        Counting.graphs = 0
+        monkeypatch.setattr(fast_decode, "COMPILE_BACKEND", Counting())
+        torch._dynamo.reset()
+        ctx = make_ctx(tiny_model_dir)
+        gen = HFGenerator(HFGeneratorParams(compile=True, temperature=0.0, max_new_tokens=8, pack_precision="model"), ctx)
+        trainer = lora_sft.LoRASFTTrainer(lora_sft.LoRASFTParams(r=4, alpha=8, dropout=0.0, lr=1e-2, batch_size=2,
+                                                                 max_length=128), ctx)
+        prompts = [Prompt(f"t{i}", PROMPT.format(name=f"f{i}")) for i in range(3)]
+        texts, graphs, trained = [], [], None
+        for step in ["base", "train", "base", "adapter", "train", "adapter"]:
+            if step == "train":
+                trained = trainer.train_sft(_examples(), trained, tmp_path / f"{patch}-{len(graphs)}").adapter
+                continue
+            texts.append([c.text for c in gen.generate(prompts, 1, trained if step == "adapter" else None, seed=1)])
+            graphs.append(Counting.graphs)
+        return texts, graphs
+
+    plain_texts, plain_graphs = run(False)
+    texts, graphs = run(True)
+    assert graphs[1] == graphs[0] and graphs[3] == graphs[2], graphs  # compiled once for the base, once for adapters
+    assert graphs == plain_graphs and texts == plain_texts
