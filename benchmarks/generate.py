@@ -283,6 +283,13 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
             out[f"profile_{label}"] = {"error": f"{type(exc).__name__}: {exc}"}
             say(f"  profile ({label}) failed: {traceback.format_exc()}")
 
+    def engine_decoder() -> Any:
+        """A new decoder as an engine round's ``hf`` generate call makes one (compile on)."""
+        from srscode.plugins.lib import fast_decode
+
+        return fast_decode.FastDecoder(model, graph_runner=env.runner(), compile=True,
+                                       compile_backend=getattr(args, "compile_backend", None))
+
     def engine_calls(spec: SamplingSpec) -> None:
         """What an engine round's default ``hf`` generation does since compile is on by
         default: a new decoder per ``generate`` call (compile=True, as ``compile: auto`` is on
@@ -304,8 +311,7 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                 for call, b in enumerate(rows_per_call, 1):
                     torch.manual_seed(call)
                     before = counters["stats"]["unique_graphs"]
-                    dec = fast_decode.FastDecoder(model, graph_runner=env.runner(), compile=True,
-                                                  compile_backend=getattr(args, "compile_backend", None))
+                    dec = engine_decoder()
                     res, secs, _ = fast_run(env, model, ids[:b], mask[:b], 1, new, spec, dec=dec)
                     r = decode_row(res, secs, b)
                     r.update(attention=attn, sampler=sampler, call=call, compiled=dec.fam.compiled,
@@ -332,7 +338,6 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         last after the patches are undone (what such rounds decode now)."""
         from torch._dynamo.utils import counters
 
-        from srscode.plugins.lib import fast_decode
         from srscode.plugins.lib.model_patches import model_patches_undone
 
         try:
@@ -342,18 +347,16 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
             out["after_liger"] = {"skipped": f"liger-kernel not importable: {exc}"}
             say(f"  after liger: skipped ({exc})")
             return
-        rows_here, calls = [], {}
+        rows_here = []
 
         def call(label: str) -> None:
             torch.manual_seed(2)
             before = counters["stats"]["unique_graphs"]
-            dec = fast_decode.FastDecoder(model, graph_runner=env.runner(), compile=True,
-                                          compile_backend=getattr(args, "compile_backend", None))
+            dec = engine_decoder()
             res, secs, _ = fast_run(env, model, ids, mask, 1, new, spec, dec=dec)
             r = decode_row(res, secs, rows)
             r.update(label=label, compiled=dec.fam.compiled, new_graphs=counters["stats"]["unique_graphs"] - before)
             rows_here.append(r)
-            calls[label] = r
             say(f"  after liger, {label}: {r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, "
                 f"new graphs {r['new_graphs']}, {secs:.2f}s")
             del dec, res
@@ -375,11 +378,8 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
 
     sampling = SamplingSpec(0.8, 0.95, (eos,), 0, min_new_tokens=new)
     greedy = SamplingSpec(0.0, 1.0, (eos,), 0, min_new_tokens=new)
-    if getattr(args, "after_liger_only", False):  # a first call compiles (as engine call 1), then the three
-        from srscode.plugins.lib import fast_decode
-
-        fast_run(env, model, ids, mask, 1, new, sampling, dec=fast_decode.FastDecoder(
-            model, graph_runner=env.runner(), compile=True, compile_backend=getattr(args, "compile_backend", None)))
+    if getattr(args, "after_liger_only", False):  # a first call compiles (as engine call 1), then the four
+        fast_run(env, model, ids, mask, 1, new, sampling, dec=engine_decoder())
         after_liger(sampling)
         return out
     if getattr(args, "engine_only", False):

@@ -81,12 +81,11 @@ def test_lora_inputs_stay_bf16_under_autocast_with_the_same_training(stage, tiny
     import torch
 
     from srscode.plugins.lib import lora_training
-    from srscode.plugins.train import dpo as dpo_plugin
     from srscode.plugins.train import lora_sft
 
     ctx = _bf16_ctx(tiny_model_dir)
     init = AdapterRef.from_dir(make_lora_adapter(tiny_model_dir, tmp_path / "init", seed=2, r=4, scale=0.3))
-    seen = _watch_lora_inputs(monkeypatch, lora_sft if stage == "sft" else dpo_plugin)
+    seen = _watch_lora_inputs(monkeypatch, lora_sft)  # both stages wrap through lora_sft.lora_on_shared_base
     monkeypatch.setattr(lora_training, "FUSED_LORA_ADD", False)  # this test isolates the cast
     runs = {}
     for uncast in (True, False):

@@ -36,9 +36,8 @@ from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
 from ..lib.lora_training import mixed_precision_lora
-from ..lib.model_patches import model_patches_undone
 from .lora_sft import (
-    LoRAParams, common_args, known_library_deprecations, one_device_per_process, peft_model_for, restore_base, save_adapter,
+    LoRAParams, common_args, known_library_deprecations, lora_on_shared_base, one_device_per_process, save_adapter,
     train_with_progress, training_attention,
 )
 
@@ -93,23 +92,18 @@ class DPOTrainerStage:
             hf_model.quiet_datasets()
         hf_model.load_base(self.ctx)
         started = time.perf_counter()
-        # the shared base as the generator will want it back (liger patches it while training)
-        with model_patches_undone(hf_model.release_peft(self.ctx)) as undone:
-            model = peft_model_for(self.ctx, init, self.params)
-            try:
-                with tempfile.TemporaryDirectory(prefix="srscode-dpo-") as scratch:
-                    trainer = self.build_trainer(pairs, model, scratch)
-                    if init is not None and "ref" not in model.peft_config:
-                        raise StageError(
-                            "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
-                            "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
-                        )
-                    with training_attention(model, self.params.attention), \
-                            compact_lm_head(self.ctx.backend) as compact, mixed_precision_lora(model, trainer.args) as lean:
-                        output = train_with_progress(trainer, self.ctx, "dpo")
-                    adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
-            finally:
-                restore_base(self.ctx, model)
+        with lora_on_shared_base(self.ctx, init, self.params) as (model, undone), \
+                tempfile.TemporaryDirectory(prefix="srscode-dpo-") as scratch:
+            trainer = self.build_trainer(pairs, model, scratch)
+            if init is not None and "ref" not in model.peft_config:
+                raise StageError(
+                    "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
+                    "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
+                )
+            with training_attention(model, self.params.attention), compact_lm_head(self.ctx.backend) as compact, \
+                    mixed_precision_lora(model, trainer.args) as lean:
+                output = train_with_progress(trainer, self.ctx, "dpo")
+            adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
         seconds = time.perf_counter() - started
         logs = [h for h in trainer.state.log_history if "loss" in h]
         tokens = float(trainer.state.num_input_tokens_seen or 0)

@@ -273,6 +273,20 @@ def restore_base(ctx: Any, model: Any) -> None:
     ctx.models.base_model = base
 
 
+@contextlib.contextmanager
+def lora_on_shared_base(ctx: Any, init: AdapterRef | None, p: LoRAParams) -> Iterator[tuple[Any, dict[str, int]]]:
+    """The shared base wrapped for training (:func:`peft_model_for`) and, whatever happens,
+    handed back as the generator wants it: LoRA unloaded (:func:`restore_base`) and what the
+    Trainer patched on it put back (``lib/model_patches.py``; liger patches it while training).
+    Yields the ``PeftModel`` and the patch report (its count is set on exit)."""
+    with model_patches_undone(hf_model.release_peft(ctx)) as undone:
+        model = peft_model_for(ctx, init, p)
+        try:
+            yield model, undone
+        finally:
+            restore_base(ctx, model)
+
+
 def quiet_logs(trainer: Any) -> None:
     """No printed dict per logged step (transformers adds a ``PrinterCallback`` when its bar is
     off): the engine reports the metrics; ``logging_steps=1`` only feeds ``state.log_history``."""
@@ -439,18 +453,13 @@ class LoRASFTTrainer:
         hf_model.load_base(self.ctx)
         weighted = _weights_or_none([e.weight for e in kept]) is not None
         started = time.perf_counter()
-        # the shared base as the generator will want it back (liger patches it while training)
-        with model_patches_undone(hf_model.release_peft(self.ctx)) as undone:
-            model = peft_model_for(self.ctx, init, p)
-            try:
-                with tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
-                    trainer = self.build_trainer(kept, model, scratch)
-                    with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
-                            mixed_precision_lora(model, trainer.args) as lean:
-                        output = train_with_progress(trainer, self.ctx, "train")
-                    adapter = save_adapter(trainer, model, Path(out_dir))
-            finally:
-                restore_base(self.ctx, model)
+        with lora_on_shared_base(self.ctx, init, p) as (model, undone), \
+                tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
+            trainer = self.build_trainer(kept, model, scratch)
+            with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
+                    mixed_precision_lora(model, trainer.args) as lean:
+                output = train_with_progress(trainer, self.ctx, "train")
+            adapter = save_adapter(trainer, model, Path(out_dir))
         seconds = time.perf_counter() - started
         loop = float(output.metrics.get("train_runtime") or seconds)
         tokens = float(trainer.state.num_input_tokens_seen or 0)  # non-padding, all processes
