@@ -304,10 +304,11 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         calls = []
         attn = fast_decode.DECODE_ATTENTION
         try:
-            # the default (fused first draw) and the top-k-first sampler it replaced, in this run
-            for first_draw in (True, False):
-                fast_decode.FIRST_DRAW = first_draw
-                sampler = "first_draw" if first_draw else "topk_first"
+            # the default (the fused first draw captured with the step), the same draw after the
+            # step, and the top-k-first sampler both replaced, in this run
+            for sampler, first_draw, in_step in (("drawn_in_step", True, True), ("first_draw", True, False),
+                                                 ("topk_first", False, False)):
+                fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP = first_draw, in_step
                 for call, b in enumerate(rows_per_call, 1):
                     torch.manual_seed(call)
                     before = counters["stats"]["unique_graphs"]
@@ -320,17 +321,19 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                     say(f"  engine call {call} ({attn}, {sampler}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
                         f"{r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, new graphs {r['new_graphs']}, "
                         f"compiled {dec.fam.compiled}")
-                    if call == 2 and first_draw:  # the step replayed alone, the samplers alone
+                    if call == 2 and in_step:  # the step replayed alone, the samplers alone
                         out[f"micro_engine_{attn}"] = micro(env, dec, spec, b)
                     del dec, res
                     env.reset_peak()
         finally:
-            fast_decode.FIRST_DRAW = True
+            fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP = True, True
         out["engine_calls"] = calls
         two = {c["sampler"]: c["tok_s"] for c in calls if c["call"] == 2}
-        if len(two) == 2:
+        if len(two) == 3:
             out["ratio_first_draw_vs_topk_first_call2"] = round(two["first_draw"] / two["topk_first"], 3)
-            say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x")
+            out["ratio_drawn_in_step_vs_first_draw_call2"] = round(two["drawn_in_step"] / two["first_draw"], 3)
+            say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x; "
+                f"drawn in the step / drawn after it: {out['ratio_drawn_in_step_vs_first_draw_call2']}x")
 
     def after_liger(spec: SamplingSpec) -> None:
         """An engine call on the model as a liger training leaves it (what every round after the
@@ -441,11 +444,17 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
     from srscode.plugins.lib.fast_decode import compiled_first_draw, first_draw, sample_tokens
 
     buf = dec.buffers
-    window = max(buf.graphs)
-    step = buf.graphs[window]
+    window = max(k if isinstance(k, int) else k[1] for k in buf.graphs)
+    drawn_keys = [k for k in buf.graphs if isinstance(k, tuple) and k[1] == window]
     reps = 3 if env.smoke else 20
     with torch.inference_mode():
-        logits = step().float()
+        logits = dec._step(buf, window).float()  # captures the plain step where the loop drew inside it
+        step = buf.graphs[window]
+        drawn_ms = None
+        if drawn_keys:  # the loop's step: noise refilled, then the step and its draws as one graph
+            drawn, draws = buf.graphs[drawn_keys[0]], buf.draws[drawn_keys[0][3]]
+            _, t_drawn = timed(env, lambda: [(draws.refill(dec.rng), drawn()) for _ in range(reps)])
+            drawn_ms = round(t_drawn / reps * 1e3, 3)
         padding = torch.arange(logits.shape[0], device=logits.device) >= rows  # as the decode loop passes it
         _, t_step = timed(env, lambda: [step() for _ in range(reps)])
         _, t_samp = timed(env, lambda: [sample_tokens(logits, spec, done=padding) for _ in range(reps)])
@@ -476,12 +485,16 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
          "graphs": dec.runner is not None}
     r["sampled_step_topk_ms"] = round(r["step_ms"] + r["sampler_topk_path_ms"], 3)
     r["sampled_step_first_draw_ms"] = round(r["step_ms"] + first_ms["compiled_sharp"], 3)
+    r["sampled_step_drawn_in_graph_ms"] = drawn_ms  # on these random-weight logits (flat rows: most redraws)
     say(f"  micro (B={rows}, window {window}): step replay {r['step_ms']} ms, top-p sampler {r['sampler_ms']} ms "
         f"(on these random-weight logits), {r['sampler_topk_path_ms']} ms on the same logits x{scale:g} (the top-k "
         f"path a trained model takes; every row on it: {covered}), argmax {r['argmax_ms']} ms, device graphs: {r['graphs']}")
     say(f"  micro first draw (ms; sharp = x{scale:g}, random = as decoded): {first_ms}; sampled step "
         f"{r['sampled_step_topk_ms']} ms (top-k first) -> {r['sampled_step_first_draw_ms']} ms (first draw, compiled), "
         f"sampler ratio {r['sampler_topk_path_ms'] / max(first_ms['compiled_sharp'], 1e-9):.2f}x")
+    if drawn_ms is not None:
+        say(f"  micro sampled step, draw captured with the step (noise refill + one replay): {drawn_ms} ms "
+            f"(step replay + compiled first draw outside: {r['sampled_step_first_draw_ms']} ms)")
     return r
 
 
@@ -517,8 +530,14 @@ def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, 
             window = buf.shape[1]
             buf.graphs.clear()
 
+            draws = buf.draws.get(spec.top_p)  # the loop drew inside its step (fast_decode.DRAW_IN_STEP)
+
             def step() -> None:
-                sample_tokens(dec.fam.decode(buf, window).float(), spec, dec.probe, dec.rng, first=dec.first)
+                if draws is not None:  # as the loop runs it: noise, then the step and its draws
+                    draws.refill(dec.rng)
+                    dec._drawn_step(buf, window, spec, draws)
+                else:
+                    sample_tokens(dec.fam.decode(buf, window).float(), spec, dec.probe, dec.rng, first=dec.first)
 
             step()  # warm (a compiled decoder compiled in generate above)
             env.sync()

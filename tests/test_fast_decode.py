@@ -376,7 +376,7 @@ def test_first_draw_accepts_exactly_the_rows_whose_token_is_in_the_top_p_set():
     for temperature, top_p in [(0.8, 0.95), (1.3, 0.5)]:
         kept = _reference_top_p(logits, temperature, top_p).repeat(500, 1) > 0
         noise = torch.empty(rows.shape).exponential_(generator=gen)
-        tok, ok = first_draw(rows, noise, 1.0 / temperature, top_p)
+        tok, ok = first_draw(rows, noise, 1.0 / temperature, top_p, torch.zeros(300))
         in_set = kept.gather(1, tok[:, None]).squeeze(1)
         assert torch.equal(ok, in_set), (temperature, top_p)
         assert 0 < int((~ok).sum()) < ok.numel() // 2  # both verdicts occur
@@ -440,9 +440,11 @@ def test_first_draw_leaves_done_rows_and_redraws_only_rejected_rows(monkeypatch)
 
 
 def test_compiled_decoder_samples_through_the_compiled_first_draw(tokenizer, monkeypatch):
-    """A compiled decoder's sampling goes through the compiled first draw (one more graph),
-    reproducibly per seed; FIRST_DRAW = False keeps the top-k path (the baseline); greedy
-    decoding never compiles it."""
+    """A compiled decoder's sampling goes through the compiled first draw (one more graph):
+    the prefill's logits through the sampler, every later step's draw inside the step
+    (``DRAW_IN_STEP``; its redraw rounds on fewer rows compile nothing more), reproducibly
+    per seed; DRAW_IN_STEP = False draws after each step; FIRST_DRAW = False keeps the
+    top-k path (the baseline)."""
     import torch
 
     from srscode.plugins.lib import fast_decode
@@ -460,14 +462,116 @@ def test_compiled_decoder_samples_through_the_compiled_first_draw(tokenizer, mon
     first, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
     assert dec.first is not None and dec.fam.compiled
     assert backend.graphs == 4, backend.graphs  # pre, post, head and the first draw
-    firsts = [f for f in calls if f is not None]  # (None: the redraw of rejected rows)
-    assert len(firsts) == dec.stats["steps"] and all(f is dec.first for f in firsts), "not every step drew first"
+    firsts = [f for f in calls if f is not None]  # (None: rows the draws left, sampled exactly)
+    assert len(firsts) == 1 and firsts[0] is dec.first, "the prefill's logits did not draw first"
+    assert dec.stats["draws_in_step"] == dec.stats["steps"] - 1 == 9, dec.stats
     again, _ = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
     assert again.tokens == first.tokens and backend.graphs == 4  # same seed, nothing recompiled
+    monkeypatch.setattr(fast_decode, "DRAW_IN_STEP", False)
+    calls.clear()
+    after, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
+    firsts = [f for f in calls if f is not None]
+    assert len(firsts) == dec.stats["steps"] and all(f is dec.first for f in firsts), "not every step drew first"
+    assert dec.stats["draws_in_step"] == 0 and backend.graphs == 4
     monkeypatch.setattr(fast_decode, "FIRST_DRAW", False)
     calls.clear()
     _, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
     assert dec.first is None and calls and not any(calls)
+
+
+@pytest.mark.parametrize("redraw_rounds", [2, 0])
+def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(tokenizer, monkeypatch, redraw_rounds):
+    """The draw inside the step bans EOS before min_new_tokens (the token the model draws
+    most is made EOS, so without the ban rows end at once), with the redraw rounds and with
+    none (every rejected row then sampled outside the graph, exactly: the ban applies there
+    too). Its graphs are captured once per window and reused by the next batch of the same
+    shape, whose draws read the same buffers."""
+    import collections
+
+    import torch
+
+    from srscode.plugins.lib import drawn_step, fast_decode
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    monkeypatch.setattr(drawn_step, "REDRAW_ROUNDS", redraw_rounds)
+    monkeypatch.setattr(fast_decode, "WINDOW", 16)
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+
+    def run(eos: tuple[int, ...], min_new: int, chunk: int | None = None):
+        runner = RecordingRunner()
+        dec = FastDecoder(model, graph_runner=runner, seed=11, compile=True, compile_backend=backend)
+        spec = SamplingSpec(1.0, 0.9, eos, tok.pad_token_id, min_new_tokens=min_new)
+        if chunk:  # two batches of the same shape through one decoder
+            monkeypatch.setattr(fast_decode, "PREFILL_GROUPED", False)
+        with torch.inference_mode():
+            outs = [dec.generate(enc["input_ids"][i:i + 2], enc["attention_mask"][i:i + 2], 4, 24, spec)
+                    for i in ((0, 2) if chunk else (0,))]
+        return outs, dec, runner
+
+    (free,), _, _ = run((), 0)
+    # the token drawn most by the steps after the first (drawn inside the step), made likelier
+    common = collections.Counter(t for row in free.tokens for t in row[1:6]).most_common(1)[0][0]
+    with torch.no_grad():
+        model.lm_head.weight[common] *= 3.0
+    (ends,), _, _ = run((common,), 0)
+    assert sum(2 <= length <= 6 for length in ends.lengths) >= 2, ends.lengths  # it ends rows early
+    (held,), dec, runner = run((common,), 6)
+    assert all(length > 6 for length in held.lengths), held.lengths
+    assert all(common not in row[:6] for row in held.tokens)
+    assert dec.stats["draws_in_step"] == dec.stats["steps"] - 1 > 0
+    if redraw_rounds == 0:
+        assert dec.stats["draw_fallback_rows"] > 0, dec.stats  # rows left to the exact path
+    # that path bans too: rows the draws left, on logits where the banned token dominates
+    logits = torch.zeros(8, len(tok))
+    logits[:, common] = 20.0
+    left = torch.zeros(8, dtype=torch.bool)
+    spec = SamplingSpec(1.0, 0.9, (common,), tok.pad_token_id, min_new_tokens=6)
+    picked = dec._resolved(torch.zeros(8, dtype=torch.long), left, logits, spec, torch.tensor([common]), {"draw_fallback_rows": 0})
+    assert not bool((picked == common).any())
+    allowed = dec._resolved(torch.zeros(8, dtype=torch.long), left, logits, spec, None, {"draw_fallback_rows": 0})
+    assert bool((allowed == common).all())
+    outs, dec, runner = run((), 0, chunk=2)
+    keys = [k for k in dec.buffers.graphs if isinstance(k, tuple)]
+    assert keys and all(k[0] == "drawn" for k in keys) and runner.captures == len(dec.buffers.graphs)
+    assert len(dec.buffers.draws) == 1 and all(len(o.tokens) == 8 for o in outs)
+    assert backend.graphs == 4, backend.graphs  # the model's three pieces and the draw, whatever the rounds
+
+
+@pytest.mark.cuda
+def test_draws_in_real_cuda_graphs_give_the_uncaptured_loops_tokens(tokenizer, monkeypatch):
+    """On a GPU, the step and its draws replayed from CUDA graphs give exactly the tokens of
+    the same loop run without graphs (same seed): a graph reading stale noise, a stale done
+    mask or freed buffers would draw differently. Several windows, two batches of one shape."""
+    import torch
+
+    from srscode.hardware.graphs import runner_factory
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    monkeypatch.setattr(fast_decode, "WINDOW", 16)
+    monkeypatch.setattr(fast_decode, "PREFILL_GROUPED", False)
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id).cuda()
+    enc = tok(TEXTS, return_tensors="pt", padding=True).to("cuda")
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+    spec = SamplingSpec(1.0, 0.9, (tok.eos_token_id,), tok.pad_token_id, min_new_tokens=3)
+
+    def run(runner):
+        dec = FastDecoder(model, graph_runner=runner, seed=5, compile=True, compile_backend=backend)
+        with torch.inference_mode():
+            return [dec.generate(enc["input_ids"][i:i + 2], enc["attention_mask"][i:i + 2], 4, 40, spec).tokens
+                    for i in (0, 2)], dec
+
+    plain, _ = run(None)
+    graphed, dec = run(runner_factory("cuda", "CUDAGraph")())
+    assert dec.runner is not None and dec.stats["draws_in_step"] > 0
+    assert len([k for k in dec.buffers.graphs if isinstance(k, tuple)]) >= 2  # several windows captured
+    assert graphed == plain
 
 
 def test_sampler_compiler_failure_falls_back_to_the_eager_sampler(tokenizer, caplog):

@@ -30,7 +30,9 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
   Compiled decoders draw every row from its whole distribution first, in one fused
   function (:func:`first_draw`); rows whose draw falls outside the top-p set (about
   ``1 - top_p`` of them) draw again the same way, and only rows that reject
-  ``REJECTION_ROUNDS`` draws take that path.
+  ``REJECTION_ROUNDS`` draws take that path. From the second token on, the draw and two
+  bounded redraw rounds are captured in the step's own device graph
+  (:mod:`~srscode.plugins.lib.drawn_step`), so a step is one replay and one sync.
 
 Everything else is the model's own modules: embeddings, norms, q/k/v/o projections (so
 peft LoRA layers apply), rotary embedding (so rope scaling applies), MLP and lm_head.
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 from srscode.hardware import synchronize
+from srscode.plugins.lib.drawn_step import DrawBuffers, draw_rounds
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ PREFILL_GROUPED = True  # False: chunks in batch order at the batch's width (wha
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
 FIRST_DRAW = True  # compiled decoders sample through the fused first draw (False: top-k first, a benchmark's baseline)
+DRAW_IN_STEP = True  # compiled decoders capture the draw with the step (False: drawn after it, a benchmark's baseline)
 GIVE_OUT_EARLY = True  # rows are given out at each check as they finish (False: all at the end, a benchmark's baseline)
 DECODE_ATTENTION = "sdpa"  # decode attention: "sdpa" (the backend's fused kernel) or "bmm" (two batched GEMMs)
 COMPILE_BACKEND: Any = "inductor"  # torch.compile's backend when none is given (tests count graphs with theirs)
@@ -131,9 +135,10 @@ def draw(weights: Any, generator: Any = None) -> Any:
     return (weights.float() / race).argmax(dim=-1)
 
 
-def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float) -> tuple[Any, Any]:
-    """One exact draw per row of ``softmax(logits * inv_temperature)`` [R, V] and whether it
-    lies in the row's top-p set: ``(tokens [R], accepted [R] bool)``.
+def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float, ban: Any) -> tuple[Any, Any]:
+    """One exact draw per row of ``softmax(logits * inv_temperature + ban)`` [R, V] and whether
+    it lies in the row's top-p set: ``(tokens [R], accepted [R] bool)``. ``ban`` [V] float32
+    is 0, or -inf for tokens that may not be drawn (EOS before ``min_new_tokens``).
 
     The draw is the exponential race of :func:`draw` in log space (``argmax x_i - log E_i``
     with ``noise`` E ~ Exp(1), float32 [R, V]), so no softmax is written; a token is in
@@ -145,7 +150,7 @@ def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float) ->
     each pass over a [R, V] tensor (~1.2 ms a step at 256 rows x 152k on an H100)."""
     import torch
 
-    x = logits.float() * inv_temperature
+    x = logits.float() * inv_temperature + ban
     m = x.amax(-1, keepdim=True)
     e = torch.exp(x - m)
     z = e.sum(-1, keepdim=True)
@@ -160,9 +165,10 @@ _FIRST_DRAWS: dict[Any, Callable[..., tuple[Any, Any]]] = {}
 
 def _first_draw_rows(first: Callable[..., tuple[Any, Any]], logits: Any, spec: SamplingSpec,
                      generator: Any) -> tuple[Any, Any]:
-    """``first`` on ``logits`` [R, V] with fresh noise. A single row goes in twice (its
-    noise independent per copy; the first copy's draw is used): dynamo specialises a
-    size-1 dimension, which would compile the function once more."""
+    """``first`` on ``logits`` [R, V] with fresh noise (no token banned: the caller masked
+    the logits). A single row goes in twice (its noise independent per copy; the first
+    copy's draw is used): dynamo specialises a size-1 dimension, which would compile the
+    function once more."""
     import torch
 
     rows = logits.shape[0]
@@ -170,7 +176,8 @@ def _first_draw_rows(first: Callable[..., tuple[Any, Any]], logits: Any, spec: S
         logits = logits.repeat(2, 1)
     noise = torch.empty(logits.shape, dtype=torch.float32, device=logits.device).exponential_(generator=generator)
     _rows_dynamic(logits, noise)
-    tok, ok = first(logits, noise, 1.0 / spec.temperature, spec.top_p)
+    ban = torch.zeros(logits.shape[1], dtype=torch.float32, device=logits.device)
+    tok, ok = first(logits, noise, 1.0 / spec.temperature, spec.top_p, ban)
     return tok[:rows], ok[:rows]
 
 
@@ -768,7 +775,8 @@ class DecodeBuffers:
     tokens: Any  # [R] the token each row feeds this step
     positions: Any  # [R] its rotary position
     column: Any  # [1] the cache column it is written to
-    graphs: dict[int, Callable[[], Any]] = field(default_factory=dict)
+    graphs: dict[Any, Callable[[], Any]] = field(default_factory=dict)  # by window (and draw, see _drawn_step)
+    draws: dict[float, DrawBuffers] = field(default_factory=dict)  # by top_p: the captured draws' inputs
 
     @classmethod
     def allocate(cls, fam: LlamaFamily, rows: int, length: int) -> "DecodeBuffers":
@@ -870,6 +878,18 @@ class FastDecoder:
                 self.rng.set_state(state)  # the eager sampler draws what it would have drawn
         return sample_tokens(logits, spec, self.probe, self.rng, done=done, first=self.first)
 
+    def _resolved(self, tok: Any, ok: Any, logits: Any, spec: SamplingSpec, ban: Any, stats: dict) -> Any:
+        """``tok`` with the rows the captured draw left unresolved (``ok`` False: rejected
+        every draw in the graph) sampled exactly from their top-p sets, outside the graph."""
+        if bool(ok.all()):  # the step's one sync on the sampler
+            return tok
+        rows = (~ok).nonzero().squeeze(1)
+        sub = logits.index_select(0, rows).float()
+        if ban is not None:
+            sub.index_fill_(1, ban, float("-inf"))
+        stats["draw_fallback_rows"] += int(rows.numel())
+        return tok.index_copy(0, rows, sample_tokens(sub, spec, self.probe, self.rng))
+
     def _buffers(self, rows: int, length: int) -> DecodeBuffers:
         # a cache at least this long serves the batch as it is (windows never reach past the
         # batch's length), graphs included: with the generator's batches longest first, one
@@ -880,9 +900,25 @@ class FastDecoder:
         return self.buffers
 
     def _step(self, buf: DecodeBuffers, window: int) -> Any:
-        fn = buf.graphs.get(window)
+        return self._captured(buf, window, lambda: self.fam.decode(buf, window))
+
+    def _drawn_step(self, buf: DecodeBuffers, window: int, spec: SamplingSpec, draws: DrawBuffers) -> tuple[Any, Any, Any]:
+        """The step and its draw as one graph (see :mod:`.drawn_step`): ``(logits, tokens,
+        ok)``, ``ok`` False on live rows that rejected every draw in it. ``draws`` holds
+        the noise, ban and done rows it reads (filled by the caller before each call)."""
+        inv_t = 1.0 / spec.temperature
+        first = self.first
+
+        def step() -> tuple[Any, Any, Any]:
+            logits = self.fam.decode(buf, window)
+            return (logits, *draw_rounds(first, logits, draws, inv_t, spec.top_p, _rows_dynamic))
+
+        return self._captured(buf, ("drawn", window, inv_t, spec.top_p), step)
+
+    def _captured(self, buf: DecodeBuffers, key: Any, step: Callable[[], Any]) -> Any:
+        """``step()`` through the graph captured for ``key`` on ``buf`` (captured now if new)."""
+        fn = buf.graphs.get(key)
         if fn is None:
-            step = lambda: self.fam.decode(buf, window)  # noqa: E731
             fn = step
             if self.fam.compiled and not buf.graphs:
                 # the first step of a shape compiles (outside any capture); a compiler
@@ -899,7 +935,7 @@ class FastDecoder:
                 except Exception as exc:  # noqa: BLE001 - a module that cannot be captured still decodes
                     log.warning("fast decode: graph capture failed (%s: %s); decoding eagerly", type(exc).__name__, exc)
                     self.runner = None
-            buf.graphs[window] = fn
+            buf.graphs[key] = fn
         return fn()
 
     def generate(self, ids: Any, mask: Any, n: int, max_new_tokens: int, spec: SamplingSpec,
@@ -1013,10 +1049,17 @@ class FastDecoder:
         given: set[int] = set()  # rows already given out
         logits = first_logits
         steps = 0
+        drawn: Any = None  # (tokens, ok) of the step's captured draw (see _drawn_step)
+        stats["draws_in_step"] = 0
+        stats["draw_fallback_rows"] = 0
         for step in range(max_new_tokens):
-            if step < spec.min_new_tokens and eos.numel():
-                logits.index_fill_(1, eos, float("-inf"))
-            tok = self._sample(logits, spec, finished)
+            banned = step < spec.min_new_tokens and bool(eos.numel())
+            if drawn is not None:
+                tok = self._resolved(*drawn, logits, spec, eos if banned else None, stats)
+            else:
+                if banned:
+                    logits.index_fill_(1, eos, float("-inf"))
+                tok = self._sample(logits, spec, finished)
             tok = torch.where(finished, spec.pad_id, tok)
             out[:, step] = tok
             if eos.numel():
@@ -1044,7 +1087,17 @@ class FastDecoder:
             buf.positions.copy_(positions + step)
             buf.column.fill_(width + step)
             window = min(length, _round_up(width + step + 1, WINDOW))
-            logits = self._step(buf, window).float()
+            if DRAW_IN_STEP and self.first is not None and not spec.greedy:
+                draws = buf.draws.get(spec.top_p)
+                if draws is None:  # kept with the buffers: their graphs read these addresses
+                    draws = buf.draws[spec.top_p] = DrawBuffers.allocate(rows, logits.shape[1], spec.top_p, dev)
+                draws.done.copy_(finished)
+                draws.set_ban(eos, step + 1 < spec.min_new_tokens)
+                draws.refill(self.rng)
+                logits, *drawn = self._drawn_step(buf, window, spec, draws)
+                stats["draws_in_step"] += 1
+            else:
+                logits = self._step(buf, window).float()
         synchronize(dev)
         stats["decode_s"] = time.perf_counter() - t1
         stats["steps"] = steps

@@ -29,7 +29,7 @@ case "${1:-}" in
     bash tools/gpu-experiment/device.sh stage1 > "$R/stage1.out" 2>&1; tail -8 "$R/stage1.out"
     nvidia-smi > "$R/nvidia-smi.txt" 2>&1
     if [ "${GENERATE_A:-1}" != 0 ]; then  # GENERATE_A=0: installs only (device time for the round first)
-      step generate 240 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
+      step generate 300 python3 benchmarks/generate.py --out "$R/generate" --parts a --engine-only --profile
     fi
     [ "${TRAIN_BUDGET:-270}" != 0 ] && train
     pack speed1 ;;
