@@ -541,6 +541,25 @@ def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(toke
     assert backend.graphs == 4, backend.graphs  # the model's three pieces and the draw, whatever the rounds
 
 
+def test_a_bf16_model_compiles_its_draw_once(tokenizer):
+    """In bf16 the step's logits are bf16 and the prefill's float32: the draw takes both in
+    the model's dtype, so it compiles once (a second variant costs seconds on a GPU)."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id).to(torch.bfloat16)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    fast_decode._FIRST_DRAWS.clear()
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+    out, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
+    assert dec.first is not None and dec.stats["draws_in_step"] == 9
+    assert backend.graphs == 4, backend.graphs  # pre, post, head and one draw
+    assert all(len(r) == 10 for r in out.tokens)
+
+
 @pytest.mark.cuda
 def test_draws_in_real_cuda_graphs_give_the_uncaptured_loops_tokens(tokenizer, monkeypatch):
     """On a GPU, the step and its draws replayed from CUDA graphs give exactly the tokens of

@@ -196,6 +196,20 @@ def compiled_first_draw(backend: Any = "inductor") -> Callable[..., tuple[Any, A
     return fn
 
 
+def _in_dtype(first: Callable[..., tuple[Any, Any]], dtype: Any) -> Callable[..., tuple[Any, Any]]:
+    """``first`` on logits in the model's ``dtype``: the step's draw reads the head's logits
+    as they are, and the prefill's (float32 copies of the same dtype's values, so the cast
+    is exact) are cast back, so one compilation serves both (a float32 input would be a
+    second one, ~5 s on an H100)."""
+
+    def run(logits: Any, noise: Any, inv_temperature: float, top_p: float, ban: Any) -> tuple[Any, Any]:
+        x = logits.to(dtype)
+        _rows_dynamic(x)
+        return first(x, noise, inv_temperature, top_p, ban)
+
+    return run
+
+
 def sample_tokens(logits: Any, spec: SamplingSpec, probe: int = PROBE, generator: Any = None, done: Any = None,
                   first: Callable[..., tuple[Any, Any]] | None = None) -> Any:
     """One token per row of ``logits`` [R, V] (float32): argmax, or temperature + top-p.
@@ -861,7 +875,7 @@ class FastDecoder:
         self.rng.manual_seed(seed)
         # compiled decoders sample through the fused first draw, compiled once per process
         # (its first call compiles; see _sample for a compiler failure)
-        self.first = compiled_first_draw(backend) if self.fam.compiled and FIRST_DRAW else None
+        self.first = _in_dtype(compiled_first_draw(backend), self.fam.dtype) if self.fam.compiled and FIRST_DRAW else None
         self._first_ran = False
 
     def _sample(self, logits: Any, spec: SamplingSpec, done: Any) -> Any:
