@@ -534,6 +534,11 @@ def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(toke
     assert not bool((picked == common).any())
     allowed = dec._resolved(torch.zeros(8, dtype=torch.long), left, logits, spec, None, {"draw_fallback_rows": 0})
     assert bool((allowed == common).all())
+    # every token but one an EOS: the rows draw that one until min_new_tokens, all end at the
+    # next token, and the loop stops there (its one sync reads whether all rows had finished)
+    (stop,), dec, _ = run(tuple(t for t in range(len(tok)) if t != 5), 3)
+    assert stop.lengths == [4] * 8 and dec.stats["steps"] == 4, (stop.lengths, dec.stats)
+    assert all(row[:3] == [5, 5, 5] for row in stop.tokens)
     outs, dec, runner = run((), 0, chunk=2)
     keys = [k for k in dec.buffers.graphs if isinstance(k, tuple)]
     assert keys and all(k[0] == "drawn" for k in keys) and runner.captures == len(dec.buffers.graphs)

@@ -1069,7 +1069,13 @@ class FastDecoder:
         for step in range(max_new_tokens):
             banned = step < spec.min_new_tokens and bool(eos.numel())
             if drawn is not None:
-                tok = self._resolved(*drawn, logits, spec, eos if banned else None, stats)
+                # the step's one sync: the draws' verdict, and whether every row had finished
+                # before it (then this step's tokens are discarded: one step too many, where
+                # a second sync per step would cost more)
+                all_ok, all_done = torch.stack((drawn[1].all(), finished.all())).tolist()
+                if all_done:
+                    break
+                tok = drawn[0] if all_ok else self._resolved(*drawn, logits, spec, eos if banned else None, stats)
             else:
                 if banned:
                     logits.index_fill_(1, eos, float("-inf"))
@@ -1090,7 +1096,8 @@ class FastDecoder:
                 # it) decides early finishing; the exact end is found on the full text below
                 tail = max(0, step + 1 - STOP_CHECK_EVERY - STOP_MARGIN)
                 self._check_stops(out[:real, tail : step + 1], finished, stop_at, stop_check)
-            if bool(finished.all()):
+            in_step = DRAW_IN_STEP and self.first is not None and not spec.greedy
+            if not in_step and bool(finished.all()):  # (drawn in the step: checked with its verdict)
                 break
             if GIVE_OUT_EARLY and (step + 1) % STOP_CHECK_EVERY == 0:
                 done = [r for r, f in enumerate(finished[:real].tolist()) if f and r not in given]
@@ -1098,10 +1105,10 @@ class FastDecoder:
                     given.update(done)
                     yield self._rows_out(out, lengths, done, step + 1, spec.pad_id, stop_check)
             buf.tokens.copy_(tok)
-            buf.positions.copy_(positions + step)
+            torch.add(positions, step, out=buf.positions)
             buf.column.fill_(width + step)
             window = min(length, _round_up(width + step + 1, WINDOW))
-            if DRAW_IN_STEP and self.first is not None and not spec.greedy:
+            if in_step:
                 draws = buf.draws.get(spec.top_p)
                 if draws is None:  # kept with the buffers: their graphs read these addresses
                     draws = buf.draws[spec.top_p] = DrawBuffers.allocate(rows, logits.shape[1], spec.top_p, dev)
