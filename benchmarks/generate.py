@@ -306,9 +306,13 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         try:
             # the default (the fused first draw captured with the step), the same draw after the
             # step, and the top-k-first sampler both replaced, in this run
-            for sampler, first_draw, in_step in (("drawn_in_step", True, True), ("first_draw", True, False),
-                                                 ("topk_first", False, False)):
-                fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP = first_draw, in_step
+            # (and the draw reducing over slices of each row, fast_decode.DRAW_SPLITS, against whole rows)
+            default_splits = fast_decode.DRAW_SPLITS
+            other_splits = 1 if default_splits > 1 else 16
+            for sampler, first_draw, in_step, splits in (
+                    ("drawn_in_step", True, True, default_splits), (f"drawn_in_step_splits{other_splits}", True, True, other_splits),
+                    ("first_draw", True, False, default_splits), ("topk_first", False, False, default_splits)):
+                fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP, fast_decode.DRAW_SPLITS = first_draw, in_step, splits
                 for call, b in enumerate(rows_per_call, 1):
                     torch.manual_seed(call)
                     before = counters["stats"]["unique_graphs"]
@@ -321,19 +325,22 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                     say(f"  engine call {call} ({attn}, {sampler}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
                         f"{r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, new graphs {r['new_graphs']}, "
                         f"compiled {dec.fam.compiled}")
-                    if call == 2 and in_step:  # the step replayed alone, the samplers alone
+                    if call == 2 and in_step and splits == default_splits:  # the step replayed alone, the samplers alone
                         out[f"micro_engine_{attn}"] = micro(env, dec, spec, b)
                     del dec, res
                     env.reset_peak()
         finally:
-            fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP = True, True
+            fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP, fast_decode.DRAW_SPLITS = True, True, default_splits
         out["engine_calls"] = calls
         two = {c["sampler"]: c["tok_s"] for c in calls if c["call"] == 2}
-        if len(two) == 3:
+        if len(two) == 4:
             out["ratio_first_draw_vs_topk_first_call2"] = round(two["first_draw"] / two["topk_first"], 3)
             out["ratio_drawn_in_step_vs_first_draw_call2"] = round(two["drawn_in_step"] / two["first_draw"], 3)
+            other = two[f"drawn_in_step_splits{other_splits}"]
+            out[f"ratio_drawn_splits{default_splits}_vs_splits{other_splits}_call2"] = round(two["drawn_in_step"] / other, 3)
             say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x; "
-                f"drawn in the step / drawn after it: {out['ratio_drawn_in_step_vs_first_draw_call2']}x")
+                f"drawn in the step / drawn after it: {out['ratio_drawn_in_step_vs_first_draw_call2']}x; "
+                f"draw over {default_splits} slices per row / over {other_splits}: {two['drawn_in_step'] / other:.3f}x")
 
     def after_liger(spec: SamplingSpec) -> None:
         """An engine call on the model as a liger training leaves it (what every round after the
@@ -474,6 +481,17 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
         fused = dec.first or compiled_first_draw("eager" if env.smoke else "inductor")
         sample_tokens(sharp, spec, done=padding, first=fused)
         first_ms = {}
+        from srscode.plugins.lib import fast_decode
+
+        default_splits = fast_decode.DRAW_SPLITS
+        try:  # the compiled draw reducing over slices of each row (each value compiles once here)
+            for splits in (1, 4, 16, 64):
+                fast_decode.DRAW_SPLITS = splits
+                sample_tokens(sharp, spec, done=padding, first=fused)
+                _, t = timed(env, lambda: [sample_tokens(sharp, spec, done=padding, first=fused) for _ in range(reps)])
+                first_ms[f"compiled_sharp_splits{splits}"] = round(t / reps * 1e3, 3)
+        finally:
+            fast_decode.DRAW_SPLITS = default_splits
         for label, fn in (("eager", first_draw), ("compiled", fused)):
             for which, lg in (("sharp", sharp), ("random", logits)):
                 _, t = timed(env, lambda fn=fn, lg=lg: [sample_tokens(lg, spec, done=padding, first=fn)

@@ -361,13 +361,18 @@ def test_done_rows_never_send_a_step_down_the_rejection_path(monkeypatch):
 
 
 
-def test_first_draw_accepts_exactly_the_rows_whose_token_is_in_the_top_p_set():
+@pytest.mark.parametrize("splits", [1, 4, 7])  # 7 does not divide the vocabulary: whole rows
+def test_first_draw_accepts_exactly_the_rows_whose_token_is_in_the_top_p_set(splits, monkeypatch):
     """The fused first draw's verdict agrees with transformers' kept set for every draw,
     on peaked rows (nearly all accepted) and flat ones (many rejected): a wrong boundary
-    (>= instead of >, the mass including the token) would flip some of them."""
+    (>= instead of >, the mass including the token) would flip some of them. Reduced over
+    slices of each row (DRAW_SPLITS) it draws the same tokens with the same verdicts."""
     import torch
 
+    from srscode.plugins.lib import fast_decode
     from srscode.plugins.lib.fast_decode import first_draw
+
+    monkeypatch.setattr(fast_decode, "DRAW_SPLITS", splits)
 
     gen = torch.Generator().manual_seed(1)
     logits = torch.cat([torch.randn(4, 300, generator=gen) * 4.0, torch.randn(4, 300, generator=gen) * 0.3])
@@ -379,6 +384,9 @@ def test_first_draw_accepts_exactly_the_rows_whose_token_is_in_the_top_p_set():
         tok, ok = first_draw(rows, noise, 1.0 / temperature, top_p, torch.zeros(300))
         in_set = kept.gather(1, tok[:, None]).squeeze(1)
         assert torch.equal(ok, in_set), (temperature, top_p)
+        with monkeypatch.context() as whole:
+            whole.setattr(fast_decode, "DRAW_SPLITS", 1)
+            assert torch.equal(first_draw(rows, noise, 1.0 / temperature, top_p, torch.zeros(300))[0], tok)
         assert 0 < int((~ok).sum()) < ok.numel() // 2  # both verdicts occur
         assert not (tok.view(500, 8)[:, 0] == 7).any()
 
@@ -389,8 +397,8 @@ def _eager_compiled_first():
     return compiled_first_draw(_CountingBackend())  # dynamo traces it whole (fullgraph) and runs it as traced
 
 
-@pytest.mark.parametrize("compiled,rounds", [(False, 4), (True, 4), (False, 1)])
-def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled, rounds, monkeypatch):
+@pytest.mark.parametrize("compiled,rounds,splits", [(False, 4, 1), (True, 4, 1), (False, 1, 1), (True, 4, 3)])
+def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled, rounds, splits, monkeypatch):
     """Sampling with the first draw gives transformers' top-p distribution: rows whose
     draw is outside the set draw again (rounds > 1), and rows that rejected every draw are
     sampled from the set by the top-k path (rounds = 1: all of them)."""
@@ -400,6 +408,8 @@ def test_samples_through_the_first_draw_follow_temperature_and_top_p(compiled, r
     from srscode.plugins.lib.fast_decode import SamplingSpec, first_draw, sample_tokens
 
     monkeypatch.setattr(fast_decode, "REJECTION_ROUNDS", rounds)
+    monkeypatch.setattr(fast_decode, "DRAW_SPLITS", splits)
+    torch._dynamo.reset()  # each sampling spec is compiled anew (floats are specialised): a clean count
     first = _eager_compiled_first() if compiled else first_draw
     logits = torch.tensor([[2.0, 1.5, 1.0, 0.0, -1.0, -3.0]]).repeat(20000, 1)
     gen = torch.Generator().manual_seed(0)

@@ -73,6 +73,7 @@ PREFILL_GROUPED = True  # False: chunks in batch order at the batch's width (wha
 STOP_CHECK_EVERY = 16  # decode steps between stop-string checks (a host sync and a decode)
 STOP_MARGIN = 8  # earlier tokens re-decoded at each check, for stop strings spanning two checks
 FIRST_DRAW = True  # compiled decoders sample through the fused first draw (False: top-k first, a benchmark's baseline)
+DRAW_SPLITS = 1  # slices per row in the first draw's reductions (1: whole rows; see first_draw)
 DRAW_IN_STEP = True  # compiled decoders capture the draw with the step (False: drawn after it, a benchmark's baseline)
 GIVE_OUT_EARLY = True  # rows are given out at each check as they finish (False: all at the end, a benchmark's baseline)
 DECODE_ATTENTION = "sdpa"  # decode attention: "sdpa" (the backend's fused kernel) or "bmm" (two batched GEMMs)
@@ -151,13 +152,31 @@ def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float, ba
     import torch
 
     x = logits.float() * inv_temperature + ban
-    m = x.amax(-1, keepdim=True)
-    e = torch.exp(x - m)
-    z = e.sum(-1, keepdim=True)
-    tok = (x - torch.log(noise)).argmax(-1)
-    xt = x.gather(1, tok.unsqueeze(1))
-    above = torch.where(x > xt, e, 0.0).sum(-1, keepdim=True)
-    return tok, (above < top_p * z).squeeze(1)
+    rows, vocab = x.shape
+    splits = DRAW_SPLITS if DRAW_SPLITS > 1 and vocab % DRAW_SPLITS == 0 else 1
+    if splits == 1:
+        m = x.amax(-1, keepdim=True)
+        e = torch.exp(x - m)
+        z = e.sum(-1, keepdim=True)
+        tok = (x - torch.log(noise)).argmax(-1)
+        xt = x.gather(1, tok.unsqueeze(1))
+        above = torch.where(x > xt, e, 0.0).sum(-1, keepdim=True)
+        return tok, (above < top_p * z).squeeze(1)
+    # The same reductions over ``splits`` slices of each row, then across the slices: a
+    # compiled reduction runs one program per reduced row, and 256 rows of 152k leave most
+    # of a GPU's SMs idle while 256 x splits rows of 152k / splits do not. The race's
+    # argmax is the first index of the largest slice maximum, as the whole row's would be.
+    xs = x.view(rows, splits, vocab // splits)
+    race = (x - torch.log(noise)).view(rows, splits, vocab // splits)
+    m = xs.amax(-1).amax(-1)[:, None, None]
+    best, where_in = race.max(-1)
+    part = best.argmax(-1)
+    tok = part * (vocab // splits) + where_in.gather(1, part[:, None]).squeeze(1)
+    xt = x.gather(1, tok[:, None])[:, :, None]
+    e = torch.exp(xs - m)
+    z = e.sum(-1).sum(-1)
+    above = torch.where(xs > xt, e, 0.0).sum(-1).sum(-1)
+    return tok, above < top_p * z
 
 
 _FIRST_DRAWS: dict[Any, Callable[..., tuple[Any, Any]]] = {}
