@@ -484,14 +484,26 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
         from srscode.plugins.lib import fast_decode
 
         default_splits = fast_decode.DRAW_SPLITS
-        try:  # the compiled draw reducing over slices of each row (each value compiles once here)
+        draw_device_ms = {}
+        try:  # the compiled draw reducing over slices of each row (each value compiles once here):
+            # wall time through the sampler, and the device time of the draw alone (profiled)
+            noise = torch.empty(sharp.shape, dtype=torch.float32, device=sharp.device).exponential_()
+            ban = torch.zeros(sharp.shape[1], dtype=torch.float32, device=sharp.device)
             for splits in (1, 4, 16, 64):
                 fast_decode.DRAW_SPLITS = splits
                 sample_tokens(sharp, spec, done=padding, first=fused)
                 _, t = timed(env, lambda: [sample_tokens(sharp, spec, done=padding, first=fused) for _ in range(reps)])
                 first_ms[f"compiled_sharp_splits{splits}"] = round(t / reps * 1e3, 3)
+                fused(sharp, noise, 1.0 / spec.temperature, spec.top_p, ban)
+                env.sync()
+                with torch.profiler.profile(activities=list(torch.profiler.supported_activities())) as prof:
+                    for _ in range(reps):
+                        fused(sharp, noise, 1.0 / spec.temperature, spec.top_p, ban)
+                    env.sync()
+                draw_device_ms[splits] = kernel_summary(prof, reps, 5)["device_ms_per_step"]
         finally:
             fast_decode.DRAW_SPLITS = default_splits
+        say(f"  micro first draw device ms by slices per row: {draw_device_ms}")
         for label, fn in (("eager", first_draw), ("compiled", fused)):
             for which, lg in (("sharp", sharp), ("random", logits)):
                 _, t = timed(env, lambda fn=fn, lg=lg: [sample_tokens(lg, spec, done=padding, first=fn)
@@ -499,7 +511,7 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
                 first_ms[f"{label}_{which}"] = round(t / reps * 1e3, 3)
     r = {"window": window, "step_ms": round(t_step / reps * 1e3, 3), "sampler_ms": round(t_samp / reps * 1e3, 3),
          "sampler_topk_path_ms": round(t_topk / reps * 1e3, 3), "sharpened_by": scale, "sharpened_covered": covered,
-         "sampler_first_draw_ms": first_ms, "argmax_ms": round(t_greedy / reps * 1e3, 3),
+         "sampler_first_draw_ms": first_ms, "first_draw_device_ms_by_splits": draw_device_ms, "argmax_ms": round(t_greedy / reps * 1e3, 3),
          "graphs": dec.runner is not None}
     r["sampled_step_topk_ms"] = round(r["step_ms"] + r["sampler_topk_path_ms"], 3)
     r["sampled_step_first_draw_ms"] = round(r["step_ms"] + first_ms["compiled_sharp"], 3)
