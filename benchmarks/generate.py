@@ -491,14 +491,15 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
             ban = torch.zeros(sharp.shape[1], dtype=torch.float32, device=sharp.device)
             for splits in (1, 4, 16, 64):
                 fast_decode.DRAW_SPLITS = splits
-                sample_tokens(sharp, spec, done=padding, first=fused)
-                _, t = timed(env, lambda: [sample_tokens(sharp, spec, done=padding, first=fused) for _ in range(reps)])
+                drawn = own_draw(dec.fam.dtype, "eager" if env.smoke else "inductor")
+                sample_tokens(sharp, spec, done=padding, first=drawn)
+                _, t = timed(env, lambda: [sample_tokens(sharp, spec, done=padding, first=drawn) for _ in range(reps)])
                 first_ms[f"compiled_sharp_splits{splits}"] = round(t / reps * 1e3, 3)
-                fused(sharp, noise, 1.0 / spec.temperature, spec.top_p, ban)
+                drawn(sharp, noise, 1.0 / spec.temperature, spec.top_p, ban)
                 env.sync()
                 with torch.profiler.profile(activities=list(torch.profiler.supported_activities())) as prof:
                     for _ in range(reps):
-                        fused(sharp, noise, 1.0 / spec.temperature, spec.top_p, ban)
+                        drawn(sharp, noise, 1.0 / spec.temperature, spec.top_p, ban)
                     env.sync()
                 draw_device_ms[splits] = kernel_summary(prof, reps, 5)["device_ms_per_step"]
         finally:
@@ -526,6 +527,21 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
         say(f"  micro sampled step, draw captured with the step (noise refill + one replay): {drawn_ms} ms "
             f"(step replay + compiled first draw outside: {r['sampled_step_first_draw_ms']} ms)")
     return r
+
+
+def own_draw(dtype: Any, backend: str) -> Any:
+    """The first draw compiled from its own copy of the code, in the model's ``dtype`` as the
+    decoder calls it: dynamo keeps entries per code object, and the slice counts tried here
+    would otherwise add to the decoder's own entries up to dynamo's recompile limit."""
+    import types
+
+    import torch
+
+    from srscode.plugins.lib.fast_decode import _in_dtype, first_draw
+
+    f = first_draw
+    code = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    return _in_dtype(torch.compile(code, dynamic=False, fullgraph=True, backend=backend), dtype)
 
 
 def top_p_covered(logits: Any, spec: Any) -> bool:
