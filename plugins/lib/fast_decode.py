@@ -153,19 +153,11 @@ def first_draw(logits: Any, noise: Any, inv_temperature: float, top_p: float, ba
 
     x = logits.float() * inv_temperature + ban
     rows, vocab = x.shape
+    # The reductions run over ``splits`` slices of each row (1: whole rows), then across the
+    # slices: a compiled reduction runs one program per reduced row, and 256 rows of 152k
+    # leave most of a GPU's SMs idle while 256 x splits rows of 152k / splits do not. The
+    # race's argmax is the first index of the largest slice maximum, as the whole row's is.
     splits = DRAW_SPLITS if DRAW_SPLITS > 1 and vocab % DRAW_SPLITS == 0 else 1
-    if splits == 1:
-        m = x.amax(-1, keepdim=True)
-        e = torch.exp(x - m)
-        z = e.sum(-1, keepdim=True)
-        tok = (x - torch.log(noise)).argmax(-1)
-        xt = x.gather(1, tok.unsqueeze(1))
-        above = torch.where(x > xt, e, 0.0).sum(-1, keepdim=True)
-        return tok, (above < top_p * z).squeeze(1)
-    # The same reductions over ``splits`` slices of each row, then across the slices: a
-    # compiled reduction runs one program per reduced row, and 256 rows of 152k leave most
-    # of a GPU's SMs idle while 256 x splits rows of 152k / splits do not. The race's
-    # argmax is the first index of the largest slice maximum, as the whole row's would be.
     xs = x.view(rows, splits, vocab // splits)
     race = (x - torch.log(noise)).view(rows, splits, vocab // splits)
     m = xs.amax(-1).amax(-1)[:, None, None]
@@ -913,9 +905,8 @@ class FastDecoder:
 
     def _resolved(self, tok: Any, ok: Any, logits: Any, spec: SamplingSpec, ban: Any, stats: dict) -> Any:
         """``tok`` with the rows the captured draw left unresolved (``ok`` False: rejected
-        every draw in the graph) sampled exactly from their top-p sets, outside the graph."""
-        if bool(ok.all()):  # the step's one sync on the sampler
-            return tok
+        every draw in the graph; the loop calls this only when some are) sampled exactly
+        from their top-p sets, outside the graph."""
         rows = (~ok).nonzero().squeeze(1)
         sub = logits.index_select(0, rows).float()
         if ban is not None:
