@@ -92,8 +92,10 @@ class HFGeneratorParams(BaseModel):
     pack_weights: bool = Field(
         True,
         description="The fast loop multiplies the frozen base weights packed once per call for the device's "
-        "GEMM library, where the backend offers it (the CPU: oneDNN's layout, ~2.5x faster GEMMs on a few rows; "
-        "the accelerators offer none), in the precision pack_precision picks.",
+        "GEMM library, where the backend offers it (the CPU: oneDNN's layout, ~2.5x faster GEMMs on a few rows), "
+        "in the precision pack_precision picks; elsewhere (the accelerators, or a compiled loop) each layer's "
+        "q/k/v and gate/up run as one GEMM each through concatenated copies made per call where they fit in half "
+        "the free memory (+1.7 GB on the 1.5B shape in bf16; 1.11x faster GEMMs at 256 rows on an H100).",
     )
     pack_precision: Literal["auto", "model", "bf16"] = Field(
         "auto",
@@ -311,7 +313,8 @@ class HFGenerator:
         if self.params.pack_weights:
             packer_factory = getattr(self.ctx.backend, "linear_packer", None)
             packer = packer_factory(self.params.pack_precision) if callable(packer_factory) else None
-        return fast_decode.FastDecoder(model, graph_runner=runner, compile=bool(compile_on), linear_packer=packer)
+        return fast_decode.FastDecoder(model, graph_runner=runner, compile=bool(compile_on), linear_packer=packer,
+                                       group_linears=self.params.pack_weights)
 
     def _fast_batch(self, decoder: Any, tokenizer: Any, eos_ids: set[int], pad_id: int | None, greedy: bool) -> Callable:
         from ..lib import fast_decode

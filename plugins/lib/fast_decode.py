@@ -54,6 +54,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from srscode.hardware import synchronize
 from srscode.plugins.lib.drawn_step import DrawBuffers, draw_rounds
+from srscode.plugins.lib.grouped_linears import LayerGroups, grouped_layers, grouped_mlp, grouped_qkv
 
 log = logging.getLogger(__name__)
 
@@ -649,23 +650,31 @@ class LlamaFamily:
         self.pre, self.post, self.head = self._pre, self._post, self._head
         self.compiled = False
 
-    def _qkv(self, layer: Any, x: Any, cos: Any, sin: Any) -> tuple[Any, Any, Any]:
+    def _qkv(self, layer: Any, x: Any, cos: Any, sin: Any, qkv: Any = None, qkv_bias: Any = None) -> tuple[Any, Any, Any]:
         b, t, _ = x.shape
         a = layer.self_attn
-        q = a.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-        k = a.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = a.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if qkv is None:
+            q, k, v = a.q_proj(x), a.k_proj(x), a.v_proj(x)
+        else:  # one GEMM (see grouped_linears)
+            kv = self.kv_heads * self.head_dim
+            q, k, v = grouped_qkv(a, x, qkv, qkv_bias, (self.heads * self.head_dim, kv, kv))
+        q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = _rotate(q, k, cos, sin)
         return q, k, v
 
-    def _pre(self, layer: Any, h: Any, cos: Any, sin: Any) -> tuple[Any, Any, Any]:
-        """Input norm, q/k/v projections and rotary of one decode layer."""
-        return self._qkv(layer, layer.input_layernorm(h), cos, sin)
+    def _pre(self, layer: Any, h: Any, cos: Any, sin: Any, qkv: Any = None, qkv_bias: Any = None) -> tuple[Any, Any, Any]:
+        """Input norm, q/k/v projections and rotary of one decode layer (``qkv``: its
+        grouped q/k/v weight, see :mod:`.grouped_linears`)."""
+        return self._qkv(layer, layer.input_layernorm(h), cos, sin, qkv, qkv_bias)
 
-    def _post(self, layer: Any, h: Any, o: Any) -> Any:
-        """o_proj + residual, post-attention norm, MLP + residual; ``o`` [R, kv_heads, group, D]."""
+    def _post(self, layer: Any, h: Any, o: Any, gate_up: Any = None, gate_up_bias: Any = None) -> Any:
+        """o_proj + residual, post-attention norm, MLP + residual; ``o`` [R, kv_heads, group, D]
+        (``gate_up``: the MLP's grouped gate/up weight)."""
         h = h + layer.self_attn.o_proj(o.reshape(h.shape[0], 1, self.heads * self.head_dim))
-        return h + layer.mlp(layer.post_attention_layernorm(h))
+        x = layer.post_attention_layernorm(h)
+        return h + (layer.mlp(x) if gate_up is None else grouped_mlp(layer.mlp, x, gate_up, gate_up_bias))
 
     def _head(self, h: Any) -> Any:
         """Final norm and lm_head, logits in the model dtype: the draw captured with the step
@@ -702,9 +711,10 @@ class LlamaFamily:
         h = self.inner.norm(h[:, -1:])
         return self.lm.lm_head(h)[:, 0].float()
 
-    def decode(self, cache: "DecodeBuffers", window: int) -> Any:
+    def decode(self, cache: "DecodeBuffers", window: int, groups: Sequence[LayerGroups] | None = None) -> Any:
         """One token per row from ``cache``'s input buffers; K/V written at column
-        ``cache.column``; attention over the first ``window`` columns. Logits [R, V]."""
+        ``cache.column``; attention over the first ``window`` columns. Logits [R, V].
+        ``groups``: each layer's grouped weights (:func:`.grouped_linears.grouped_layers`)."""
 
         r = cache.tokens.shape[0]
         h = self.inner.embed_tokens(cache.tokens[:, None])
@@ -714,7 +724,8 @@ class LlamaFamily:
         if self.compiled:
             _rows_dynamic(h, cos, sin)
         for i, layer in enumerate(self.layers):
-            q, k, v = self.pre(layer, h, cos, sin)
+            g = groups[i] if groups is not None else _UNGROUPED
+            q, k, v = self.pre(layer, h, cos, sin, g.qkv, g.qkv_bias)
             kc, vc = cache.k[i], cache.v[i]
             kc.index_copy_(2, cache.column, k)
             vc.index_copy_(2, cache.column, v)
@@ -724,12 +735,13 @@ class LlamaFamily:
             o = decode_attention(qg, kc[:, :, :window], vc[:, :, :window], bias, self.scaling)
             if self.compiled:
                 _rows_dynamic(h, o)
-            h = self.post(layer, h, o)
+            h = self.post(layer, h, o, g.gate_up, g.gate_up_bias)
         if self.compiled:
             _rows_dynamic(h)
         return self.head(h)
 
 
+_UNGROUPED = LayerGroups()
 FAMILIES_PER_MODEL = 4  # adapter names remembered per model (the hf generator uses one)
 
 
@@ -858,20 +870,26 @@ class FastDecoder:
     """
 
     def __init__(self, model: Any, graph_runner: Any = None, probe: int = PROBE, seed: int | None = None,
-                 compile: bool = False, compile_backend: Any = None, linear_packer: Any = None):
+                 compile: bool = False, compile_backend: Any = None, linear_packer: Any = None,
+                 group_linears: bool = False):
         """``compile``: the decode step's per-layer pieces around attention (and the final
         norm + lm_head) through ``torch.compile``, regionally (see :class:`LlamaFamily`);
         compiled once per process (:func:`family_for`). ``compile_backend``: torch.compile's
         backend (default ``COMPILE_BACKEND``; tests count compilations with one of their own).
         ``linear_packer``: the backend's :class:`~srscode.hardware.packing.LinearPacker`
         (CPU) for the base weights during each call, or None; unused when compiled (the
-        compiler lays out its own GEMMs)."""
+        compiler lays out its own GEMMs). ``group_linears``: where no packer is used, each
+        layer's q/k/v and gate/up run as one GEMM each, through copies of their weights
+        made at this decoder's first call where they fit (see :mod:`.grouped_linears`)."""
         import torch
 
         backend = COMPILE_BACKEND if compile_backend is None else compile_backend
         self.fam = family_for(model, compile=compile, compile_backend=backend)
         self.runner = graph_runner
         self.packer = linear_packer
+        self.group_linears = group_linears
+        self.groups: list[LayerGroups] | None = None  # made at the first call (the graphs read them)
+        self._grouped = False
         self.probe = probe
         self.buffers: DecodeBuffers | None = None
         self.stats: dict[str, float] = {}  # the last call's (prefill_s, decode_s, steps, ...)
@@ -923,8 +941,24 @@ class FastDecoder:
             self.buffers = DecodeBuffers.allocate(self.fam, rows, length)
         return self.buffers
 
+    def _make_groups(self) -> None:
+        """The grouped weights, once per decoder (its graphs read their addresses)."""
+        if self._grouped:
+            return
+        self._grouped = True
+        if self.group_linears:
+            from srscode.hardware.device import free_memory_bytes
+            from srscode.hardware.packing import available_memory
+
+            free = free_memory_bytes(self.fam.device)
+            if free is None:  # a device whose memory is not counted apart (the CPU): the host's
+                free = available_memory()
+            self.groups = grouped_layers(self.fam.layers, lambda n: free is None or n <= free // 2)
+            if self.groups is None:
+                log.info("fast decode: grouped q/k/v and gate/up weights would not fit (or none apply); one GEMM per linear")
+
     def _step(self, buf: DecodeBuffers, window: int) -> Any:
-        return self._captured(buf, window, lambda: self.fam.decode(buf, window))
+        return self._captured(buf, window, lambda: self.fam.decode(buf, window, self.groups))
 
     def _drawn_step(self, buf: DecodeBuffers, window: int, spec: SamplingSpec, draws: DrawBuffers) -> tuple[Any, Any, Any]:
         """The step and its draw as one graph (see :mod:`.drawn_step`): ``(logits, tokens,
@@ -934,7 +968,7 @@ class FastDecoder:
         first = self.first
 
         def step() -> tuple[Any, Any, Any]:
-            logits = self.fam.decode(buf, window)
+            logits = self.fam.decode(buf, window, self.groups)
             return (logits, *draw_rounds(first, logits, draws, inv_t, spec.top_p, _rows_dynamic))
 
         return self._captured(buf, ("drawn", window, inv_t, spec.top_p), step)
@@ -980,6 +1014,8 @@ class FastDecoder:
         """See :meth:`_stream`; the base weights packed for the call where a packer is given
         (until the stream ends or is closed). ``self.stats`` holds the call's timings after it."""
         packing = self.packer is not None and not self.fam.compiled
+        if not packing:
+            self._make_groups()
         with self.fam.packed_linears(self.packer) if packing else contextlib.nullcontext():
             yield from self._stream(ids, mask, n, max_new_tokens, spec, stop_check, cache_tokens, on_step)
 
