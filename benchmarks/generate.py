@@ -283,12 +283,13 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
             out[f"profile_{label}"] = {"error": f"{type(exc).__name__}: {exc}"}
             say(f"  profile ({label}) failed: {traceback.format_exc()}")
 
-    def engine_decoder() -> Any:
-        """A new decoder as an engine round's ``hf`` generate call makes one (compile on)."""
+    def engine_decoder(group: bool = True) -> Any:
+        """A new decoder as an engine round's ``hf`` generate call makes one (compile on,
+        grouped q/k/v and gate/up GEMMs as ``pack_weights`` gives on an accelerator)."""
         from srscode.plugins.lib import fast_decode
 
         return fast_decode.FastDecoder(model, graph_runner=env.runner(), compile=True,
-                                       compile_backend=getattr(args, "compile_backend", None))
+                                       compile_backend=getattr(args, "compile_backend", None), group_linears=group)
 
     def engine_calls(spec: SamplingSpec) -> None:
         """What an engine round's default ``hf`` generation does since compile is on by
@@ -304,19 +305,18 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         calls = []
         attn = fast_decode.DECODE_ATTENTION
         try:
-            # the default (the fused first draw captured with the step), the same draw after the
-            # step, and the top-k-first sampler both replaced, in this run
-            # (and the draw reducing over slices of each row, fast_decode.DRAW_SPLITS, against whole rows)
+            # the default (the fused first draw and the step's bookkeeping captured with the
+            # step, q/k/v and gate/up grouped), the same without grouped GEMMs, the draw after
+            # the step (bookkeeping on the host), and the top-k-first sampler, in this run
             default_splits = fast_decode.DRAW_SPLITS
-            other_splits = 1 if default_splits > 1 else 16
-            for sampler, first_draw, in_step, splits in (
-                    ("drawn_in_step", True, True, default_splits), (f"drawn_in_step_splits{other_splits}", True, True, other_splits),
-                    ("first_draw", True, False, default_splits), ("topk_first", False, False, default_splits)):
-                fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP, fast_decode.DRAW_SPLITS = first_draw, in_step, splits
+            for sampler, first_draw, in_step, group in (
+                    ("drawn_in_step", True, True, True), ("drawn_in_step_ungrouped", True, True, False),
+                    ("first_draw", True, False, True), ("topk_first", False, False, True)):
+                fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP = first_draw, in_step
                 for call, b in enumerate(rows_per_call, 1):
                     torch.manual_seed(call)
                     before = counters["stats"]["unique_graphs"]
-                    dec = engine_decoder()
+                    dec = engine_decoder(group)
                     res, secs, _ = fast_run(env, model, ids[:b], mask[:b], 1, new, spec, dec=dec)
                     r = decode_row(res, secs, b)
                     r.update(attention=attn, sampler=sampler, call=call, compiled=dec.fam.compiled,
@@ -325,8 +325,9 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                     say(f"  engine call {call} ({attn}, {sampler}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
                         f"{r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, new graphs {r['new_graphs']}, "
                         f"compiled {dec.fam.compiled}")
-                    if call == 2 and in_step and splits == default_splits:  # the step replayed alone, the samplers alone
-                        out[f"micro_engine_{attn}"] = micro(env, dec, spec, b)
+                    if call == 2 and in_step:  # the step replayed alone, the samplers alone
+                        out[f"micro_engine_{attn}{'' if group else '_ungrouped'}"] = micro(env, dec, spec, b) if group else {
+                            "sampled_step_drawn_in_graph_ms": micro_drawn_only(env, dec)}
                     del dec, res
                     env.reset_peak()
         finally:
@@ -336,11 +337,10 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         if len(two) == 4:
             out["ratio_first_draw_vs_topk_first_call2"] = round(two["first_draw"] / two["topk_first"], 3)
             out["ratio_drawn_in_step_vs_first_draw_call2"] = round(two["drawn_in_step"] / two["first_draw"], 3)
-            other = two[f"drawn_in_step_splits{other_splits}"]
-            out[f"ratio_drawn_splits{default_splits}_vs_splits{other_splits}_call2"] = round(two["drawn_in_step"] / other, 3)
+            out["ratio_grouped_vs_ungrouped_call2"] = round(two["drawn_in_step"] / two["drawn_in_step_ungrouped"], 3)
             say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x; "
                 f"drawn in the step / drawn after it: {out['ratio_drawn_in_step_vs_first_draw_call2']}x; "
-                f"draw over {default_splits} slices per row / over {other_splits}: {two['drawn_in_step'] / other:.3f}x")
+                f"grouped q/k/v and gate/up / one GEMM per linear: {out['ratio_grouped_vs_ungrouped_call2']}x")
 
     def after_liger(spec: SamplingSpec) -> None:
         """An engine call on the model as a liger training leaves it (what every round after the
@@ -457,11 +457,7 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
     with torch.inference_mode():
         logits = dec._step(buf, window).float()  # captures the plain step where the loop drew inside it
         step = buf.graphs[window]
-        drawn_ms = None
-        if drawn_keys:  # the loop's step: noise refilled, then the step and its draws as one graph
-            drawn, draws = buf.graphs[drawn_keys[0]], buf.draws[drawn_keys[0][3]]
-            _, t_drawn = timed(env, lambda: [(draws.refill(dec.rng), drawn()) for _ in range(reps)])
-            drawn_ms = round(t_drawn / reps * 1e3, 3)
+        drawn_ms = micro_drawn_only(env, dec, reps) if drawn_keys else None
         padding = torch.arange(logits.shape[0], device=logits.device) >= rows  # as the decode loop passes it
         _, t_step = timed(env, lambda: [step() for _ in range(reps)])
         _, t_samp = timed(env, lambda: [sample_tokens(logits, spec, done=padding) for _ in range(reps)])
@@ -529,6 +525,20 @@ def micro(env: Env, dec: Any, spec: Any, rows: int) -> dict[str, Any]:
     return r
 
 
+def micro_drawn_only(env: Env, dec: Any, reps: int = 20) -> float:
+    """ms per replay of the loop's drawn step at the last batch's largest window (noise
+    refilled, then the step, its draws and bookkeeping as one graph)."""
+    buf = dec.buffers
+    key = max((k for k in buf.graphs if isinstance(k, tuple)), key=lambda k: k[1])
+    window, drawn, draws = key[1], buf.graphs[key], buf.draws[key[3]]
+    # each replay advances the cache column and the token count: start them where the
+    # replays stay inside this window and the output's columns
+    buf.column.fill_(window - reps - 2)
+    buf.count.zero_()
+    _, t = timed(env, lambda: [(draws.refill(dec.rng), drawn()) for _ in range(reps)])
+    return round(t / reps * 1e3, 3)
+
+
 def own_draw(dtype: Any, backend: str) -> Any:
     """The first draw compiled from its own copy of the code, in the model's ``dtype`` as the
     decoder calls it: dynamo keeps entries per code object, and the slice counts tried here
@@ -578,12 +588,15 @@ def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, 
 
             draws = buf.draws.get(spec.top_p)  # the loop drew inside its step (fast_decode.DRAW_IN_STEP)
 
+            eos = buf.eos_ids(spec.eos_ids)
+
             def step() -> None:
-                if draws is not None:  # as the loop runs it: noise, then the step and its draws
+                if draws is not None:  # as the loop runs it: noise, then the step, its draws and bookkeeping
                     draws.refill(dec.rng)
-                    dec._drawn_step(buf, window, spec, draws)
+                    dec._drawn_step(buf, window, spec, draws, eos)
                 else:
-                    sample_tokens(dec.fam.decode(buf, window).float(), spec, dec.probe, dec.rng, first=dec.first)
+                    sample_tokens(dec.fam.decode(buf, window, dec.groups).float(), spec, dec.probe, dec.rng,
+                                  first=dec.first)
 
             step()  # warm (a compiled decoder compiled in generate above)
             env.sync()

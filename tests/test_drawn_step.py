@@ -110,3 +110,27 @@ def test_banned_tokens_are_never_drawn_in_any_round():
     assert not bool(bufs.ban.any())
     tok, _ = _draw_then_resolve(logits, bufs, SamplingSpec(1.0, 0.5), gen)
     assert bool((tok == 7).float().mean() > 0.5)  # allowed again, it dominates (the check above has teeth)
+
+
+def test_record_writes_the_token_ends_rows_and_advances_the_next_inputs():
+    """``record`` (captured with the step): pad on rows that had ended, the token into its
+    column, EOS ends a live row at count + 1 (an ended row's pad, here an EOS id, does not
+    move its length), and the next step's inputs advance by one."""
+    import types
+
+    from srscode.plugins.lib.drawn_step import record
+
+    pad, eos = 2, torch.tensor([2, 6])  # pad is an EOS id, as where a tokenizer pads with EOS
+    state = types.SimpleNamespace(
+        out=torch.full((4, 5), pad), finished=torch.tensor([False, True, False, False]),
+        lengths=torch.tensor([5, 1, 5, 5]), tokens=torch.zeros(4, dtype=torch.long),
+        positions=torch.tensor([10, 3, 7, 0]), column=torch.tensor([4]), count=torch.tensor([1]))
+    record(torch.tensor([2, 6, 4, 6]), state, eos, pad)
+    assert state.out[:, 1].tolist() == [2, pad, 4, 6] and (state.out[:, [0, 2, 3, 4]] == pad).all()
+    assert state.finished.tolist() == [True, True, False, True]
+    assert state.lengths.tolist() == [2, 1, 5, 2]
+    assert state.tokens.tolist() == [2, pad, 4, 6]
+    assert state.positions.tolist() == [11, 4, 8, 1] and state.column.item() == 5 and state.count.item() == 2
+    record(torch.tensor([3, 3, 6, 3]), state, torch.tensor([], dtype=torch.long), pad)  # no EOS ids: nothing ends
+    assert state.out[:, 2].tolist() == [pad, pad, 6, pad] and state.finished.tolist() == [True, True, False, True]
+    assert state.lengths.tolist() == [2, 1, 5, 2] and state.count.item() == 3

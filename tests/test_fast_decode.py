@@ -556,6 +556,89 @@ def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(toke
     assert backend.graphs == 4, backend.graphs  # the model's three pieces and the draw, whatever the rounds
 
 
+def test_drawn_loop_records_tokens_in_its_graph_and_survives_capture_warmups(tokenizer, monkeypatch):
+    """The drawn loop's bookkeeping runs inside the captured step (token into ``out``, EOS,
+    lengths, the next step's inputs). A runner runs a step once more while capturing (as
+    a real one warms up), which would advance that state twice: the decoder restores it,
+    so a recording runner gives the tokens of no runner (same seed), over several windows.
+    Lengths agree with the tokens: a row ends at its first EOS, pad after it."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    monkeypatch.setattr(fast_decode, "WINDOW", 16)
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    torch._dynamo.reset()
+    backend = _CountingBackend()
+    common = None
+
+    def run(runner, eos):
+        dec = FastDecoder(model, graph_runner=runner, seed=9, compile=True, compile_backend=backend)
+        spec = SamplingSpec(1.0, 0.9, eos, tok.pad_token_id, min_new_tokens=2)
+        with torch.inference_mode():
+            return dec.generate(enc["input_ids"], enc["attention_mask"], 3, 40, spec), dec
+
+    free, _ = run(None, ())
+    import collections
+
+    common = collections.Counter(t for row in free.tokens for t in row[2:12]).most_common(1)[0][0]
+    plain, dec = run(None, (common,))
+    assert dec.stats["draws_in_step"] == dec.stats["steps"] - 1 > 0
+    graphed, dec = run(RecordingRunner(), (common,))
+    assert len([k for k in dec.buffers.graphs if isinstance(k, tuple)]) >= 2  # several windows captured
+    assert graphed.tokens == plain.tokens and graphed.lengths == plain.lengths
+    ended = [n for n in plain.lengths if n < 40]
+    assert ended and len(ended) < len(plain.lengths), plain.lengths  # some rows end early, some do not
+    for row, n in zip(plain.tokens, plain.lengths):
+        assert common not in row[:min(n - 1, 2)]  # min_new_tokens held
+        if n < 40:
+            assert row[n - 1] == common and common not in row[2:n - 1]
+        assert all(t == tok.pad_token_id for t in row[n:])
+
+
+def test_rows_the_draws_left_are_sampled_exactly_and_their_bookkeeping_redone(tokenizer):
+    """A row the captured draws left unresolved got a provisional token and bookkeeping in
+    the graph; the exact token replaces both: a provisional EOS no longer ends the row, an
+    exact EOS does (at this token), a banned EOS is never the exact token, and resolved
+    rows are untouched."""
+    import torch
+
+    from srscode.plugins.lib.drawn_step import record
+    from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
+
+    tok = tokenizer
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    dec = FastDecoder(model, seed=1)
+    buf = dec._buffers(4, 64)
+    eos_id, pad, other = tok.eos_token_id, tok.pad_token_id, 9
+    eos = buf.eos_ids((eos_id,))
+    spec = SamplingSpec(1.0, 0.9, (eos_id,), pad)
+
+    def state(provisional):
+        buf.out.fill_(pad)
+        buf.finished.copy_(torch.tensor([False, False, False, True]))
+        buf.lengths.fill_(10)
+        buf.count.fill_(3)
+        record(torch.tensor(provisional), buf, eos, pad)
+
+    logits = torch.zeros(4, len(tok))
+    logits[0, other] = logits[2, eos_id] = 40.0  # the exact tokens: row 0 `other`, row 2 EOS
+    ok = torch.tensor([False, True, False, True])
+    state([eos_id, 5, 7, 11])
+    dec.stats = {"draw_fallback_rows": 0}
+    dec._fix_unresolved(buf, buf.tokens.clone(), ok, logits, spec, None, eos, 3, 10)
+    assert buf.out[:, 3].tolist() == [other, 5, eos_id, pad]
+    assert buf.finished.tolist() == [False, False, True, True]
+    assert buf.lengths.tolist() == [10, 10, 4, 10]
+    assert buf.tokens.tolist() == [other, 5, eos_id, pad] and dec.stats["draw_fallback_rows"] == 2
+    state([eos_id, 5, 7, 11])
+    dec._fix_unresolved(buf, buf.tokens.clone(), ok, logits, spec, eos, eos, 3, 10)  # EOS banned
+    assert buf.out[2, 3].item() != eos_id and not buf.finished[2] and buf.lengths[2] == 10
+
+
 def test_a_bf16_model_compiles_its_draw_once(tokenizer):
     """In bf16 the step's logits are bf16 and the prefill's float32: the draw takes both in
     the model's dtype, so it compiles once (a second variant costs seconds on a GPU)."""
@@ -576,7 +659,8 @@ def test_a_bf16_model_compiles_its_draw_once(tokenizer):
 
 
 @pytest.mark.cuda
-def test_draws_in_real_cuda_graphs_give_the_uncaptured_loops_tokens(tokenizer, monkeypatch):
+@pytest.mark.parametrize("group", [False, True])
+def test_draws_in_real_cuda_graphs_give_the_uncaptured_loops_tokens(tokenizer, monkeypatch, group):
     """On a GPU, the step and its draws replayed from CUDA graphs give exactly the tokens of
     the same loop run without graphs (same seed): a graph reading stale noise, a stale done
     mask or freed buffers would draw differently. Several windows, two batches of one shape."""
@@ -596,14 +680,16 @@ def test_draws_in_real_cuda_graphs_give_the_uncaptured_loops_tokens(tokenizer, m
     spec = SamplingSpec(1.0, 0.9, (tok.eos_token_id,), tok.pad_token_id, min_new_tokens=3)
 
     def run(runner):
-        dec = FastDecoder(model, graph_runner=runner, seed=5, compile=True, compile_backend=backend)
+        dec = FastDecoder(model, graph_runner=runner, seed=5, compile=True, compile_backend=backend,
+                          group_linears=group)
         with torch.inference_mode():
-            return [dec.generate(enc["input_ids"][i:i + 2], enc["attention_mask"][i:i + 2], 4, 40, spec).tokens
-                    for i in (0, 2)], dec
+            return [(r.tokens, r.lengths) for r in (
+                dec.generate(enc["input_ids"][i:i + 2], enc["attention_mask"][i:i + 2], 4, 40, spec) for i in (0, 2))], dec
 
     plain, _ = run(None)
     graphed, dec = run(runner_factory("cuda", "CUDAGraph")())
     assert dec.runner is not None and dec.stats["draws_in_step"] > 0
+    assert (dec.groups is not None) is group
     assert len([k for k in dec.buffers.graphs if isinstance(k, tuple)]) >= 2  # several windows captured
     assert graphed == plain
 

@@ -56,14 +56,15 @@ class DrawBuffers:
     banned: bool = False
 
     @classmethod
-    def allocate(cls, rows: int, vocab: int, top_p: float, device: Any) -> "DrawBuffers":
+    def allocate(cls, rows: int, vocab: int, top_p: float, device: Any, done: Any = None) -> "DrawBuffers":
+        """``done``: the caller's own rows-ended tensor, where it keeps one (else a new one)."""
         import torch
 
         sizes = [rows] + redraw_sizes(rows, top_p)
         return cls(
             noise=[torch.empty(n, vocab, dtype=torch.float32, device=device) for n in sizes],
             ban=torch.zeros(vocab, dtype=torch.float32, device=device),
-            done=torch.zeros(rows, dtype=torch.bool, device=device),
+            done=torch.zeros(rows, dtype=torch.bool, device=device) if done is None else done,
         )
 
     def refill(self, generator: Any) -> None:
@@ -105,3 +106,30 @@ def draw_rounds(first: Callable[..., tuple[Any, Any]], logits: Any, bufs: DrawBu
         tok = tok.index_copy(0, pick, torch.where(take, t2, tok.index_select(0, pick)))
         ok = ok.index_copy(0, pick, ~rejected | take)
     return tok, ok
+
+
+def is_eos(tok: Any, eos: Any) -> Any:
+    """Whether each of ``tok`` [R] is one of ``eos`` [E] (a broadcast compare: a handful of
+    ids, and no data-dependent kernel choice inside a captured graph)."""
+    return (tok[:, None] == eos[None, :]).any(-1)
+
+
+def record(tok: Any, state: Any, eos: Any, pad_id: int) -> None:
+    """Token ``state.count`` of every row into the decode state, in place and without a
+    sync (capturable): ``tok`` [R] becomes pad on rows that had ended, goes into
+    ``state.out[:, count]``, ends the rows it is an EOS of (``lengths`` = count + 1), and
+    becomes the next step's input (``tokens``; ``positions``, ``column`` and ``count``
+    advance by one). ``state``: the decoder's buffers (``DecodeBuffers``)."""
+    import torch
+
+    finished = state.finished
+    tok = torch.where(finished, pad_id, tok)
+    state.out.index_copy_(1, state.count, tok[:, None])
+    if eos.numel():
+        hit = is_eos(tok, eos) & ~finished
+        state.lengths.copy_(torch.where(hit, state.count + 1, state.lengths))
+        finished |= hit
+    state.tokens.copy_(tok)
+    state.positions.add_(1)
+    state.column.add_(1)
+    state.count.add_(1)
