@@ -965,6 +965,17 @@ def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
         assert out["ratio_vs_generate"][kind] == round(expected, 2)
     assert out["micro"]["graphs"] is False  # the CPU backend offers no graph capture
     assert out["fast_sample_B8"]["physical"]["step_bound_ms"] > 0
+    # --engine-only (the GPU runs' mode): every arm's three calls, their ratios, both micros
+    torch._dynamo.reset()
+    args.engine_only = True
+    out = bench.part_a(bench.Env(smoke=True), args)
+    arms = {c["sampler"] for c in out["engine_calls"]}
+    assert arms == {"drawn_in_step", "drawn_in_step_ungrouped", "first_draw", "topk_first"}, arms
+    assert len(out["engine_calls"]) == 12 and all(c["tokens"] > 0 for c in out["engine_calls"])
+    assert out["ratio_grouped_vs_ungrouped_call2"] > 0 and out["ratio_drawn_in_step_vs_first_draw_call2"] > 0
+    assert out["micro_engine_sdpa"]["sampled_step_drawn_in_graph_ms"] > 0
+    assert out["micro_engine_sdpa_ungrouped"]["sampled_step_drawn_in_graph_ms"] > 0
+    assert out["profile_engine_compiled"]["kernels_per_step"] > 0
 
 
 def test_stop_strings_end_rows_like_generate(tiny_model_dir, tokenizer):
