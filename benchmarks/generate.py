@@ -405,6 +405,11 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:  # what the compiled step spends its time on (the process's compilation, reused)
             optional_profile("engine_compiled", sampling, compile=True)
             optional_profile("engine_eager", sampling, compile=False)
+            try:
+                out["profile_prefill"] = profile_prefill(env, engine_decoder(), sampling, ids, mask)
+            except Exception as exc:  # noqa: BLE001 - the profile is optional
+                out["profile_prefill"] = {"error": f"{type(exc).__name__}: {exc}"}
+                say(f"  profile (prefill) failed: {traceback.format_exc()}")
         return out
     if args.profile:
         optional_profile("eager", sampling, compile=False)
@@ -568,6 +573,29 @@ def top_p_covered(logits: Any, spec: Any) -> bool:
         return True
     probs = torch.softmax(logits / spec.temperature, dim=-1)
     return bool((probs.topk(min(PROBE, probs.shape[-1]), dim=-1).values.sum(-1) >= spec.top_p).all())
+
+
+def profile_prefill(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, top: int = 20) -> dict[str, Any]:
+    """torch.profiler over one call that decodes a single token (its prefill, then token 0
+    through the sampler), after an untimed one: where the call's prefill time goes."""
+    import torch
+    from torch.profiler import profile
+
+    with torch.inference_mode():
+        dec.generate(ids, mask, 1, 1, spec)
+        env.sync()
+        t = time.perf_counter()
+        with profile(activities=list(torch.profiler.supported_activities())) as prof:
+            dec.generate(ids, mask, 1, 1, spec)
+            env.sync()
+        wall = time.perf_counter() - t
+    r = {"label": "prefill", "prompts": ids.shape[0], "width": ids.shape[1], "wall_ms": round(wall * 1e3, 1),
+         "prefill_s": dec.stats.get("prefill_s"), **kernel_summary(prof, 1, top)}
+    say(f"  profile (prefill of {r['prompts']} prompts x {r['width']} tokens, one call, wall {r['wall_ms']} ms "
+        f"under the profiler):")
+    for line in summary_lines(r):
+        say(f"    {line}")
+    return r
 
 
 def profile_steps(env: Env, dec: Any, spec: Any, ids: Any, mask: Any, new: int, label: str,

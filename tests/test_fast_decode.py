@@ -976,6 +976,7 @@ def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
     assert out["micro_engine_sdpa"]["sampled_step_drawn_in_graph_ms"] > 0
     assert out["micro_engine_sdpa_ungrouped"]["sampled_step_drawn_in_graph_ms"] > 0
     assert out["profile_engine_compiled"]["kernels_per_step"] > 0
+    assert out["profile_prefill"]["kernels_per_step"] > 0 and out["profile_prefill"]["prefill_s"] > 0
 
 
 def test_stop_strings_end_rows_like_generate(tiny_model_dir, tokenizer):
