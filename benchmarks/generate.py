@@ -309,10 +309,13 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
             # step, q/k/v and gate/up grouped), the same without grouped GEMMs, the draw after
             # the step (bookkeeping on the host), and the top-k-first sampler, in this run
             default_splits = fast_decode.DRAW_SPLITS
-            for sampler, first_draw, in_step, group in (
-                    ("drawn_in_step", True, True, True), ("drawn_in_step_ungrouped", True, True, False),
-                    ("first_draw", True, False, True), ("topk_first", False, False, True)):
+            # (and the prefill through the eager modules)
+            for sampler, first_draw, in_step, group, compiled_prefill in (
+                    ("drawn_in_step", True, True, True, True), ("drawn_in_step_ungrouped", True, True, False, True),
+                    ("drawn_in_step_eager_prefill", True, True, True, False),
+                    ("first_draw", True, False, True, True), ("topk_first", False, False, True, True)):
                 fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP = first_draw, in_step
+                fast_decode.COMPILED_PREFILL = compiled_prefill
                 for call, b in enumerate(rows_per_call, 1):
                     torch.manual_seed(call)
                     before = counters["stats"]["unique_graphs"]
@@ -325,22 +328,28 @@ def part_a(env: Env, args: argparse.Namespace) -> dict[str, Any]:
                     say(f"  engine call {call} ({attn}, {sampler}) B={b}: {r['tokens']} tokens in {secs:.2f}s = "
                         f"{r['tok_s']:,.0f} tok/s, step {r['step_ms']:.2f} ms, new graphs {r['new_graphs']}, "
                         f"compiled {dec.fam.compiled}")
-                    if call == 2 and in_step:  # the step replayed alone, the samplers alone
+                    if call == 2 and sampler in ("drawn_in_step", "drawn_in_step_ungrouped"):  # the step replayed alone, the samplers alone
                         out[f"micro_engine_{attn}{'' if group else '_ungrouped'}"] = micro(env, dec, spec, b) if group else {
                             "sampled_step_drawn_in_graph_ms": micro_drawn_only(env, dec)}
                     del dec, res
                     env.reset_peak()
         finally:
             fast_decode.FIRST_DRAW, fast_decode.DRAW_IN_STEP, fast_decode.DRAW_SPLITS = True, True, default_splits
+            fast_decode.COMPILED_PREFILL = True
         out["engine_calls"] = calls
         two = {c["sampler"]: c["tok_s"] for c in calls if c["call"] == 2}
-        if len(two) == 4:
+        prefill_two = {c["sampler"]: c["prefill_s"] for c in calls if c["call"] == 2}
+        if len(two) == 5:
+            out["ratio_compiled_vs_eager_prefill_call2"] = round(two["drawn_in_step"] / two["drawn_in_step_eager_prefill"], 3)
+            out["prefill_s_compiled_vs_eager_call2"] = [prefill_two["drawn_in_step"], prefill_two["drawn_in_step_eager_prefill"]]
             out["ratio_first_draw_vs_topk_first_call2"] = round(two["first_draw"] / two["topk_first"], 3)
             out["ratio_drawn_in_step_vs_first_draw_call2"] = round(two["drawn_in_step"] / two["first_draw"], 3)
             out["ratio_grouped_vs_ungrouped_call2"] = round(two["drawn_in_step"] / two["drawn_in_step_ungrouped"], 3)
             say(f"  engine call 2, first draw / top-k first: {out['ratio_first_draw_vs_topk_first_call2']}x; "
                 f"drawn in the step / drawn after it: {out['ratio_drawn_in_step_vs_first_draw_call2']}x; "
-                f"grouped q/k/v and gate/up / one GEMM per linear: {out['ratio_grouped_vs_ungrouped_call2']}x")
+                f"grouped q/k/v and gate/up / one GEMM per linear: {out['ratio_grouped_vs_ungrouped_call2']}x; "
+                f"compiled prefill / eager: {out['ratio_compiled_vs_eager_prefill_call2']}x "
+                f"(prefill s {out['prefill_s_compiled_vs_eager_call2']})")
 
     def after_liger(spec: SamplingSpec) -> None:
         """An engine call on the model as a liger training leaves it (what every round after the

@@ -471,18 +471,18 @@ def test_compiled_decoder_samples_through_the_compiled_first_draw(tokenizer, mon
     backend = _CountingBackend()
     first, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
     assert dec.first is not None and dec.fam.compiled
-    assert backend.graphs == 4, backend.graphs  # pre, post, head and the first draw
+    assert backend.graphs == 6, backend.graphs  # pre, post (decode and prefill), head and the first draw
     firsts = [f for f in calls if f is not None]  # (None: rows the draws left, sampled exactly)
     assert len(firsts) == 1 and firsts[0] is dec.first, "the prefill's logits did not draw first"
     assert dec.stats["draws_in_step"] == dec.stats["steps"] - 1 == 9, dec.stats
     again, _ = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
-    assert again.tokens == first.tokens and backend.graphs == 4  # same seed, nothing recompiled
+    assert again.tokens == first.tokens and backend.graphs == 6  # same seed, nothing recompiled
     monkeypatch.setattr(fast_decode, "DRAW_IN_STEP", False)
     calls.clear()
     after, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
     firsts = [f for f in calls if f is not None]
     assert len(firsts) == dec.stats["steps"] and all(f is dec.first for f in firsts), "not every step drew first"
-    assert dec.stats["draws_in_step"] == 0 and backend.graphs == 4
+    assert dec.stats["draws_in_step"] == 0 and backend.graphs == 6
     monkeypatch.setattr(fast_decode, "FIRST_DRAW", False)
     calls.clear()
     _, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
@@ -553,7 +553,7 @@ def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(toke
     keys = [k for k in dec.buffers.graphs if isinstance(k, tuple)]
     assert keys and all(k[0] == "drawn" for k in keys) and runner.captures == len(dec.buffers.graphs)
     assert len(dec.buffers.draws) == 1 and all(len(o.tokens) == 8 for o in outs)
-    assert backend.graphs == 4, backend.graphs  # the model's three pieces and the draw, whatever the rounds
+    assert backend.graphs == 6, backend.graphs  # the model's five pieces and the draw, whatever the rounds
 
 
 def test_drawn_loop_records_tokens_in_its_graph_and_survives_capture_warmups(tokenizer, monkeypatch):
@@ -654,7 +654,7 @@ def test_a_bf16_model_compiles_its_draw_once(tokenizer):
     backend = _CountingBackend()
     out, dec = _fast_compiled(model, enc, tok, 2, 10, backend, sample=True)
     assert dec.first is not None and dec.stats["draws_in_step"] == 9
-    assert backend.graphs == 4, backend.graphs  # pre, post, head and one draw
+    assert backend.graphs == 6, backend.graphs  # pre, post (decode and prefill), head and one draw
     assert all(len(r) == 10 for r in out.tokens)
 
 
@@ -814,9 +814,9 @@ def test_prefill_skips_the_padding_a_group_shares_and_decodes_the_same(tokenizer
     widths = []
     prefill = fast_decode.LlamaFamily.prefill
 
-    def spy(self, ids, mask, sink):
+    def spy(self, ids, mask, sink, groups=None):
         widths.append(ids.shape[1])
-        return prefill(self, ids, mask, sink)
+        return prefill(self, ids, mask, sink, groups)
 
     monkeypatch.setattr(fast_decode.LlamaFamily, "prefill", spy)
     got = _fast(model, enc, tok, 2, 12, tok.eos_token_id)
@@ -970,8 +970,10 @@ def test_benchmark_part_a_smoke_runs_on_cpu(tmp_path):
     args.engine_only = True
     out = bench.part_a(bench.Env(smoke=True), args)
     arms = {c["sampler"] for c in out["engine_calls"]}
-    assert arms == {"drawn_in_step", "drawn_in_step_ungrouped", "first_draw", "topk_first"}, arms
-    assert len(out["engine_calls"]) == 12 and all(c["tokens"] > 0 for c in out["engine_calls"])
+    assert arms == {"drawn_in_step", "drawn_in_step_ungrouped", "drawn_in_step_eager_prefill", "first_draw",
+                    "topk_first"}, arms
+    assert len(out["engine_calls"]) == 15 and all(c["tokens"] > 0 for c in out["engine_calls"])
+    assert out["ratio_compiled_vs_eager_prefill_call2"] > 0
     assert out["ratio_grouped_vs_ungrouped_call2"] > 0 and out["ratio_drawn_in_step_vs_first_draw_call2"] > 0
     assert out["micro_engine_sdpa"]["sampled_step_drawn_in_graph_ms"] > 0
     assert out["micro_engine_sdpa_ungrouped"]["sampled_step_drawn_in_graph_ms"] > 0
@@ -1199,7 +1201,42 @@ def test_compiled_regions_compile_once_for_all_layers(kind, tokenizer):
         assert got.tokens == eager.tokens
         counts[layers] = backend.graphs
     assert counts[2] == counts[6], counts
-    assert counts[2] == 3, counts  # pre, post, head (a graph break inside one would add a graph)
+    # pre and post for the decode step and for the prefill (prompts and width dynamic), the head
+    # (a graph break inside one would add a graph)
+    assert counts[2] == 5, counts
+
+
+def test_a_compiler_failing_in_the_prefill_leaves_the_eager_pieces(tokenizer, caplog, monkeypatch):
+    """The prefill is the first compiled code a call runs: a compiler that fails there gives
+    a warning and the eager pieces (prefill and steps), with the eager loop's tokens; an
+    out-of-memory error is not a compiler failure and propagates."""
+    import logging
+
+    import torch
+
+    tok = tokenizer
+    model = _tiny("qwen2", len(tok), tok.eos_token_id, tok.pad_token_id)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    eager, _ = _fast_compiled(model, enc, tok, 2, 12, None)
+    torch._dynamo.reset()
+
+    def failing(gm, example_inputs):
+        raise RuntimeError("no compiler for this")
+
+    with caplog.at_level(logging.WARNING, logger="srscode.plugins.lib.fast_decode"):
+        got, dec = _fast_compiled(model, enc, tok, 2, 12, failing, runner=RecordingRunner())
+    assert not dec.fam.compiled and "torch.compile failed" in caplog.text
+    assert got.tokens == eager.tokens and got.lengths == eager.lengths
+
+    from srscode.plugins.lib import fast_decode
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(fast_decode.LlamaFamily, "prefill", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        _fast_compiled(model, enc, tok, 2, 12, _CountingBackend())
 
 
 def test_hf_generator_compile_auto_asks_the_backend(tiny_model_dir, tokenizer):
@@ -1248,7 +1285,7 @@ def test_compiled_decoders_outlive_dynamos_recompile_limit_across_adapters(token
         backend = _CountingBackend()
         _fast_compiled(pm, enc, tok, 1, 3, backend)
         per_round.append(backend.graphs)
-    assert per_round == [3] * rounds  # the last decoders still hand dynamo's graphs to the backend
+    assert per_round == [5] * rounds  # the last decoders still hand dynamo's graphs to the backend
 
 
 def test_hf_generator_compiles_once_per_process_across_rounds_adapters_and_batch_sizes(
@@ -1295,10 +1332,10 @@ def test_hf_generator_compiles_once_per_process_across_rounds_adapters_and_batch
     texts, graphs = run(True)
     assert texts == eager_texts
     first_adapter = 1  # the call index of the first generate with an adapter
-    assert graphs[0] == 3, graphs  # pre, post, head on the base
-    assert graphs[first_adapter] == 6, graphs  # and once more with the adapter (its own code)
+    assert graphs[0] == 5, graphs  # pre, post (decode and prefill), head on the base
+    assert graphs[first_adapter] == 10, graphs  # and once more with the adapter (its own code)
     assert graphs[-2] == graphs[first_adapter], graphs  # rounds, reloads and new batch sizes add nothing
-    assert graphs[-1] <= graphs[first_adapter] + 3, graphs  # adapters disabled: at most one more set
+    assert graphs[-1] <= graphs[first_adapter] + 5, graphs  # adapters disabled: at most one more set
 
 
 # ----------------------------------------------------------------------------- packed weights (CPU)
