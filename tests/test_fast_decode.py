@@ -589,6 +589,7 @@ def test_drawn_loop_records_tokens_in_its_graph_and_survives_capture_warmups(tok
     assert dec.stats["draws_in_step"] == dec.stats["steps"] - 1 > 0
     graphed, dec = run(RecordingRunner(), (common,))
     assert len([k for k in dec.buffers.graphs if isinstance(k, tuple)]) >= 2  # several windows captured
+    assert 0 < dec.stats["capture_s"] < dec.stats["decode_s"]
     assert graphed.tokens == plain.tokens and graphed.lengths == plain.lengths
     ended = [n for n in plain.lengths if n < 40]
     assert ended and len(ended) < len(plain.lengths), plain.lengths  # some rows end early, some do not

@@ -1080,7 +1080,7 @@ class FastDecoder:
             record(tok, buf, eos, spec.pad_id)
             return logits, tok, ok
 
-        key = ("drawn", window, inv_t, spec.top_p, tuple(eos.tolist()), spec.pad_id)
+        key = ("drawn", window, inv_t, spec.top_p, tuple(sorted(set(spec.eos_ids))), spec.pad_id)  # (no read of ``eos``: a sync)
         return self._captured(buf, key, step, keep=buf.state())
 
     def _captured(self, buf: DecodeBuffers, key: Any, step: Callable[[], Any], keep: Sequence[Any] = ()) -> Any:
@@ -1089,6 +1089,9 @@ class FastDecoder:
         after each run that compiles or captures it, so the call still runs it once."""
         fn = buf.graphs.get(key)
         if fn is None:
+            import time
+
+            t0 = time.perf_counter()
             fn = step
             saved = [t.clone() for t in keep]
 
@@ -1114,6 +1117,8 @@ class FastDecoder:
                     self.runner = None
                 restore()
             buf.graphs[key] = fn
+            synchronize(self.fam.device)  # the warm-up runs and compilation, counted as capture time
+            self.stats["capture_s"] = self.stats.get("capture_s", 0.0) + time.perf_counter() - t0
         return fn()
 
     def generate(self, ids: Any, mask: Any, n: int, max_new_tokens: int, spec: SamplingSpec,
@@ -1177,7 +1182,7 @@ class FastDecoder:
         rows = _round_up(real, ROW_BUCKET)
         length = _round_up(width + max(max_new_tokens, cache_tokens or 0), WINDOW)
         buf = self._buffers(rows, length)
-        stats: dict[str, float] = {"rows": rows, "real_rows": real, "cache_len": length}
+        stats: dict[str, float] = {"rows": rows, "real_rows": real, "cache_len": length, "capture_s": 0.0}
         self.stats = stats
 
         t0 = time.perf_counter()
