@@ -30,9 +30,15 @@ a few ms per step. What transformers does not offer (5.17-5.24) and this module 
   Compiled decoders draw every row from its whole distribution first, in one fused
   function (:func:`first_draw`); rows whose draw falls outside the top-p set (about
   ``1 - top_p`` of them) draw again the same way, and only rows that reject
-  ``REJECTION_ROUNDS`` draws take that path. From the second token on, the draw and two
-  bounded redraw rounds are captured in the step's own device graph
-  (:mod:`~srscode.plugins.lib.drawn_step`), so a step is one replay and one sync.
+  ``REJECTION_ROUNDS`` draws take that path. From the second token on, the draw, two
+  bounded redraw rounds and the step's bookkeeping (the token into the output, EOS,
+  lengths, the next step's inputs) are captured in the step's own device graph
+  (:mod:`~srscode.plugins.lib.drawn_step`), so a step is one replay and one sync;
+* **grouped GEMMs** (``group_linears``, the ``hf`` generator's ``pack_weights``): each
+  layer's q/k/v and gate/up as one GEMM each, through concatenated copies made per call
+  (:mod:`~srscode.plugins.lib.grouped_linears`);
+* compiled decoders **prefill through the same compiled pieces** (prompts and width
+  dynamic), where the eager norms, rotary and activation were half the prefill.
 
 Everything else is the model's own modules: embeddings, norms, q/k/v/o projections (so
 peft LoRA layers apply), rotary embedding (so rope scaling applies), MLP and lm_head.
