@@ -81,6 +81,18 @@ def _fast(model, enc, tok, n: int, max_new: int, eos: int, runner=None, min_new:
         return dec.generate(enc["input_ids"], enc["attention_mask"], n, max_new, spec)
 
 
+def _model_and_reference(tok, kind: str, lora: bool, max_new: int = 24):
+    """A tiny model (with a LoRA adapter where asked), the prompts, and ``generate``'s greedy
+    rows for them, checked not to be degenerate."""
+    model = _tiny(kind, len(tok), tok.eos_token_id, tok.pad_token_id)
+    if lora:
+        model = _lora(model, seed=5)
+    enc = tok(TEXTS, return_tensors="pt", padding=True)
+    ref = _reference(model, enc, tok, max_new, tok.eos_token_id)
+    assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
+    return model, enc, ref
+
+
 def _padded(rows: list[list[int]], width: int, pad: int) -> list[list[int]]:
     return [r + [pad] * (width - len(r)) for r in rows]
 
@@ -489,6 +501,19 @@ def test_compiled_decoder_samples_through_the_compiled_first_draw(tokenizer, mon
     assert dec.first is None and calls and not any(calls)
 
 
+def _short_windows_llama(tok, monkeypatch):
+    """A tiny Llama, the prompts and a counting compile backend after dynamo's reset, with
+    16-column attention windows (several in a short run)."""
+    import torch
+
+    from srscode.plugins.lib import fast_decode
+
+    monkeypatch.setattr(fast_decode, "WINDOW", 16)
+    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
+    torch._dynamo.reset()
+    return model, tok(TEXTS, return_tensors="pt", padding=True), _CountingBackend()
+
+
 @pytest.mark.parametrize("redraw_rounds", [2, 0])
 def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(tokenizer, monkeypatch, redraw_rounds):
     """The draw inside the step bans EOS before min_new_tokens (the token the model draws
@@ -504,12 +529,8 @@ def test_draws_captured_with_the_step_keep_min_new_tokens_and_their_buffers(toke
     from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
 
     monkeypatch.setattr(drawn_step, "REDRAW_ROUNDS", redraw_rounds)
-    monkeypatch.setattr(fast_decode, "WINDOW", 16)
     tok = tokenizer
-    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
-    enc = tok(TEXTS, return_tensors="pt", padding=True)
-    torch._dynamo.reset()
-    backend = _CountingBackend()
+    model, enc, backend = _short_windows_llama(tok, monkeypatch)
 
     def run(eos: tuple[int, ...], min_new: int, chunk: int | None = None):
         runner = RecordingRunner()
@@ -564,16 +585,10 @@ def test_drawn_loop_records_tokens_in_its_graph_and_survives_capture_warmups(tok
     Lengths agree with the tokens: a row ends at its first EOS, pad after it."""
     import torch
 
-    from srscode.plugins.lib import fast_decode
     from srscode.plugins.lib.fast_decode import FastDecoder, SamplingSpec
 
-    monkeypatch.setattr(fast_decode, "WINDOW", 16)
     tok = tokenizer
-    model = _tiny("llama", len(tok), tok.eos_token_id, tok.pad_token_id)
-    enc = tok(TEXTS, return_tensors="pt", padding=True)
-    torch._dynamo.reset()
-    backend = _CountingBackend()
-    common = None
+    model, enc, backend = _short_windows_llama(tok, monkeypatch)
 
     def run(runner, eos):
         dec = FastDecoder(model, graph_runner=runner, seed=9, compile=True, compile_backend=backend)
@@ -1361,12 +1376,7 @@ def test_packed_weights_decode_what_generate_does(kind, lora, tokenizer):
     packer = _packer_or_skip()
     torch.set_num_threads(1)
     tok = tokenizer
-    model = _tiny(kind, len(tok), tok.eos_token_id, tok.pad_token_id)
-    if lora:
-        model = _lora(model, seed=5)
-    enc = tok(TEXTS, return_tensors="pt", padding=True)
-    ref = _reference(model, enc, tok, 24, tok.eos_token_id)
-    assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
+    model, enc, ref = _model_and_reference(tok, kind, lora)
     calls = []
     linear = packer.linear
 

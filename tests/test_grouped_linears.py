@@ -11,7 +11,8 @@ import pytest
 
 from model_fixtures import *  # noqa: F401,F403
 from model_fixtures import make_ctx
-from test_fast_decode import TEXTS, RecordingRunner, _CountingBackend, _lora, _padded, _reference, _tiny
+from test_fast_decode import (TEXTS, RecordingRunner, _CountingBackend, _lora, _model_and_reference, _padded,
+                              _reference, _tiny)
 
 
 @pytest.fixture(scope="module")
@@ -62,12 +63,7 @@ def test_grouped_decode_gives_generates_tokens(kind, lora, tokenizer, monkeypatc
 
     torch.set_num_threads(1)
     tok = tokenizer
-    model = _tiny(kind, len(tok), tok.eos_token_id, tok.pad_token_id)
-    if lora:
-        model = _lora(model, seed=5)
-    enc = tok(TEXTS, return_tensors="pt", padding=True)
-    ref = _reference(model, enc, tok, 24, tok.eos_token_id)
-    assert len({t for r in ref for t in r}) > 4, "the tiny model's output is degenerate; the test would be weak"
+    model, enc, ref = _model_and_reference(tok, kind, lora)
     counts = _counting(monkeypatch)
     got, dec = _decode(model, enc, tok, 24, group=True, runner=RecordingRunner())
     assert _padded(got.tokens, 24, tok.pad_token_id) == _padded(ref, 24, tok.pad_token_id)
