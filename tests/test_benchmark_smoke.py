@@ -33,6 +33,7 @@ SMOKES: dict[str, tuple[list[str], str, str | None]] = {
     "vllm_vs_hf.py": (["--out", "{out}"], "results in", "vllm_vs_hf.json"),
     "multi_gpu.py": (["--out", "{out}"], "scaling efficiency on 2", "multi_gpu.json"),
     "cpu_generate.py": (["--out", "{out}"], "RATIO packed / plain tok/s:", "cpu_generate.json"),
+    "decode_gemms.py": (["--out", "{out}"], "RATIO separate / grouped GEMMs", "decode_gemms.json"),
 }
 # starts a real vLLM engine (25-60 s on 2 cores): one at a time with the real-vLLM tests
 SERIAL_WITH_VLLM = {"vllm_vs_hf.py"}
