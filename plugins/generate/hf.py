@@ -82,9 +82,11 @@ class HFGeneratorParams(BaseModel):
     compile: Literal["auto"] | bool = Field(
         "auto",
         description="torch.compile the fast loop's per-layer pieces around attention (one compilation serves "
-        "every layer, every batch size, and every round's adapter: it is made once per process), and its "
-        "sampler (one fused exact draw per row; ~1.13x the tokens/s of the top-k sampler at 256 rows on an "
-        "H100), captured with each step in its device graph where the backend has graphs (1.05-1.13x more on an H100). "
+        "every layer, every batch size, and every round's adapter: it is made once per process; the prefill "
+        "runs through them too, 1.11-1.12x the engine call's tokens/s on an H100 and an H200), and its "
+        "sampler (one fused exact draw per row; ~1.15x the tokens/s of the top-k sampler at 256 rows on an "
+        "H100), captured with each step and its bookkeeping in its device graph where the backend has graphs "
+        "(1.13-1.15x more on an H100). "
         "auto: on "
         "where the backend is an accelerator (the CPU step is bound by its GEMMs, not by kernel launches); "
         "a compiler failure falls back to the eager pieces with a warning.",
