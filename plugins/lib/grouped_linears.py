@@ -11,7 +11,7 @@ compiler's (it does not merge GEMMs that share an input).
 The grouped weights are *copies* (concatenated once per decoder, i.e. per ``generate``
 call, and dropped with it): the model's own parameters are never re-pointed into a shared
 buffer, which would make ``save_pretrained`` see tensors sharing storage and a trainer's
-view of them change. The copies cost memory (+56 % of the layer weights on the 1.5B
+view of them change. The copies cost memory (+66 % of the layers' linear weights on the 1.5B
 shape, 1.7 GB in bf16), so they are made only where they fit (:func:`grouped_layers`).
 
 A peft LoRA linear whose active adapters are plain LoRA joins a group through its frozen
