@@ -944,6 +944,51 @@ def test_hf_generate_iter_gives_out_finished_rows_before_the_batch_ends(tiny_mod
         assert held, "the weights were not packed while the stream was open: the close above proved nothing"
 
 
+def test_hf_generator_frees_the_decoders_cache_when_the_call_ends(tiny_model_dir, monkeypatch):
+    """A decoder without a graph runner keeps its steps as closures over itself and its
+    buffers, a reference cycle: without ``release`` the KV cache and the grouped weights
+    outlived the call until Python's cyclic GC ran (the trainer needs that memory next).
+    With the collector off, the buffers are gone once the call's candidates are out, for a
+    call that ends and for a stream closed early."""
+    import gc
+    import weakref
+
+    from srscode.plugins.generate import hf
+    from srscode.plugins.lib import fast_decode
+
+    made = []
+    real = fast_decode.FastDecoder
+
+    def recording(*args, **kwargs):
+        dec = real(*args, **kwargs)
+        made.append(dec)
+        return dec
+
+    monkeypatch.setattr(fast_decode, "FastDecoder", recording)
+    ctx = make_ctx(tiny_model_dir)
+    g = hf.HFGenerator(hf.HFGeneratorParams(max_new_tokens=8, batch_size=2, do_sample=False, compile=True), ctx)
+    monkeypatch.setattr(fast_decode, "COMPILE_BACKEND", _CountingBackend())  # dynamo without a C++ build
+    prompts = [Prompt(f"t{i}", t) for i, t in enumerate(TEXTS)]
+    gc.disable()
+    try:
+        for stop_early in (False, True):
+            made.clear()
+            stream = g.generate_iter(prompts, 2, None, seed=1)
+            next(stream)
+            dec = made[0]
+            buffers, groups = weakref.ref(dec.buffers), dec.groups
+            assert buffers() is not None and groups is not None  # compiled: grouped, no packer
+            groups = weakref.ref(groups[0].qkv)
+            if stop_early:
+                stream.close()
+            else:
+                assert len([c for part in stream for c in part]) > 0
+            del dec, made[:]
+            assert buffers() is None and groups() is None, f"the cache outlived the call (stopped early: {stop_early})"
+    finally:
+        gc.enable()
+
+
 # ----------------------------------------------------------------------------- benchmark smoke
 
 

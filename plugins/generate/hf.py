@@ -256,40 +256,44 @@ class HFGenerator:
         )
 
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i].text), reverse=LONGEST_FIRST)
-        with self.ctx.progress("generate", total=len(prompts), unit="prompt") as bar:
-            for start in range(0, len(order), p.batch_size):
-                idx = order[start : start + p.batch_size]
-                batch = [prompts[i] for i in idx]
-                enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
-                enc = {k: v.to(device) for k, v in enc.items()}
-                prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
-                # the fast loop reports its decode step: a bar of prompts alone sits still
-                # for a whole batch
-                parts = generate_batch(enc, batch, per_call, on_step=lambda s: bar.set(step=f"{s}/{p.max_new_tokens}"))
-                try:
-                    while True:
-                        # the model's modes only while it decodes, never while the caller
-                        # holds a part (it may evaluate it before asking for the next)
-                        with context(), torch.inference_mode():
-                            part = next(parts, None)
-                        if part is None:
-                            break
-                        out: list[tuple[int, Candidate]] = []
-                        for r, ids, length in zip(*part):
-                            j = r // per_call  # row r is prompt j's sample r % per_call
-                            raw = tokenizer.decode(ids[:length], skip_special_tokens=True)
-                            text = truncate_at_stop(raw, batch[j].stop)
-                            code = extract(text, batch[j])
-                            # greedy decodes one row per prompt and repeats it n times
-                            for k in range(r % per_call, n, per_call):
-                                out.append((idx[j], Candidate(
-                                    task_id=batch[j].task_id, index=k, text=text, code=code, adapter=used,
-                                    prompt_tokens=int(prompt_lens[j]), completion_tokens=length,
-                                )))
-                        yield out
-                finally:
-                    parts.close()  # a caller that stops early must not leave the weights packed
-                bar.advance(len(idx))
+        try:
+            with self.ctx.progress("generate", total=len(prompts), unit="prompt") as bar:
+                for start in range(0, len(order), p.batch_size):
+                    idx = order[start : start + p.batch_size]
+                    batch = [prompts[i] for i in idx]
+                    enc = tokenizer([b.text for b in batch], return_tensors="pt", padding=True)
+                    enc = {k: v.to(device) for k, v in enc.items()}
+                    prompt_lens = enc["attention_mask"].sum(dim=1).tolist()
+                    # the fast loop reports its decode step: a bar of prompts alone sits still
+                    # for a whole batch
+                    parts = generate_batch(enc, batch, per_call, on_step=lambda s: bar.set(step=f"{s}/{p.max_new_tokens}"))
+                    try:
+                        while True:
+                            # the model's modes only while it decodes, never while the caller
+                            # holds a part (it may evaluate it before asking for the next)
+                            with context(), torch.inference_mode():
+                                part = next(parts, None)
+                            if part is None:
+                                break
+                            out: list[tuple[int, Candidate]] = []
+                            for r, ids, length in zip(*part):
+                                j = r // per_call  # row r is prompt j's sample r % per_call
+                                raw = tokenizer.decode(ids[:length], skip_special_tokens=True)
+                                text = truncate_at_stop(raw, batch[j].stop)
+                                code = extract(text, batch[j])
+                                # greedy decodes one row per prompt and repeats it n times
+                                for k in range(r % per_call, n, per_call):
+                                    out.append((idx[j], Candidate(
+                                        task_id=batch[j].task_id, index=k, text=text, code=code, adapter=used,
+                                        prompt_tokens=int(prompt_lens[j]), completion_tokens=length,
+                                    )))
+                            yield out
+                    finally:
+                        parts.close()  # a caller that stops early must not leave the weights packed
+                    bar.advance(len(idx))
+        finally:
+            if decoder is not None:  # its KV cache, graphs and grouped weights, now rather than at a GC pass
+                decoder.release()
 
     # ------------------------------------------------------------------ decoding paths
     def _fast_decoder(self, model: Any, prompts: Sequence[Prompt], tokenizer: Any) -> Any:

@@ -1027,6 +1027,17 @@ class FastDecoder:
             self.buffers = DecodeBuffers.allocate(self.fam, rows, length)
         return self.buffers
 
+    def release(self) -> None:
+        """Free the call's buffers (KV cache, output), graphs and grouped weights now. Without
+        a graph runner the stored steps are closures over the decoder and its buffers, a
+        reference cycle that only Python's cyclic GC would free, the KV cache with it."""
+        if self.buffers is not None:
+            self.buffers.graphs.clear()
+            self.buffers.draws.clear()
+        self.buffers = None
+        self.groups = None
+        self._grouped = False
+
     def _make_groups(self) -> None:
         """The grouped weights, once per decoder (its graphs read their addresses)."""
         if self._grouped:
