@@ -407,26 +407,16 @@ def _own_code(method: Any) -> Any:
     return types.MethodType(code, method.__self__)
 
 
-def _rows_dynamic(*tensors: Any) -> None:
-    """Mark dim 0 (the rows) of a compiled piece's inputs dynamic: one compilation serves
-    every batch size (rows are multiples of ``ROW_BUCKET``, never the 0/1 dynamo
-    specialises), where static shapes recompiled per row count and, past the recompile
-    limit, fell back to eager."""
+def _rows_dynamic(*tensors: Any, dims: Sequence[int] = (0,)) -> None:
+    """Mark ``dims`` of a compiled piece's inputs dynamic, by default dim 0 (the rows): one
+    compilation serves every batch size (rows are multiples of ``ROW_BUCKET``, never the 0/1
+    dynamo specialises), where static shapes recompiled per row count and, past the
+    recompile limit, fell back to eager. The prefill marks its prompts and width (0, 1)."""
     import torch
 
     for t in tensors:
-        torch._dynamo.maybe_mark_dynamic(t, 0)
-
-
-def _prompts_dynamic(*tensors: Any) -> None:
-    """Mark dims 0 and 1 (prompts and width) of a compiled piece's prefill inputs dynamic:
-    one compilation serves every prefill group (dynamo still specialises a dimension of 1,
-    a group of one prompt: one more)."""
-    import torch
-
-    for t in tensors:
-        torch._dynamo.maybe_mark_dynamic(t, 0)
-        torch._dynamo.maybe_mark_dynamic(t, 1)
+        for d in dims:
+            torch._dynamo.maybe_mark_dynamic(t, d)
 
 
 def _plain_lora_adapters(layer: Any) -> list[str] | None:
@@ -668,7 +658,10 @@ class LlamaFamily:
         self.pre, self.post, self.head = self._pre, self._post, self._head
         self.compiled = False
 
-    def _qkv(self, layer: Any, x: Any, cos: Any, sin: Any, qkv: Any = None, qkv_bias: Any = None) -> tuple[Any, Any, Any]:
+    def _pre(self, layer: Any, h: Any, cos: Any, sin: Any, qkv: Any = None, qkv_bias: Any = None) -> tuple[Any, Any, Any]:
+        """Input norm, q/k/v projections and rotary of one layer, for the decode step and the
+        prefill (``qkv``: its grouped q/k/v weight, see :mod:`.grouped_linears`)."""
+        x = layer.input_layernorm(h)
         b, t, _ = x.shape
         a = layer.self_attn
         if qkv is None:
@@ -679,13 +672,7 @@ class LlamaFamily:
         q = q.view(b, t, self.heads, self.head_dim).transpose(1, 2)
         k = k.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = _rotate(q, k, cos, sin)
-        return q, k, v
-
-    def _pre(self, layer: Any, h: Any, cos: Any, sin: Any, qkv: Any = None, qkv_bias: Any = None) -> tuple[Any, Any, Any]:
-        """Input norm, q/k/v projections and rotary of one decode layer (``qkv``: its
-        grouped q/k/v weight, see :mod:`.grouped_linears`)."""
-        return self._qkv(layer, layer.input_layernorm(h), cos, sin, qkv, qkv_bias)
+        return _rotate(q, k, cos, sin) + (v,)
 
     def _post(self, layer: Any, h: Any, o: Any, gate_up: Any = None, gate_up_bias: Any = None) -> Any:
         """o_proj + residual, post-attention norm, MLP + residual; ``o`` [R, T, heads x D], the
@@ -728,7 +715,7 @@ class LlamaFamily:
         for i, layer in enumerate(self.layers):
             g = groups[i] if groups is not None else _UNGROUPED
             if compiled:
-                _prompts_dynamic(h, cos, sin)
+                _rows_dynamic(h, cos, sin, dims=(0, 1))  # (a dimension of 1 is still specialised: see _prefill)
             q, k, v = pre(layer, h, cos, sin, g.qkv, g.qkv_bias)
             sink(i, k, v)
             if self.group > 1:
@@ -736,7 +723,7 @@ class LlamaFamily:
                 v = v.repeat_interleave(self.group, dim=1)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scaling).transpose(1, 2).reshape(p, w, -1)
             if compiled:
-                _prompts_dynamic(h, o)
+                _rows_dynamic(h, o, dims=(0, 1))
             h = post(layer, h, o, g.gate_up, g.gate_up_bias)
         h = h[:, -1:].contiguous()  # the decode step's layout: the compiled head guards on strides
         if compiled:
