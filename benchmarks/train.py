@@ -82,7 +82,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
 # --arms (issue 19's levers, each one arm beside the default ones)
 EXTRA_ARMS = ("flex", "compile", "compile_noliger", "flex_compile", "nodrop", "dpo_nodrop", "dpo_flex", "dpo_big",
-              "lora_peft", "dpo_lora_peft", "rows2x")
+              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs")
 
 
 def log(msg: str) -> None:
@@ -311,15 +311,21 @@ def trl_sft(model: Any, tokenizer: Any, backend: Any, rows: list[tuple[str, str]
 
 
 def our_sft(ctx: Any, rows: list[tuple[str, str]], batch_rows: int, max_length: int, scratch: str,
-            liger: Any = "auto", attention: str = "auto", lora: dict[str, Any] | None = None, **overrides: Any) -> Any:
+            liger: Any = "auto", attention: str = "auto", lora: dict[str, Any] | None = None, graphs: Any = "auto",
+            **overrides: Any) -> Any:
+    """The ``lora-sft`` stage's trainer; its stage object rides along as ``trainer.srscode_stage``
+    (``sft_speedups`` needs it)."""
     from srscode.core.types import SFTExample
     from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
 
     p = LoRASFTParams(**{**LORA, **(lora or {})}, batch_size=batch_rows, max_length=max_length, liger=liger,
-                      attention=attention)
+                      attention=attention, graphs=graphs)
     model = peft_model_for(ctx, None, p)
     examples = [SFTExample(f"t{i}", pr, co) for i, (pr, co) in enumerate(rows)]
-    return LoRASFTTrainer(p, ctx).build_trainer(examples, model, scratch, **overrides)
+    stage = LoRASFTTrainer(p, ctx)
+    trainer = stage.build_trainer(examples, model, scratch, **overrides)
+    trainer.srscode_stage = stage
+    return trainer
 
 
 def mean_nll(model: Any, batch: dict[str, Any], backend: Any) -> float:
@@ -461,7 +467,10 @@ def max_batch(ctx: Any, rows: list[tuple[str, str]], tries: list[int], max_lengt
         try:
             with tempfile.TemporaryDirectory() as scratch:
                 trainer = our_sft(ctx, sample, b, max_length, scratch, max_steps=2)
-                r = timed_train(trainer, backend, warmup=1)
+                from srscode.plugins.train.lora_sft import sft_speedups
+
+                with sft_speedups(trainer.srscode_stage, trainer, trainer.model):  # as the stage trains
+                    r = timed_train(trainer, backend, warmup=1)
             out["tried"].append({"batch_rows": b, "tokens_per_step_max": b * max_length, **r})
             out["largest_rows"] = b
             log(f"  batch {b} rows: ok, {r['tokens_per_s']} tok/s, peak {r['peak_gib']} GiB")
@@ -576,16 +585,16 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", lora: dict[str, Any] | None = None,
-                 peft_forward: bool = False, rows_per_step: int | None = None, **overrides: Any) -> dict[str, Any]:
+                 peft_forward: bool = False, rows_per_step: int | None = None, graphs: Any = "auto",
+                 **overrides: Any) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.lib import lora_training
-        from srscode.plugins.lib.lora_training import mixed_precision_lora
-        from srscode.plugins.train.lora_sft import training_attention
+        from srscode.plugins.train.lora_sft import sft_speedups, training_attention
 
         n_rows = rows_per_step or args.rows
         with tempfile.TemporaryDirectory() as scratch:
             trainer = our_sft(ctx, rows, n_rows, args.max_length, scratch, liger=liger, attention=attention,
-                              lora=lora, **overrides)
+                              lora=lora, graphs=graphs, **overrides)
             try:
                 if trainer.args.use_liger_kernel:  # as train() will, so that the check sees it
                     from transformers.integrations.liger import apply_liger_kernel
@@ -596,17 +605,18 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                     with training_attention(trainer.model, attention), compact_lm_head(backend):
                         batch = packed_batch(state["check_rows"], args.max_length, tokenizer.pad_token_id)
                         state[check] = mean_nll(trainer.model, batch, backend)
-                # as the stage trains; `peft_forward`: peft's own LoRA forward (the baseline of mixed_precision_lora)
                 lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = not peft_forward
-                with training_attention(trainer.model, attention), compact_lm_head(backend), \
-                        mixed_precision_lora(trainer.model, trainer.args) as lean:
+                # as the stage trains (sft_speedups: attention, compact head, lean LoRA layers,
+                # graphed decoder layers); `peft_forward`: peft's own LoRA forward (the baseline
+                # of mixed_precision_lora)
+                with sft_speedups(trainer.srscode_stage, trainer, trainer.model) as on:
                     # the default arm's last steps profiled: what stops its MFU
                     default_arm = (check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides
-                                   and not lora and not peft_forward and n_rows == args.rows)
+                                   and not lora and not peft_forward and n_rows == args.rows and graphs == "auto")
                     r = timed_train(trainer, backend, args.warmup, profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
-                         batch_rows=n_rows, attention=attention, lora_lean=lean, **overrides,
-                         **({"lora": lora} if lora else {}))
+                         batch_rows=n_rows, attention=attention, lora_lean=on["lean"], graphs=dict(on["graphs"]),
+                         **overrides, **({"lora": lora} if lora else {}))
             finally:
                 lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = True
                 release(ctx, trainer)
@@ -694,6 +704,8 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("dpo_ours_lora_peft", lambda: dpo_ours(peft_forward=True), need_s=15)
         elif arm == "rows2x":  # twice the tokens per step: how much of the step is launch overhead
             part("sft_ours_rows2x", lambda: sft_ours(check="", rows_per_step=2 * args.rows), need_s=20)
+        elif arm == "no_graphs":  # the decoder layers launched kernel by kernel: the baseline of graphed_layers
+            part("sft_ours_no_graphs", lambda: sft_ours(check="", graphs=False), need_s=15)
         elif arm == "dpo_big":
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
         elif arm != "compile_noliger":  # (run above, before liger)
@@ -744,7 +756,7 @@ def table(res: dict[str, Any]) -> str:
              f"{res.get('flops_per_real_token')} GFLOP per real token",
              f"{'arm':<25} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
     for arm in ("sft_trl", "sft_ours_noliger", "sft_ours_compile_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile",
-                "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_peft", "sft_ours_rows2x"):
+                "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_peft", "sft_ours_rows2x", "sft_ours_no_graphs"):
         if arm not in res:
             continue
         lines.append(f"{arm:<25} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
@@ -775,6 +787,9 @@ def table(res: dict[str, Any]) -> str:
     if "sft_ours_nodrop" in res or "dpo_ours_nodrop" in res:
         lines.append(f"RATIO LoRA dropout 0 / default: sft {ratio(g('sft_ours_nodrop', 'tokens_per_s'), g('sft_ours', 'tokens_per_s'))}, "
                      f"dpo {ratio(g('dpo_ours_nodrop', 'pairs_per_s'), g('dpo_ours', 'pairs_per_s'))}")
+    if "sft_ours_no_graphs" in res:
+        lines.append(f"RATIO graphed decoder layers (default) / without: sft "
+                     f"{ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_no_graphs', 'tokens_per_s'))}")
     if "sft_ours_lora_peft" in res or "dpo_ours_lora_peft" in res:
         lines.append("RATIO lean LoRA layers (default) / peft's forward: "
                      f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_lora_peft', 'tokens_per_s'))}, "
@@ -810,7 +825,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--arms", default="", help=f"extra arms, comma-separated: {', '.join(EXTRA_ARMS)} "
                     "(FlexAttention / torch.compile / torch.compile without liger / both; LoRA dropout 0 for SFT / DPO; "
                     "DPO with flex, DPO at twice the batch; peft's own LoRA forward for SFT / DPO, the baseline of "
-                    "mixed_precision_lora; SFT at twice the rows per step)")
+                    "mixed_precision_lora; SFT at twice the rows per step; SFT without graphed decoder layers)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

@@ -56,6 +56,14 @@ class GraphRunner:
         return replay
 
 
+    @property
+    def make_graphed_callables(self) -> Callable[..., Any] | None:
+        """The device module's ``make_graphed_callables`` (a callable's forward and backward
+        captured as two graphs, for training; PyTorch's signature), or None where this torch
+        build has none."""
+        return getattr(self.mod, "make_graphed_callables", None)
+
+
 def runner_factory(module_name: str, graph_attr: str) -> Callable[[], GraphRunner | None]:
     """A ``Backend.graph_runner`` for ``torch.<module_name>`` with graph class ``graph_attr``;
     the factory returns None where this torch build lacks the graph API."""

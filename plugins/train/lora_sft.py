@@ -65,6 +65,7 @@ from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResul
 
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
+from ..lib.graphed_layers import graphed_decoder_layers
 from ..lib.lora_training import mixed_precision_lora
 from ..lib.model_patches import model_patches_undone
 from ..lib.hf_model import known_library_deprecations
@@ -113,6 +114,13 @@ class LoRASFTParams(LoRAParams):
         True,
         description="Pack examples into rows of max_length tokens, each attending only to itself "
         "(same per-token loss as padding); batch_size then counts rows, a budget of batch_size x max_length tokens.",
+    )
+    graphs: Literal["auto"] | bool = Field(
+        "auto",
+        description="Replay the decoder layers' forward and backward as captured device graphs (CUDA graphs) "
+        "instead of launching their kernels one by one from Python; packed rows are then padded to max_length "
+        "so that every full batch has one shape (an epoch's last, smaller batch runs eagerly). auto: on where "
+        "the backend captures graphs for training, with packing, one process and no gradient checkpointing.",
     )
 
 
@@ -351,13 +359,18 @@ class PackedRowsCollator:
     first token of an example from the last token of the one before (TRL's padding-free
     collator does the same)."""
 
-    def __init__(self, pad_token_id: int):
+    def __init__(self, pad_token_id: int, pad_to: int | None = None):
         self.pad_token_id = pad_token_id
+        self.pad_to = pad_to  # every batch this long (graphed layers replay one shape), else the longest row
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
         longest = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to is not None:
+            if longest > self.pad_to:
+                raise ValueError(f"packed row of {longest} tokens is longer than pad_to={self.pad_to}")
+            longest = self.pad_to
         ids, labels, positions = [], [], []
         for r in rows:
             n = len(r["input_ids"])
@@ -437,8 +450,30 @@ class LoRASFTTrainer:
         if p.packing:
             # TRL's bfd packing switches on its padding-free collator (one flattened row per
             # batch, made for FlashAttention's varlen kernel); see the module docstring
-            trainer.data_collator = PackedRowsCollator(trainer.processing_class.pad_token_id)
+            pad_to = p.max_length if self.graph_maker(args) is not None else None
+            trainer.data_collator = PackedRowsCollator(trainer.processing_class.pad_token_id, pad_to=pad_to)
         return trainer
+
+    def graph_maker(self, args: Any) -> Any:
+        """The backend's ``make_graphed_callables`` where this stage trains with graphed decoder
+        layers (``params.graphs``, :mod:`~srscode.plugins.lib.graphed_layers`), else None."""
+        p = self.params
+        if p.graphs is False:
+            return None
+        factory = getattr(self.ctx.backend, "graph_runner", None)
+        runner = factory() if factory is not None else None
+        make = getattr(runner, "make_graphed_callables", None) if runner is not None else None
+        if p.graphs is True:
+            if make is None:
+                raise StageError(f"trainer: params.graphs is true but the {getattr(self.ctx.backend, 'name', '?')!r} backend captures "
+                                 "no graphs for training (set graphs: auto or false)")
+            if args.world_size > 1:
+                raise StageError("trainer: params.graphs is true but training runs in several processes; graphed "
+                                 "layers bypass DDP's gradient hooks (set graphs: auto or false)")
+            return make
+        if not p.packing or p.gradient_checkpointing or args.world_size > 1:
+            return None  # shapes that vary per batch, layers recomputed, or DDP's hooks
+        return make
 
     def train_sft(self, examples: Sequence[SFTExample], init: AdapterRef | None, out_dir: Path) -> TrainResult:
         kept = [e for e in examples if e.weight > 0]
@@ -456,9 +491,9 @@ class LoRASFTTrainer:
         with lora_on_shared_base(self.ctx, init, p) as (model, undone), \
                 tempfile.TemporaryDirectory(prefix="srscode-sft-") as scratch:
             trainer = self.build_trainer(kept, model, scratch)
-            with training_attention(model, p.attention), compact_lm_head(self.ctx.backend) as compact, \
-                    mixed_precision_lora(model, trainer.args) as lean:
+            with sft_speedups(self, trainer, model) as on:
                 output = train_with_progress(trainer, self.ctx, "train")
+            compact, lean, graphed = on["compact"], on["lean"], on["graphs"]
             adapter = save_adapter(trainer, model, Path(out_dir))
         seconds = time.perf_counter() - started
         loop = float(output.metrics.get("train_runtime") or seconds)
@@ -477,8 +512,26 @@ class LoRASFTTrainer:
             "train_lora_inputs_uncast": float(lean["uncast"]),  # LoRA inputs stayed bf16/fp16 (mixed_precision_lora)
             "train_lora_fused_add": float(lean["fused_add"]),  # the adapter's product added by one addmm
             "train_patches_undone": float(undone["restored"]),  # attributes training patched, put back (model_patches)
+            # decoder layers replayed as captured graphs (graphed_layers): captures, and the share
+            # of layer calls that replayed (the rest ran eagerly: a last smaller batch)
+            "train_graph_captures": float(graphed["captures"]),
+            "train_graph_replayed": graphed["replays"] / max(1, graphed["replays"] + graphed["own_calls"]),
         }
         return TrainResult(adapter=adapter, metrics=metrics)
+
+
+@contextlib.contextmanager
+def sft_speedups(stage: LoRASFTTrainer, trainer: Any, model: Any) -> Iterator[dict[str, Any]]:
+    """What ``lora-sft`` trains under, entered and undone together: its attention, the compact
+    LM head, the lean LoRA layers and the graphed decoder layers (innermost: they capture the
+    lean layers). Yields what each switched on (``compact``, ``lean``, ``graphs``)."""
+    import torch
+
+    device_type = torch.device(stage.ctx.backend.device).type
+    with training_attention(model, stage.params.attention), compact_lm_head(stage.ctx.backend) as compact, \
+            mixed_precision_lora(model, trainer.args) as lean, \
+            graphed_decoder_layers(model, stage.graph_maker(trainer.args), device_type) as graphs:
+        yield {"compact": compact, "lean": lean, "graphs": graphs}
 
 
 @hookimpl
