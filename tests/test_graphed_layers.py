@@ -329,3 +329,30 @@ def test_real_cuda_graphed_layers_train_as_the_eager_ones(tiny_model_dir):
     losses1, report = run(torch.cuda.make_graphed_callables)
     assert report["captures"] == 1 and report["replays"] > 0, report
     assert losses1 == pytest.approx(losses0, rel=2e-2)
+
+
+def test_the_graphs_buffers_go_when_the_context_closes(tiny_model_dir):
+    """torch's graphed callables (autograd Function classes, each in a reference cycle, as the
+    emulation's are) hold the static buffers; with the cyclic collector off they must still be
+    gone when the context closes, not at some later GC pass."""
+    import gc
+    import weakref
+
+    from srscode.plugins.lib.graphed_layers import graphed_decoder_layers
+
+    static_inputs = []
+
+    def recording(callables, samples, **kw):
+        static_inputs.extend(weakref.ref(s[0]) for s in samples)
+        return emulated_make_graphed_callables(callables, samples, **kw)
+
+    model = _lora_model(tiny_model_dir)
+    batch = _packed_batches(model.config.vocab_size)[0]
+    gc.disable()
+    try:
+        with graphed_decoder_layers(model, recording, "cpu") as report:
+            model(**batch).loss.backward()
+        assert report["replays"] > 0 and static_inputs
+        assert all(ref() is None for ref in static_inputs)
+    finally:
+        gc.enable()

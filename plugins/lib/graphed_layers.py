@@ -27,6 +27,7 @@ would otherwise overwrite a gradient ``.grad`` still aliases).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
@@ -221,4 +222,8 @@ def graphed_decoder_layers(model: Any, make_graphed: Callable[..., Any] | None, 
                 layer.__dict__.pop("forward", None)
         for h in handles:
             h.remove()
-        graphs.graphed = None  # the graphs, their pools and static buffers go with the last reference
+        graphs.graphed = None
+        # torch's graphed callables are autograd Function classes made per capture, and a class
+        # sits in a reference cycle: their graphs, pool and static buffers (GBs at 1.5B) would
+        # wait for the cyclic collector while the round's next stage wants the memory
+        gc.collect()
