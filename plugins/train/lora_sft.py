@@ -34,6 +34,11 @@
   (``lib/lora_training.py``): their input stays in the compute dtype (peft casts it to the
   fp32 adapter's dtype and autocast casts it back) and the adapter's scaled product is added
   by one ``addmm``; the same GEMM inputs with fewer activation-sized kernels.
+* Graphed decoder layers (``graphs``, ``lib/graphed_layers.py``): where the backend captures
+  graphs for training (CUDA), each decoder layer's forward and backward replay as captured
+  graphs instead of ~200 kernel launches each from Python; packed rows are then padded to
+  ``max_length`` so that every full batch has the captured shape (an epoch's last, smaller
+  batch runs eagerly). Off with several processes (DDP), gradient checkpointing or packing off.
 * Gradient checkpointing is off by default (TRL's SFTConfig turns it on): a LoRA on a
   frozen model has room for its activations at these lengths, and recomputing the forward
   costs about a third more compute.
