@@ -68,12 +68,12 @@ def decoder_layers(model: Any) -> list[Any]:
     return []
 
 
-def _adapter_state(model: Any) -> tuple[Any, ...]:
+def _adapter_state(lora_layers: Sequence[Any]) -> tuple[Any, ...]:
     """What a captured LoRA layer's kernels depend on beyond its tensors' addresses."""
     return tuple(
-        (id(m), bool(getattr(m, "disable_adapters", False)), tuple(getattr(m, "active_adapters", ()) or ()),
+        (bool(getattr(m, "disable_adapters", False)), tuple(getattr(m, "active_adapters", ()) or ()),
          bool(getattr(m, "merged", False)), m.__dict__.get("forward"))
-        for m in model.modules() if hasattr(m, "lora_A")
+        for m in lora_layers
     )
 
 
@@ -88,6 +88,7 @@ class _LayerGraphs:
         self.device_type = device_type
         self.own = [layer.forward for layer in self.layers]  # bound, or a patch already there
         self.params = [tuple(p for p in layer.parameters() if p.requires_grad) for layer in self.layers]
+        self.lora_layers = [m for layer in self.layers for m in layer.modules() if hasattr(m, "lora_A")]
         self.captured_key: tuple[Any, ...] | None = None
         self.inputs: list[tuple[Any, ...]] = []  # each layer's captured hidden-states signature
         self.graphed: list[Callable[..., Any]] | None = None
@@ -113,7 +114,7 @@ class _LayerGraphs:
             return None
         return (_sig(hidden), _sig(mask), _sig(rotary[0]), _sig(rotary[1]),
                 torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type),
-                _adapter_state(self.model))
+                _adapter_state(self.lora_layers))
 
     def forward_of(self, i: int) -> Callable[..., Any]:
         own = self.own[i]
