@@ -306,7 +306,8 @@ def test_real_cuda_graphed_layers_train_as_the_eager_ones(tiny_model_dir):
 
     def run(make):
         model = _lora_model(tiny_model_dir).cuda()
-        batches = [{k: v.cuda() for k, v in b.items()} for b in _packed_batches(model.config.vocab_size)]
+        batches = [{k: v.cuda() if hasattr(v, "cuda") else v for k, v in b.items()}
+                   for b in _packed_batches(model.config.vocab_size)]
         with torch.autocast("cuda", dtype=torch.bfloat16):
             return _train_cuda(model, batches, make)
 
