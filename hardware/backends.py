@@ -98,7 +98,9 @@ ASCEND = Backend(
     generator_modules=("vllm", "vllm_ascend"),
     mp_start_method="spawn",
     describe=_ascend_name,
-    graph_runner=runner_factory("npu", "NPUGraph"),  # torch_npu's aclgraph; None where absent
+    # torch_npu's aclgraph; None where absent. Decoding only: the trainers' graphed layers
+    # (make_graphed_callables) have not been run on an NPU, so they stay eager there
+    graph_runner=runner_factory("npu", "NPUGraph"),
     device_module="npu",
     compat_rules=(ASCEND_LORA_TP,),
     summary="Huawei Ascend NPU (910B) through torch_npu, HCCL; vLLM through vllm-ascend",
@@ -158,7 +160,7 @@ CUDA = Backend(
     priority=20,
     generator_modules=("vllm",),
     describe=_cuda_name,
-    graph_runner=runner_factory("cuda", "CUDAGraph"),
+    graph_runner=runner_factory("cuda", "CUDAGraph", training=True),  # training: verified on an H100
     device_module="cuda",
     varying_shapes=True,  # eager CUDA kernels; TRL already scores only labelled tokens here
     compat_rules=(CUDA_WITH_VLLM_ASCEND,),

@@ -21,10 +21,11 @@ class GraphRunner:
     """Capture ``fn`` once, replay it many times. ``device_module`` is ``torch.cuda`` or
     ``torch.npu``; ``graph_cls`` its graph class (``CUDAGraph`` / ``NPUGraph``)."""
 
-    def __init__(self, device_module: Any, graph_cls: type, warmup: int = 2):
+    def __init__(self, device_module: Any, graph_cls: type, warmup: int = 2, training: bool = False):
         self.mod = device_module
         self.graph_cls = graph_cls
         self.warmup = warmup
+        self.training = training  # the backend vouches for make_graphed_callables (a training step's graphs)
 
     def capture(self, fn: Callable[[], T]) -> Callable[[], T]:
         """Warm ``fn`` up on a side stream, capture it; return ``replay() -> fn's outputs``.
@@ -60,13 +61,14 @@ class GraphRunner:
     def make_graphed_callables(self) -> Callable[..., Any] | None:
         """The device module's ``make_graphed_callables`` (a callable's forward and backward
         captured as two graphs, for training; PyTorch's signature), or None where this torch
-        build has none."""
-        return getattr(self.mod, "make_graphed_callables", None)
+        build has none or the backend has not verified it (``training``)."""
+        return getattr(self.mod, "make_graphed_callables", None) if self.training else None
 
 
-def runner_factory(module_name: str, graph_attr: str) -> Callable[[], GraphRunner | None]:
+def runner_factory(module_name: str, graph_attr: str, training: bool = False) -> Callable[[], GraphRunner | None]:
     """A ``Backend.graph_runner`` for ``torch.<module_name>`` with graph class ``graph_attr``;
-    the factory returns None where this torch build lacks the graph API."""
+    the factory returns None where this torch build lacks the graph API. ``training``: the
+    runner offers ``make_graphed_callables`` (trainers capture their layers' backward too)."""
 
     def make() -> GraphRunner | None:
         import torch
@@ -75,7 +77,7 @@ def runner_factory(module_name: str, graph_attr: str) -> Callable[[], GraphRunne
         graph_cls = getattr(mod, graph_attr, None) if mod is not None else None
         if graph_cls is None or not hasattr(mod, "graph"):
             return None
-        return GraphRunner(mod, graph_cls)
+        return GraphRunner(mod, graph_cls, training=training)
 
     return make
 

@@ -357,3 +357,21 @@ def test_the_graphs_buffers_go_when_the_context_closes(tiny_model_dir):
         assert all(ref() is None for ref in static_inputs)
     finally:
         gc.enable()
+
+
+def test_only_a_backend_that_vouches_for_training_graphs_offers_them(monkeypatch):
+    """The CUDA backend's runner offers make_graphed_callables (verified on an H100); Ascend's
+    decodes with graphs but trains eagerly (never run on an NPU)."""
+    import torch
+
+    from srscode.hardware import backends
+    from srscode.hardware.graphs import GraphRunner
+
+    fake = types.SimpleNamespace(CUDAGraph=object, NPUGraph=object, graph=object,
+                                 make_graphed_callables=emulated_make_graphed_callables)
+    monkeypatch.setattr(torch, "cuda", fake, raising=False)
+    monkeypatch.setattr(torch, "npu", fake, raising=False)
+    cuda = next(b for b in vars(backends).values() if getattr(b, "name", None) == "cuda")
+    ascend = next(b for b in vars(backends).values() if getattr(b, "name", None) == "ascend")
+    assert cuda.graph_runner().make_graphed_callables is emulated_make_graphed_callables
+    assert isinstance(ascend.graph_runner(), GraphRunner) and ascend.graph_runner().make_graphed_callables is None
