@@ -375,3 +375,31 @@ def test_only_a_backend_that_vouches_for_training_graphs_offers_them(monkeypatch
     ascend = next(b for b in vars(backends).values() if getattr(b, "name", None) == "ascend")
     assert cuda.graph_runner().make_graphed_callables is emulated_make_graphed_callables
     assert isinstance(ascend.graph_runner(), GraphRunner) and ascend.graph_runner().make_graphed_callables is None
+
+
+def test_the_graphs_take_each_batchs_position_ids(tiny_model_dir):
+    """Position ids are a graph input like the mask: a layer that reads them sees each batch's,
+    not the capture's (sdpa does not read them; other layers may)."""
+    import torch
+
+    from srscode.plugins.lib.graphed_layers import decoder_layers, graphed_decoder_layers
+
+    model = _lora_model(tiny_model_dir)
+    layer = decoder_layers(model)[1]
+    seen = []
+    own = layer.forward
+
+    def reading(hidden_states, *args, **kwargs):
+        seen.append(kwargs.get("position_ids").clone())
+        return own(hidden_states, *args, **kwargs)
+
+    layer.forward = reading
+    first, second = _packed_batches(model.config.vocab_size)[:2]
+    rows, length = second["input_ids"].shape  # packed at another cut: the same shapes, other positions
+    second["position_ids"] = torch.cat([torch.arange(14), torch.arange(length - 14)]).repeat(rows, 1)
+    second["labels"] = second["input_ids"].masked_fill(second["position_ids"] == 0, -100)
+    with graphed_decoder_layers(model, emulated_make_graphed_callables, "cpu") as report:
+        model(**first).loss.backward()
+        model(**second).loss.backward()
+    assert report["replays"] == 2 * model.config.num_hidden_layers
+    assert torch.equal(seen[-1], second["position_ids"]) and not torch.equal(seen[-1], first["position_ids"])

@@ -10,11 +10,12 @@ replays each as one launch; this module hands it the model's decoder layers.
 Which calls replay (:meth:`_LayerGraphs.key`): training mode with gradients on; hidden states,
 mask and rotary tables of the shapes and dtypes captured (the first batch seen: a packed
 trainer pads its rows to ``max_length``, so every full batch has that shape); the mask a
-tensor or None as captured; no KV cache and no extra keyword arguments (flash attention's
-per-batch sequence lengths would be baked in); the model's attention sdpa or eager (no
+tensor or None as captured (position ids too: they are graph inputs, copied in each call); no
+KV cache and no extra keyword arguments (flash attention's per-batch sequence lengths would be
+baked in); the model's attention sdpa or eager (no
 per-batch Python in the attention); the LoRA layers' state (active adapters, disabled, merged)
 as at capture. Any other call runs the layer's own forward: an epoch's last, smaller batch,
-DPO's reference pass (no gradients, adapters off), evaluation.
+DPO's reference pass (no gradients, another adapter), evaluation.
 
 What a replay cannot see (so the captures are made only where it holds): hooks on the layers
 themselves (none allowed; those inside a layer run once, at capture), gradient
@@ -35,25 +36,18 @@ from typing import Any, Callable, Iterator, Sequence
 log = logging.getLogger(__name__)
 
 GRAPHABLE_ATTENTION = ("sdpa", "eager")
-# The keyword arguments of a plain training call and the values they may have there; any other
-# keyword argument, or another value, runs the layer's own forward.
+# The keyword arguments of a plain training call (besides the hidden states, mask, rotary tables
+# and position ids, which the graphs take as inputs) and the values they may have there; any
+# other keyword argument, or another value, runs the layer's own forward.
 _PLAIN_KWARGS: dict[str, tuple[Any, ...]] = {
-    "position_ids": (None,), "past_key_values": (None,), "use_cache": (None, False), "cache_position": (None,),
+    "past_key_values": (None,), "use_cache": (None, False), "cache_position": (None,),
     "output_attentions": (None, False), "output_hidden_states": (None, False),
 }
-# position_ids is set by every transformers model's loop; sdpa and eager attention never read it
-_IGNORED_TENSORS = ("position_ids", "cache_position")
 
 
 def _plain_call(kwargs: dict[str, Any]) -> bool:
-    for name, value in kwargs.items():
-        if name not in _PLAIN_KWARGS:
-            return False
-        if name in _IGNORED_TENSORS and value is not None:
-            continue
-        if not any(value is v for v in _PLAIN_KWARGS[name]):
-            return False
-    return True
+    return all(name == "position_ids" or (name in _PLAIN_KWARGS and any(value is v for v in _PLAIN_KWARGS[name]))
+               for name, value in kwargs.items())
 
 
 def decoder_layers(model: Any) -> list[Any]:
@@ -95,11 +89,12 @@ class _LayerGraphs:
         self.graphed: list[Callable[..., Any]] | None = None
         self.failed = False
         self.replaying = False  # the current forward pass replays (decided at layer 0)
-        self.pass_tensors: tuple[Any, ...] = ()  # layer 0's mask and rotary tables in this pass
+        self.pass_tensors: tuple[Any, ...] = ()  # layer 0's mask, position ids and rotary tables in this pass
         self.report: dict[str, Any] = {"graphed": True, "captures": 0, "replays": 0, "own_calls": 0,
                                        "capture_error": ""}
 
-    def key(self, hidden: Any, mask: Any, rotary: Any, kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
+    def key(self, hidden: Any, mask: Any, rotary: Any, positions: Any,
+            kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
         """The graph key of a call at layer 0, or None when the pass must run eagerly."""
         import torch
 
@@ -111,9 +106,11 @@ class _LayerGraphs:
             return None
         if mask is not None and not isinstance(mask, torch.Tensor):
             return None  # a BlockMask (flex attention) or a per-layer-type mapping
+        if positions is not None and not isinstance(positions, torch.Tensor):
+            return None
         if not (isinstance(rotary, tuple) and len(rotary) == 2 and all(isinstance(t, torch.Tensor) for t in rotary)):
             return None
-        return (_sig(hidden), _sig(mask), _sig(rotary[0]), _sig(rotary[1]),
+        return (_sig(hidden), _sig(mask), _sig(rotary[0]), _sig(rotary[1]), _sig(positions),
                 torch.is_autocast_enabled(self.device_type), torch.get_autocast_dtype(self.device_type),
                 _adapter_state(self.lora_layers))
 
@@ -123,54 +120,59 @@ class _LayerGraphs:
         def forward(hidden_states: Any, *args: Any, **kwargs: Any) -> Any:
             mask = kwargs.pop("attention_mask", None)
             rotary = kwargs.pop("position_embeddings", None)
+            positions = kwargs.get("position_ids")  # stays in kwargs for the layer's own forward
             if i == 0:
-                key = None if args else self.key(hidden_states, mask, rotary, kwargs)
+                key = None if args else self.key(hidden_states, mask, rotary, positions, kwargs)
                 if key is not None and self.graphed is None and not self.failed:
-                    self._capture(key, hidden_states, mask, rotary)
+                    self._capture(hidden_states, mask, positions, rotary)
+                    self.captured_key = key if self.graphed is not None else None
                 self.replaying = key is not None and key == self.captured_key
-                self.pass_tensors = (mask, *(rotary or ()))
-            # the layers share one static mask and rotary buffer, which the backward graphs read
-            # too: every layer must get layer 0's tensors (a sliding-window layer's mask differs)
-            replay = (self.replaying and not args and _sig(hidden_states) == self.inputs[i]
-                      and mask is self.pass_tensors[0] and rotary is not None
-                      and all(a is b for a, b in zip(rotary, self.pass_tensors[1:])))
+                self.pass_tensors = (mask, positions, *(rotary or (None, None)))
+            # the layers share one static buffer per shared input, which the backward graphs may
+            # read too: every layer must get layer 0's tensors (a sliding-window layer's mask differs)
+            replay = (self.replaying and not args and _sig(hidden_states) == self.inputs[i] and rotary is not None
+                      and all(a is b for a, b in zip((mask, positions, *rotary), self.pass_tensors)))
             if replay:
                 self.report["replays"] += 1
-                masks = () if mask is None else (mask,)
-                return self.graphed[i](hidden_states, *rotary, *masks, *self.params[i])
+                shared = (t for t in self.pass_tensors if t is not None)
+                return self.graphed[i](hidden_states, *shared, *self.params[i])
             self.replaying = False  # a layer in between changed what flows: eager from here
             self.report["own_calls"] += 1
             return own(hidden_states, *args, attention_mask=mask, position_embeddings=rotary, **kwargs)
 
         return forward
 
-    def _callable(self, i: int, with_mask: bool) -> Callable[..., Any]:
+    def _callable(self, i: int, has_mask: bool, has_positions: bool) -> Callable[..., Any]:
         own = self.own[i]
 
-        def layer_call(hidden: Any, cos: Any, sin: Any, *rest: Any) -> Any:
-            # the trailing arguments are the mask (if any) and the layer's trainable
-            # parameters, passed so that the backward graph computes their gradients
-            return own(hidden, attention_mask=rest[0] if with_mask else None, position_embeddings=(cos, sin))
+        def layer_call(hidden: Any, *rest: Any) -> Any:
+            # rest: the mask and position ids (where given), the rotary tables, then the layer's
+            # trainable parameters, passed so that the backward graph computes their gradients
+            it = iter(rest)
+            mask = next(it) if has_mask else None
+            positions = next(it) if has_positions else None
+            return own(hidden, attention_mask=mask, position_ids=positions, position_embeddings=(next(it), next(it)))
 
         return layer_call
 
-    def _capture(self, key: tuple[Any, ...], hidden: Any, mask: Any, rotary: Any) -> None:
+    def _capture(self, hidden: Any, mask: Any, positions: Any, rotary: Any) -> None:
         import torch
 
-        cos, sin = (t.detach().clone() for t in rotary)
-        static_mask = () if mask is None else (mask.detach().clone(),)
+        shared = tuple(t.detach().clone() for t in (mask, positions, *rotary) if t is not None)
         needs_grad = hidden.requires_grad
         samples, inputs = [], []
         for params in self.params:
             h = hidden.detach().clone().requires_grad_(needs_grad)
-            samples.append((h, cos, sin, *static_mask, *params))
+            samples.append((h, *shared, *params))
             inputs.append(_sig(h))
             needs_grad = needs_grad or bool(params)  # the next layer's input carries this one's LoRA
-        callables = tuple(self._callable(i, mask is not None) for i in range(len(self.layers)))
+        callables = tuple(self._callable(i, mask is not None, positions is not None) for i in range(len(self.layers)))
         try:
             # make_graphed_callables refuses autocast's weight-cast cache (a cached cast would
             # be captured once and go stale): the trainer's autocast, without the cache
-            with torch.autocast(self.device_type, dtype=key[5], enabled=bool(key[4]), cache_enabled=False):
+            autocast = torch.is_autocast_enabled(self.device_type)
+            with torch.autocast(self.device_type, dtype=torch.get_autocast_dtype(self.device_type), enabled=autocast,
+                                cache_enabled=False):
                 graphed = self.make_graphed(callables, tuple(samples), num_warmup_iters=2, allow_unused_input=True)
         except torch.OutOfMemoryError:
             raise
@@ -180,7 +182,7 @@ class _LayerGraphs:
             log.warning("trainer: capturing the decoder layers as device graphs failed (%s: %s); "
                         "training with the eager layers", type(exc).__name__, exc)
             return
-        self.graphed, self.inputs, self.captured_key = list(graphed), inputs, key
+        self.graphed, self.inputs = list(graphed), inputs
         self.report["captures"] += 1
 
 
