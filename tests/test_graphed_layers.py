@@ -103,7 +103,7 @@ def _packed_batches(vocab: int, rows: int = 2, length: int = 24, n: int = 4):
     return out
 
 
-def _train(model, batches, make_graphed, accum: int = 2, steps: int = 2):
+def _train(model, batches, make_graphed, accum: int = 2, steps: int = 2, device_type: str = "cpu"):
     """A few optimizer steps of ``accum`` micro-batches each; the losses, the trained LoRA
     weights and the graphed layers' report."""
     import torch
@@ -112,7 +112,7 @@ def _train(model, batches, make_graphed, accum: int = 2, steps: int = 2):
 
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
     losses = []
-    with graphed_decoder_layers(model, make_graphed, "cpu") as report:
+    with graphed_decoder_layers(model, make_graphed, device_type) as report:
         for step in range(steps):
             for k in range(accum):
                 loss = model(**batches[(step * accum + k) % len(batches)]).loss
@@ -309,25 +309,10 @@ def test_real_cuda_graphed_layers_train_as_the_eager_ones(tiny_model_dir):
         batches = [{k: v.cuda() if hasattr(v, "cuda") else v for k, v in b.items()}
                    for b in _packed_batches(model.config.vocab_size)]
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            return _train_cuda(model, batches, make)
+            return _train(model, batches, make, steps=3, device_type="cuda")
 
-    def _train_cuda(model, batches, make):
-        from srscode.plugins.lib.graphed_layers import graphed_decoder_layers
-
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
-        losses = []
-        with graphed_decoder_layers(model, make, "cuda") as report:
-            for step in range(3):
-                for k in range(2):
-                    loss = model(**batches[(step * 2 + k) % len(batches)]).loss
-                    (loss / 2).backward()
-                    losses.append(loss.item())
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        return losses, dict(report)
-
-    losses0, _ = run(None)
-    losses1, report = run(torch.cuda.make_graphed_callables)
+    losses0, _, _ = run(None)
+    losses1, _, report = run(torch.cuda.make_graphed_callables)
     assert report["captures"] == 1 and report["replays"] > 0, report
     assert losses1 == pytest.approx(losses0, rel=2e-2)
 
