@@ -17,6 +17,50 @@ KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+# host calls that wait for the device (a read of a result: .item(), a tensor in an `if`, a
+# boolean-mask index; a blocking copy) and the aten operators that cause them
+HOST_WAITS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize", "cudaMemcpy",
+              "cudaMemcpyAsync")
+HOST_READS = ("aten::_local_scalar_dense", "aten::nonzero")  # .item() and `if tensor` both reach the first
+
+
+def host_waits(events: list[Any], steps: int) -> dict[str, Any]:
+    """What the host spent waiting for the device, and the reads that made it wait, per step:
+    each wait lets the device run dry while the host catches up afterwards."""
+    import torch
+
+    cpu = [e for e in events if e.device_type == torch.autograd.DeviceType.CPU]
+    waits = [e for e in cpu if e.name in HOST_WAITS]
+    reads: dict[str, int] = {}
+    for e in cpu:
+        if e.name in HOST_READS:
+            reads[e.name] = reads.get(e.name, 0) + 1
+    steps = max(1, steps)
+    long_waits = [e for e in waits if e.time_range.elapsed_us() > 100]
+    return {"host_wait_ms_per_step": round(sum(e.time_range.elapsed_us() for e in waits) / steps / 1e3, 3),
+            "host_waits_over_100us_per_step": round(len(long_waits) / steps, 1),
+            "host_reads_per_step": {k: round(v / steps, 1) for k, v in sorted(reads.items())}}
+
+
+def device_idle_ms(events: list[Any], wall_ms: float, steps: int) -> float | None:
+    """Wall time per step with no kernel running (the union of kernel intervals, subtracted)."""
+    import torch
+
+    spans = sorted((e.time_range.start, e.time_range.end) for e in events
+                   if e.device_type != torch.autograd.DeviceType.CPU)
+    if not spans:
+        return None
+    busy, (start, end) = 0.0, spans[0]
+    for s, e in spans[1:]:
+        if s > end:
+            busy += end - start
+            start, end = s, e
+        else:
+            end = max(end, e)
+    busy += end - start
+    return round(wall_ms - busy / max(1, steps) / 1e3, 3)
+
+
 def kind_of(name: str) -> str:
     for kind, pattern in KINDS:
         if pattern.search(name):
@@ -63,9 +107,12 @@ def kernel_summary(prof: Any, steps: int, top: int = 20, wall_ms_per_step: float
                  "us_per_step": round(t / steps, 1), "share": round(t / total_us, 4) if total_us else None}
                 for n, (c, t) in ranked],
     }
+    r.update(host_waits(events, steps))
     if wall_ms_per_step:
         r["wall_ms_per_step"] = round(wall_ms_per_step, 3)
         r["device_busy"] = round(total_us / steps / 1e3 / wall_ms_per_step, 3)
+        if what == "device kernels":
+            r["device_idle_ms_per_step"] = device_idle_ms(events, wall_ms_per_step, steps)
     return r
 
 
@@ -75,7 +122,12 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     if "device_busy" in r:
         head += f" of {r['wall_ms_per_step']} ms wall (device busy {r['device_busy']:.0%})"
     kinds = ", ".join(f"{k} {v} ms" for k, v in r["by_kind_ms_per_step"].items())
-    lines = [head, f"by kind: {kinds}", f"top {len(r['top'])}:"]
+    lines = [head, f"by kind: {kinds}"]
+    if "host_wait_ms_per_step" in r:
+        lines.append(f"host waited {r['host_wait_ms_per_step']} ms per step ({r['host_waits_over_100us_per_step']} waits "
+                     f"over 100 us); reads per step {r['host_reads_per_step']}; device idle "
+                     f"{r.get('device_idle_ms_per_step')} ms per step")
+    lines.append(f"top {len(r['top'])}:")
     lines += [f"  {row['us_per_step']:>10.1f} us  {row['calls_per_step']:>6.1f}x  {row['kind']:<9} {row['name'][:100]}"
               for row in r["top"]]
     return lines

@@ -48,6 +48,7 @@ they are the waste this benchmark is about.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -56,7 +57,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -82,7 +83,12 @@ SHAPES: dict[str, dict[str, Any]] = {
 LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
 # --arms (issue 19's levers, each one arm beside the default ones)
 EXTRA_ARMS = ("flex", "compile", "compile_noliger", "flex_compile", "nodrop", "dpo_nodrop", "dpo_flex", "dpo_big",
-              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs")
+              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs", "syncs", "dpo_syncs")
+# the `syncs` arms: the trainers read the device every micro-batch as before lib/deferred_metrics.py
+# (the loss logged each step, the NaN filter, transformers' token count; TRL's SFT metrics and
+# packed-mask check run as the libraries ship them)
+READ_EACH_STEP = dict(logging_steps=1, logging_first_step=False, logging_nan_inf_filter=True,
+                      include_num_input_tokens_seen="non_padding", accelerator_config={"non_blocking": False})
 
 
 def log(msg: str) -> None:
@@ -246,37 +252,49 @@ def matmul_tflops(backend: Any, n: int) -> float:
 # ------------------------------------------------------------------------------ timing
 
 
-def step_timer(backend: Any) -> Any:
-    """A TrainerCallback recording (time, real tokens seen) at every step's end."""
+def step_timer(backend: Any, trainer: Any, warmup: int, tail: int = 0) -> Any:
+    """A TrainerCallback timing the steps after ``warmup`` and before the last ``tail``
+    (profiled) ones. It waits for the device only at those two marks, not at every step: a wait
+    per step would stall the device as a trainer's per-step read does (lib/deferred_metrics.py),
+    hiding what avoiding them wins. Tokens are the trainer's non-padding count at the marks
+    (``flush_token_count`` where the trainer counts on the device)."""
     from transformers import TrainerCallback
+
+    def tokens_seen(state: Any) -> int:
+        flush = getattr(trainer, "flush_token_count", None)
+        return int(flush() if flush is not None else (state.num_input_tokens_seen or 0))
 
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
-            self.marks: list[tuple[float, int]] = []
+            self.marks: list[tuple[int, float, int]] = []  # (step, time, tokens)
+            self.first = self.last = 0
+            self.per_step = 0.0
+
+        def mark(self, state: Any) -> None:
+            sync(backend)
+            self.marks.append((state.global_step, time.perf_counter(), tokens_seen(state)))
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            sync(backend)
-            self.marks = [(time.perf_counter(), int(state.num_input_tokens_seen or 0))]
+            total = int(state.max_steps)
+            t = tail if total - tail - 1 >= min(warmup, 1) else 0  # too few steps: time the tail too
+            self.last = total - t
+            self.first = min(warmup, max(0, self.last - 1))
+            self.marks = []
+            if self.first == 0:
+                self.mark(state)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            sync(backend)
-            self.marks.append((time.perf_counter(), int(state.num_input_tokens_seen or 0)))
+            if state.global_step in (self.first, self.last):
+                self.mark(state)
 
-        def rate(self, warmup: int, per_step: float = 0.0, tail: int = 0) -> dict[str, float]:
-            """tokens/s (and units/s for ``per_step`` units a step) after ``warmup`` steps,
-            leaving out the last ``tail`` (profiled) steps where enough steps remain."""
-            steps = len(self.marks) - 1
-            if steps - tail - 1 < min(warmup, 1):
-                tail = 0
-            steps -= tail
-            w = min(warmup, max(0, steps - 1))
-            (t0, k0), (t1, k1) = self.marks[w], self.marks[steps]
+        def rate(self, per_step: float = 0.0) -> dict[str, float]:
+            """tokens/s (and units/s for ``per_step`` units a step) between the two marks."""
+            (s0, t0, k0), (s1, t1, k1) = self.marks[0], self.marks[-1]
             dt = max(t1 - t0, 1e-9)
-            out = {"steps": steps + tail, "timed_steps": steps - w, "profiled_steps_left_out": tail,
-                   "seconds": round(dt, 3), "tokens": k1 - k0,
-                   "tokens_per_s": round((k1 - k0) / dt, 1)}
+            out = {"timed_steps": s1 - s0, "seconds": round(dt, 3),
+                   "tokens": k1 - k0, "tokens_per_s": round((k1 - k0) / dt, 1)}
             if per_step:
-                out["units_per_s"] = round((steps - w) * per_step / dt, 2)
+                out["units_per_s"] = round((s1 - s0) * per_step / dt, 2)
             return out
 
     return StepTimer()
@@ -374,13 +392,29 @@ def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: i
 
 
 def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, lora: dict[str, Any] | None = None, liger: Any = "auto",
-            attention: str = "auto") -> Any:
+            attention: str = "auto", **overrides: Any) -> Any:
     from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
     from srscode.plugins.train.lora_sft import peft_model_for
 
     p = DPOParams(**{**LORA, **(lora or {})}, batch_size=batch, max_length=max_length, liger=liger, attention=attention)
     model = peft_model_for(ctx, None, p)
-    return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch)
+    return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch, **overrides)
+
+
+@contextlib.contextmanager
+def packed_mask_as_shipped() -> Iterator[None]:
+    """The `syncs` arm: transformers' own packed-sequence check (a read per forward) in sft_speedups."""
+    from srscode.plugins.train import lora_sft
+
+    @contextlib.contextmanager
+    def unchanged() -> Iterator[bool]:
+        yield False
+
+    swapped, lora_sft.packed_mask_without_sync = lora_sft.packed_mask_without_sync, unchanged
+    try:
+        yield
+    finally:
+        lora_sft.packed_mask_without_sync = swapped
 
 
 def step_profiler(backend: Any, steps: int) -> Any:
@@ -414,20 +448,22 @@ def step_profiler(backend: Any, steps: int) -> Any:
 
 
 def timed_train(trainer: Any, backend: Any, warmup: int, per_step: float = 0.0, profile_steps: int = 0) -> dict[str, Any]:
-    """Train, timing every step after ``warmup``; with ``profile_steps``, the last that many
+    """Train, timing the steps after ``warmup``; with ``profile_steps``, the last that many
     steps run under torch.profiler (left out of the timing) and ``r["profile"]`` says where
     their device time went."""
     from srscode.plugins.train.lora_sft import quiet_logs
 
     quiet_logs(trainer)  # no dict printed per step
-    timer = step_timer(backend)
+    timer = step_timer(backend, trainer, warmup, tail=profile_steps)
     trainer.add_callback(timer)
     prof = step_profiler(backend, profile_steps) if profile_steps else None
     if prof is not None:
         trainer.add_callback(prof)
     reset_peak(backend)
     out = trainer.train()
-    r = timer.rate(warmup, per_step, tail=profile_steps if prof is not None and prof.summary else 0)
+    r = timer.rate(per_step)
+    r["steps"] = int(trainer.state.global_step)
+    r["profiled_steps_left_out"] = r["steps"] - timer.last
     r["peak_gib"] = peak_gib(backend)
     r["train_loss"] = round(float(out.training_loss), 4)
     if prof is not None:
@@ -586,15 +622,18 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
 
     def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", lora: dict[str, Any] | None = None,
                  peft_forward: bool = False, rows_per_step: int | None = None, graphs: Any = "auto",
-                 **overrides: Any) -> dict[str, Any]:
+                 read_each_step: bool = False, **overrides: Any) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.lib import lora_training
         from srscode.plugins.train.lora_sft import sft_speedups, training_attention
 
         n_rows = rows_per_step or args.rows
+        if read_each_step:
+            overrides = {**READ_EACH_STEP, **overrides}
         with tempfile.TemporaryDirectory() as scratch:
             trainer = our_sft(ctx, rows, n_rows, args.max_length, scratch, liger=liger, attention=attention,
                               lora=lora, graphs=graphs, **overrides)
+            trainer.defer_metrics = not read_each_step
             try:
                 if trainer.args.use_liger_kernel:  # as train() will, so that the check sees it
                     from transformers.integrations.liger import apply_liger_kernel
@@ -609,7 +648,8 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                 # as the stage trains (sft_speedups: attention, compact head, lean LoRA layers,
                 # graphed decoder layers); `peft_forward`: peft's own LoRA forward (the baseline
                 # of mixed_precision_lora)
-                with sft_speedups(trainer.srscode_stage, trainer, trainer.model) as on:
+                with packed_mask_as_shipped() if read_each_step else contextlib.nullcontext(), \
+                        sft_speedups(trainer.srscode_stage, trainer, trainer.model) as on:
                     # the default arm's last steps profiled: what stops its MFU
                     default_arm = (check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides
                                    and not lora and not peft_forward and n_rows == args.rows and graphs == "auto")
@@ -639,7 +679,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def dpo_ours(attention: str = "auto", batch: int | None = None, lora: dict[str, Any] | None = None,
-                 peft_forward: bool = False) -> dict[str, Any]:
+                 peft_forward: bool = False, read_each_step: bool = False) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.lib import lora_training
         from srscode.plugins.lib.lora_training import mixed_precision_lora
@@ -649,16 +689,18 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         with tempfile.TemporaryDirectory() as scratch:
             # liger off where it broke the SFT arm, so that DPO still gets a number
             liger = False if "sft_ours" in res["errors"] and "sft_ours_noliger" in res else "auto"
-            trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, lora=lora, liger=liger, attention=attention)
+            trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, lora=lora, liger=liger, attention=attention,
+                              **(READ_EACH_STEP if read_each_step else {}))
             try:
                 lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = not peft_forward
                 with training_attention(trainer.model, attention), compact_lm_head(backend), \
                         mixed_precision_lora(trainer.model, trainer.args) as lean:  # as the stage trains
-                    default_arm = attention == "auto" and batch == args.dpo_batch and not lora and not peft_forward
+                    default_arm = (attention == "auto" and batch == args.dpo_batch and not lora and not peft_forward
+                                   and not read_each_step)
                     r = timed_train(trainer, backend, args.warmup, per_step=batch,
                                     profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch,
-                         lora_lean=lean, **({"lora": lora} if lora else {}))
+                         lora_lean=lean, read_each_step=read_each_step, **({"lora": lora} if lora else {}))
             finally:
                 lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = True
                 release(ctx, trainer)
@@ -706,6 +748,10 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("sft_ours_rows2x", lambda: sft_ours(check="", rows_per_step=2 * args.rows), need_s=20)
         elif arm == "no_graphs":  # the decoder layers launched kernel by kernel: the baseline of graphed_layers
             part("sft_ours_no_graphs", lambda: sft_ours(check="", graphs=False), need_s=15)
+        elif arm == "syncs":  # the host reading the device every micro-batch: the baseline of deferred_metrics
+            part("sft_ours_syncs", lambda: sft_ours(check="", read_each_step=True), need_s=15)
+        elif arm == "dpo_syncs":
+            part("dpo_ours_syncs", lambda: dpo_ours(read_each_step=True), need_s=15)
         elif arm == "dpo_big":
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
         elif arm != "compile_noliger":  # (run above, before liger)
@@ -756,12 +802,14 @@ def table(res: dict[str, Any]) -> str:
              f"{res.get('flops_per_real_token')} GFLOP per real token",
              f"{'arm':<25} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
     for arm in ("sft_trl", "sft_ours_noliger", "sft_ours_compile_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile",
-                "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_peft", "sft_ours_rows2x", "sft_ours_no_graphs"):
+                "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_peft", "sft_ours_rows2x", "sft_ours_no_graphs",
+                "sft_ours_syncs"):
         if arm not in res:
             continue
         lines.append(f"{arm:<25} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
                      f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
-    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop", "dpo_ours_lora_peft"):
+    for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop", "dpo_ours_lora_peft",
+                "dpo_ours_syncs"):
         if arm not in res:
             continue
         lines.append(f"{arm:<17} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB")
@@ -790,6 +838,10 @@ def table(res: dict[str, Any]) -> str:
     if "sft_ours_no_graphs" in res:
         lines.append(f"RATIO graphed decoder layers (default) / without: sft "
                      f"{ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_no_graphs', 'tokens_per_s'))}")
+    if "sft_ours_syncs" in res or "dpo_ours_syncs" in res:
+        lines.append("RATIO reads per log (default) / per micro-batch: "
+                     f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_syncs', 'tokens_per_s'))}, "
+                     f"dpo {ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_ours_syncs', 'pairs_per_s'))}")
     if "sft_ours_lora_peft" in res or "dpo_ours_lora_peft" in res:
         lines.append("RATIO lean LoRA layers (default) / peft's forward: "
                      f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_lora_peft', 'tokens_per_s'))}, "

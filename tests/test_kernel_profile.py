@@ -39,3 +39,40 @@ def test_summary_of_a_real_cpu_profile():
     assert r["device_busy"] == pytest.approx(r["device_ms_per_step"] / 10.0, abs=1e-3)
     lines = summary_lines(r)
     assert "device busy" in lines[0] and lines[1].startswith("by kind: ")
+
+
+def test_host_reads_counted_per_step():
+    """The reads that make a host wait for a device (.item(), a tensor in an `if`, a boolean-mask
+    index) are counted per step, so a benchmark shows where a step stalls."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    a = torch.randn(64, 64)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(2):
+            b = a @ a
+            b.sum().item()
+            if (b > 0).any():
+                b[b > 0].sum()
+    r = kernel_summary(prof, steps=2, top=5, wall_ms_per_step=5.0)
+    assert r["host_reads_per_step"] == {"aten::_local_scalar_dense": 2.0, "aten::nonzero": 1.0}
+    assert r["host_wait_ms_per_step"] == 0.0  # no device: nothing to wait for
+    assert "device_idle_ms_per_step" not in r  # CPU operators stand in for kernels: no idle figure
+    assert any(line.startswith("host waited") for line in summary_lines(r))
+
+
+def test_device_idle_is_the_wall_less_the_union_of_kernel_spans():
+    from types import SimpleNamespace
+
+    import torch
+
+    from kernel_profile import device_idle_ms
+
+    def kernel(start_us, end_us):
+        return SimpleNamespace(device_type=torch.autograd.DeviceType.CUDA,
+                               time_range=SimpleNamespace(start=start_us, end=end_us))
+
+    # two overlapping kernels (0-400, 300-500) and one apart (800-1000): 700 us busy of 1 ms
+    events = [kernel(0, 400), kernel(300, 500), kernel(800, 1000)]
+    assert device_idle_ms(events, wall_ms=1.0, steps=1) == pytest.approx(0.3)
+    assert device_idle_ms([], wall_ms=1.0, steps=1) is None

@@ -35,6 +35,7 @@ from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
+from ..lib.deferred_metrics import DeviceTokenCount
 from ..lib.lora_training import mixed_precision_lora
 from .lora_sft import (
     LoRAParams, common_args, known_library_deprecations, lora_on_shared_base, one_device_per_process, save_adapter,
@@ -84,8 +85,11 @@ class DPOTrainerStage:
         )
         kw = {**common_args(p, self.ctx, scratch), **overrides}
         args = one_device_per_process(DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw))
+        class StageDPOTrainer(DeviceTokenCount, DPOTrainer):
+            pass
+
         with known_library_deprecations():
-            return DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+            return StageDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
 
     def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
         if not pairs:

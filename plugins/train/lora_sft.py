@@ -70,9 +70,11 @@ from srscode.core.types import AdapterRef, ComponentSpec, SFTExample, TrainResul
 
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
+from ..lib.deferred_metrics import DeferredSFTMetrics
 from ..lib.graphed_layers import graphed_decoder_layers
 from ..lib.lora_training import mixed_precision_lora
 from ..lib.model_patches import model_patches_undone
+from ..lib.packed_mask import packed_mask_without_sync
 from ..lib.hf_model import known_library_deprecations
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,10 @@ class LoRAParams(BaseModel):
     seed: int | None = Field(None, description="Training seed; default: the run's seed.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Linear warmup, as a fraction of the steps.")
+    log_every: int = Field(10, ge=1, description=(
+        "Log the loss (progress bar, the trainer's log history) every this many steps, and at the first and "
+        "last. Each log reads the loss from the device, which idles an accelerator until the host catches up; "
+        "1 logs every step."))
     liger: Literal["auto"] | bool = Field(
         "auto",
         description="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE) through TRL's use_liger_kernel; "
@@ -186,12 +192,19 @@ def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
         seed=ctx.seed if p.seed is None else p.seed,
         **{_checkpointing_key(): p.gradient_checkpointing},
         warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
-        logging_steps=1,
+        # a log reads the loss (and the deferred metrics, lib/deferred_metrics.py) from the
+        # device: every log_every steps, not every step; the first (a DPO sanity check: log 2)
+        # and the last (StageProgress) too
+        logging_steps=p.log_every,
+        logging_first_step=True,
+        logging_nan_inf_filter=False,  # it reads every micro-batch's loss; a NaN is logged as NaN instead
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,  # progress goes through ctx.progress (StageProgress)
         dataloader_pin_memory=not ctx.backend.use_cpu,
-        include_num_input_tokens_seen="non_padding",
+        # batches copied to the device without waiting for it (from pinned memory)
+        accelerator_config={"non_blocking": not ctx.backend.use_cpu},
+        include_num_input_tokens_seen="no",  # counted on the device (DeviceTokenCount), read per log
         # every LoRA weight gets a gradient each step; left unset, Trainer asks DDP to search
         # the autograd graph for unused parameters every step (it does so for any model that
         # is not a PreTrainedModel, and a PeftModel is not one)
@@ -325,6 +338,8 @@ def StageProgress(ctx: Any, name: str) -> Any:  # noqa: N802 - a class made on f
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if self.bar is not None:
                 self.bar.advance(1)
+            if state.max_steps and state.global_step >= state.max_steps:
+                control.should_log = True  # the last step's loss on the bar and in the log history
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
             if self.bar is not None and logs and "loss" in logs:
@@ -439,7 +454,7 @@ class LoRASFTTrainer:
         kw.update(overrides)
         sampler_weights = weights
 
-        class WeightedSFTTrainer(SFTTrainer):
+        class StageSFTTrainer(DeferredSFTMetrics, SFTTrainer):
             def _get_train_sampler(self, train_dataset: Any = None) -> Any:
                 if sampler_weights is None:
                     return super()._get_train_sampler(train_dataset)
@@ -452,7 +467,7 @@ class LoRASFTTrainer:
         packing = dict(packing=True, packing_strategy="bfd") if p.packing else dict(packing=False)
         args = one_device_per_process(SFTConfig(completion_only_loss=True, **packing, **kw))
         with known_library_deprecations():
-            trainer = WeightedSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+            trainer = StageSFTTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
         if p.packing:
             # TRL's bfd packing switches on its padding-free collator (one flattened row per
             # batch, made for FlashAttention's varlen kernel); see the module docstring
@@ -503,7 +518,7 @@ class LoRASFTTrainer:
             adapter = save_adapter(trainer, model, Path(out_dir))
         seconds = time.perf_counter() - started
         loop = float(output.metrics.get("train_runtime") or seconds)
-        tokens = float(trainer.state.num_input_tokens_seen or 0)  # non-padding, all processes
+        tokens = float(trainer.state.num_input_tokens_seen or 0)  # non-padding, all processes (DeviceTokenCount)
         metrics = {
             "train_loss": float(output.training_loss),
             "train_tokens": tokens,
@@ -529,15 +544,16 @@ class LoRASFTTrainer:
 @contextlib.contextmanager
 def sft_speedups(stage: LoRASFTTrainer, trainer: Any, model: Any) -> Iterator[dict[str, Any]]:
     """What ``lora-sft`` trains under, entered and undone together: its attention, the compact
-    LM head, the lean LoRA layers and the graphed decoder layers (innermost: they capture the
-    lean layers). Yields what each switched on (``compact``, ``lean``, ``graphs``)."""
+    LM head, packed masks without a host read, the lean LoRA layers and the graphed decoder
+    layers (innermost: they capture the lean layers). Yields what each switched on
+    (``compact``, ``packed_mask``, ``lean``, ``graphs``)."""
     import torch
 
     device_type = torch.device(stage.ctx.backend.device).type
     with training_attention(model, stage.params.attention), compact_lm_head(stage.ctx.backend) as compact, \
-            mixed_precision_lora(model, trainer.args) as lean, \
+            packed_mask_without_sync() as packed_mask, mixed_precision_lora(model, trainer.args) as lean, \
             graphed_decoder_layers(model, stage.graph_maker(trainer.args), device_type) as graphs:
-        yield {"compact": compact, "lean": lean, "graphs": graphs}
+        yield {"compact": compact, "packed_mask": packed_mask, "lean": lean, "graphs": graphs}
 
 
 @hookimpl
