@@ -83,7 +83,8 @@ SHAPES: dict[str, dict[str, Any]] = {
 LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
 # --arms (issue 19's levers, each one arm beside the default ones)
 EXTRA_ARMS = ("flex", "compile", "compile_noliger", "flex_compile", "nodrop", "dpo_nodrop", "dpo_flex", "dpo_big",
-              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs", "syncs", "dpo_syncs")
+              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs", "syncs", "dpo_syncs",
+              "full_head")
 # the `syncs` arms: the trainers read the device every micro-batch as before lib/deferred_metrics.py
 # (the loss logged each step, the NaN filter, transformers' token count; TRL's SFT metrics and
 # packed-mask check run as the libraries ship them)
@@ -402,6 +403,20 @@ def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: st
 
 
 @contextlib.contextmanager
+def lm_head_on_every_position() -> Iterator[None]:
+    """The `full_head` arm: TRL's fused LM head scores every position (prompt and padding too),
+    as it does off CUDA, instead of indexing the labelled ones (a boolean index and a masked
+    scatter, each a host wait, forward and backward)."""
+    from trl.trainer import utils
+
+    swapped, utils._use_triton = utils._use_triton, lambda device: False
+    try:
+        yield
+    finally:
+        utils._use_triton = swapped
+
+
+@contextlib.contextmanager
 def packed_mask_as_shipped() -> Iterator[None]:
     """The `syncs` arm: transformers' own packed-sequence check (a read per forward) in sft_speedups."""
     from srscode.plugins.train import lora_sft
@@ -622,7 +637,7 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
 
     def sft_ours(liger: Any = "auto", attention: str = "auto", check: str = "loss_ours", lora: dict[str, Any] | None = None,
                  peft_forward: bool = False, rows_per_step: int | None = None, graphs: Any = "auto",
-                 read_each_step: bool = False, **overrides: Any) -> dict[str, Any]:
+                 read_each_step: bool = False, full_head: bool = False, **overrides: Any) -> dict[str, Any]:
         from srscode.plugins.lib.compact_lm_head import compact_lm_head
         from srscode.plugins.lib import lora_training
         from srscode.plugins.train.lora_sft import sft_speedups, training_attention
@@ -649,11 +664,13 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
                 # graphed decoder layers); `peft_forward`: peft's own LoRA forward (the baseline
                 # of mixed_precision_lora)
                 with packed_mask_as_shipped() if read_each_step else contextlib.nullcontext(), \
+                        lm_head_on_every_position() if full_head else contextlib.nullcontext(), \
                         sft_speedups(trainer.srscode_stage, trainer, trainer.model) as on:
                     # the default arm's last steps profiled: what stops its MFU
                     default_arm = (check == "loss_ours" and liger == "auto" and attention == "auto" and not overrides
                                    and not lora and not peft_forward and n_rows == args.rows and graphs == "auto")
                     r = timed_train(trainer, backend, args.warmup, profile_steps=args.profile_steps if default_arm else 0)
+                r.update(read_each_step=read_each_step, full_head=full_head)
                 r.update(liger=bool(trainer.args.use_liger_kernel), packed_rows=len(trainer.train_dataset),
                          batch_rows=n_rows, attention=attention, lora_lean=on["lean"], graphs=dict(on["graphs"]),
                          **overrides, **({"lora": lora} if lora else {}))
@@ -750,6 +767,8 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("sft_ours_no_graphs", lambda: sft_ours(check="", graphs=False), need_s=15)
         elif arm == "syncs":  # the host reading the device every micro-batch: the baseline of deferred_metrics
             part("sft_ours_syncs", lambda: sft_ours(check="", read_each_step=True), need_s=15)
+        elif arm == "full_head":  # no labelled-positions index in the LM head: its host waits vs its FLOPs
+            part("sft_ours_full_head", lambda: sft_ours(check="", full_head=True), need_s=15)
         elif arm == "dpo_syncs":
             part("dpo_ours_syncs", lambda: dpo_ours(read_each_step=True), need_s=15)
         elif arm == "dpo_big":
@@ -803,7 +822,7 @@ def table(res: dict[str, Any]) -> str:
              f"{'arm':<25} {'tok/s':>10} {'MFU %':>6} {'peak GiB':>9} {'steps':>6} {'loss':>8}"]
     for arm in ("sft_trl", "sft_ours_noliger", "sft_ours_compile_noliger", "sft_ours", "sft_ours_flex", "sft_ours_compile",
                 "sft_ours_flex_compile", "sft_ours_nodrop", "sft_ours_lora_peft", "sft_ours_rows2x", "sft_ours_no_graphs",
-                "sft_ours_syncs"):
+                "sft_ours_syncs", "sft_ours_full_head"):
         if arm not in res:
             continue
         lines.append(f"{arm:<25} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
@@ -838,6 +857,9 @@ def table(res: dict[str, Any]) -> str:
     if "sft_ours_no_graphs" in res:
         lines.append(f"RATIO graphed decoder layers (default) / without: sft "
                      f"{ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_no_graphs', 'tokens_per_s'))}")
+    if "sft_ours_full_head" in res:
+        lines.append("RATIO LM head on every position / on labelled positions (default): sft "
+                     f"{ratio(g('sft_ours_full_head', 'tokens_per_s'), g('sft_ours', 'tokens_per_s'))}")
     if "sft_ours_syncs" in res or "dpo_ours_syncs" in res:
         lines.append("RATIO reads per log (default) / per micro-batch: "
                      f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_syncs', 'tokens_per_s'))}, "
