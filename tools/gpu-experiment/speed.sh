@@ -4,7 +4,8 @@
 #   bash tools/gpu-experiment/speed.sh two   # carry .devcarry/b2: part 2 of SmolLM2; the 512-task round
 #   bash tools/gpu-experiment/speed.sh train # no carry, still warm: benchmarks/train.py alone
 # (TRAIN_BUDGET=0 leaves the training benchmark out of `one`, for `train` to run last;
-# TRAIN_ARMS="" runs no extra arms; GENERATE_A=0 leaves generation out of `one`)
+# TRAIN_ARMS="" runs no extra arms; TRAIN_EXTRA: more benchmarks/train.py arguments; GENERATE_A=0 leaves
+# generation out of `one`)
 # Each returns $OUT/speedN.tar.gz (logs and JSON): the device tool brings back few files.
 set -uo pipefail
 KEEP=${KEEP:-/root/keep} SITE=${SITE:-/root/site}
@@ -22,7 +23,8 @@ step() {  # step NAME SECS CMD...: one benchmark, bounded, its output kept whate
 train() {  # TRAIN_BUDGET: parts that would start later are skipped (device time); TRAIN_ARMS
   local budget=${TRAIN_BUDGET:-270}
   step train $((budget + 60)) python3 benchmarks/train.py --out "$R/train" --kodcode "$KEEP/kodcode" \
-    --arms "${TRAIN_ARMS-compile_noliger,compile,flex,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget"
+    --arms "${TRAIN_ARMS-compile_noliger,compile,flex,dpo_flex}" --max-batch-tries "" --big-shape "" --budget-s "$budget" \
+    ${TRAIN_EXTRA:-}
 }
 case "${1:-}" in
   one)
