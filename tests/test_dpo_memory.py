@@ -36,7 +36,8 @@ def train(ctx, scratch, batch_size, grad_accum, checkpointing=False):
     from srscode.plugins.train.lora_sft import peft_model_for, restore_base
 
     p = DPOParams(r=4, alpha=8, lr=0.5, epochs=2, dropout=0.0, batch_size=batch_size, grad_accum=grad_accum,
-                  gradient_checkpointing=checkpointing, max_length=64)
+                  gradient_checkpointing=checkpointing, max_length=64,
+                  log_every=1)  # every step's loss
     torch.manual_seed(0)  # the fresh LoRA's random A matrices
     model = peft_model_for(ctx, None, p)
     try:

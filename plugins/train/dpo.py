@@ -13,7 +13,11 @@ the same function. Only ``"default"`` is saved (``selected_adapters``).
 Speed: gradient checkpointing off, liger's layer kernels where available (``liger``) and
 leaner LoRA layers under mixed precision (``lib/lora_training.py``), as in ``lora-sft``;
 TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so DPO batches stay
-padded. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared base is handed
+padded. Host reads as in ``lora-sft``: the loss logged every ``log_every`` steps (and the first,
+whose loss is log 2, and the last), no NaN filter, the token count kept on the device
+(``lib/deferred_metrics.DeviceTokenCount``); TRL's own DPO metrics (rewards, log-probs,
+logits, accuracies) still read the device ~19 times a step inside its 300-line loss, which is
+left as TRL wrote it. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared base is handed
 back as ``lora-sft`` hands it back (LoRA unloaded, liger's patches undone).
 
 ``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
@@ -38,7 +42,8 @@ from ..lib.compact_lm_head import compact_lm_head
 from ..lib.deferred_metrics import DeviceTokenCount
 from ..lib.lora_training import mixed_precision_lora
 from .lora_sft import (
-    LoRAParams, common_args, known_library_deprecations, lora_on_shared_base, one_device_per_process, save_adapter,
+    LoRAParams, common_args, known_library_deprecations, log_last_step, lora_on_shared_base, one_device_per_process,
+    save_adapter,
     train_with_progress, training_attention,
 )
 
@@ -89,7 +94,7 @@ class DPOTrainerStage:
             pass
 
         with known_library_deprecations():
-            return StageDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+            return log_last_step(StageDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer))
 
     def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
         if not pairs:
