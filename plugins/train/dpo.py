@@ -55,8 +55,9 @@ class DPOParams(LoRAParams):
     loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid = the DPO paper's loss).")
     batch_size: int = Field(4, ge=1, description=(
         "Preference pairs per device step. Fewer, larger steps keep an accelerator busier, at the cost of fewer "
-        "optimizer steps per epoch and more memory: DPO on a 1.5B model's LoRA on an H100 ran 2.4x TRL's defaults "
-        "with 8 pairs of up to 1,024 tokens a step and 3.5x with 16, at 74 GB (docs/benchmarks.md)."))
+        "optimizer steps per epoch and more memory: DPO on a 1.5B model's LoRA on an H100 ran 2.3x TRL's defaults "
+        "with 8 pairs of up to 1,024 tokens a step (39 GB) and, in an earlier run, 3.5x with 16 at 74 GB "
+        "(docs/benchmarks.md)."))
 
 
 class DPOTrainerStage:
