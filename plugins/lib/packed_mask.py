@@ -10,7 +10,11 @@ None and plain causal attention runs.
 
 :func:`packed_mask_without_sync` swaps in the same numbering without the question for the
 length of a training run: a row of one document then gets the block mask of one block, which
-is the causal mask, so the attention and the loss are the same. Packed rows almost always
+is the causal mask, so the attention and the loss are the same function. Not always the same
+bits: sdpa then runs its masked kernel where it would have run its causal one, which round
+differently (the CPU demo's round-1 adapter changed in the last digits, and its round 2
+sampled other candidates; with this context off the demo repeats the earlier run exactly,
+docs/benchmarks.md). Packed rows almost always
 hold several documents or end in padding (its own "document"), so the mask was built anyway;
 for the graphed decoder layers, every batch then passes a mask, as the captured one did.
 transformers versions without that function are left as they are.

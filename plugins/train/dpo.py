@@ -17,8 +17,8 @@ padded. Host reads as in ``lora-sft``: the loss logged every ``log_every`` steps
 whose loss is log 2, and the last), no NaN filter, the token count kept on the device
 (``lib/deferred_metrics.DeviceTokenCount``); TRL's own DPO metrics (rewards, log-probs,
 logits, accuracies) still read the device ~19 times a step inside its 300-line loss, which is
-left as TRL wrote it. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared base is handed
-back as ``lora-sft`` hands it back (LoRA unloaded, liger's patches undone).
+left as TRL wrote it. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared
+base is handed back as ``lora-sft`` hands it back (LoRA unloaded, liger's patches undone).
 
 ``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
 epochs, batch size, ...) from ``dpo.params``. Precision/device from the hardware backend.
@@ -91,6 +91,7 @@ class DPOTrainerStage:
         )
         kw = {**common_args(p, self.ctx, scratch), **overrides}
         args = one_device_per_process(DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw))
+
         class StageDPOTrainer(DeviceTokenCount, DPOTrainer):
             pass
 
