@@ -23,11 +23,11 @@ def _examples(n: int = 12) -> list[SFTExample]:
             for i in range(n)]
 
 
-def _sft_trainer(model_dir, scratch, ctx=None, **overrides):
+def _sft_trainer(model_dir, scratch, ctx=None, batch_size=1, **overrides):
     from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer, peft_model_for
 
     ctx = ctx or make_ctx(model_dir)
-    p = LoRASFTParams(r=4, alpha=8, dropout=0.0, lr=1e-3, batch_size=1, max_length=48, log_every=100)
+    p = LoRASFTParams(r=4, alpha=8, dropout=0.0, lr=1e-3, batch_size=batch_size, max_length=48, log_every=100)
     stage = LoRASFTTrainer(p, ctx)
     trainer = stage.build_trainer(_examples(), peft_model_for(ctx, None, p), str(scratch), **overrides)
     return stage, trainer
@@ -194,7 +194,8 @@ def test_tokens_seen_are_the_trainers_own_count(tiny_model_dir, tmp_path):
     seen = {}
     for own in (False, True):
         extra = {"include_num_input_tokens_seen": "non_padding"} if own else {}
-        stage, trainer = _sft_trainer(tiny_model_dir, tmp_path / f"sft{own}", **extra)
+        # two rows a batch: the shorter one padded, so a count of every position would differ
+        stage, trainer = _sft_trainer(tiny_model_dir, tmp_path / f"sft{own}", batch_size=2, **extra)
         quiet_logs(trainer)
         trainer.train()
         restore_base(stage.ctx, trainer.model)

@@ -218,7 +218,8 @@ DDP_SCRIPT = textwrap.dedent(
     import torch.distributed as dist
     print("RESULT", json.dumps({{"rank": state.process_index, "world": state.num_processes,
                                 "backend": dist.get_backend(),
-                                "sha": res.adapter.sha256, "steps": res.metrics["train_steps"]}}))
+                                "sha": res.adapter.sha256, "steps": res.metrics["train_steps"],
+                                "tokens": res.metrics["train_tokens"]}}))
     """
 )
 
@@ -245,6 +246,18 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_
     # pack two to a 64-token row: 4 rows / (2 ranks x 2) = 1 step on each rank
     assert len({r["sha"] for r in rows}) == 1 and rows[0]["sha"] == AdapterRef.from_dir(out).sha256
     assert {r["steps"] for r in rows} == {1.0}
+    # the non-padding tokens are counted on each rank's device and summed over both at the log
+    # (DeviceTokenCount): every rank reports the whole run's count, as one process training
+    # the same rows does
+    from model_fixtures import make_ctx
+    from srscode.core.types import SFTExample
+    from srscode.plugins.train.lora_sft import LoRASFTParams, LoRASFTTrainer
+
+    ex = [SFTExample(f"t{i}", "<|im_start|>user\nWrite f{i}<|im_end|>\n<|im_start|>assistant\n",  # as the script's:
+                     f"def f{i}():\n    return {i}\n") for i in range(8)]                       # a literal {i}
+    one = LoRASFTTrainer(LoRASFTParams(r=4, alpha=8, lr=1e-2, batch_size=4, max_length=64), make_ctx(tiny_model_dir))
+    alone = one.train_sft(ex, None, tmp_path / "alone").metrics["train_tokens"]
+    assert alone > 0 and {r["tokens"] for r in rows} == {alone}
 
 
 def test_one_process_trains_on_one_device_even_with_several_visible():
