@@ -215,17 +215,27 @@ DDP_SCRIPT = textwrap.dedent(
                      f"def f{{i}}():\\n    return {{i}}\\n") for i in range(8)]
     tr = LoRASFTTrainer(LoRASFTParams(r=4, alpha=8, lr=1e-2, batch_size=2, max_length=64), ctx)
     res = tr.train_sft(ex, None, Path({out!r}))
+    # DPO on the same two processes, from the adapter just trained (TRL's DPOTrainer under DDP)
+    from srscode.core.types import DPOPair
+    from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
+    pairs = [DPOPair(e.task_id, e.prompt, e.completion, "def f():\\n    return None\\n") for e in ex[:4]]
+    dpo = DPOTrainerStage(DPOParams(r=4, alpha=8, lr=1e-2, batch_size=1, max_length=64),
+                          make_ctx({model!r}, dpo={{"beta": 0.1}}))
+    d = dpo.train_pairs(pairs, res.adapter, Path({out!r} + "-dpo"))
     import torch.distributed as dist
     print("RESULT", json.dumps({{"rank": state.process_index, "world": state.num_processes,
                                 "backend": dist.get_backend(),
                                 "sha": res.adapter.sha256, "steps": res.metrics["train_steps"],
-                                "tokens": res.metrics["train_tokens"]}}))
+                                "tokens": res.metrics["train_tokens"], "dpo_sha": d.adapter.sha256,
+                                "dpo_steps": d.metrics["dpo_steps"], "dpo_tokens": d.metrics["dpo_tokens"]}}))
     """
 )
 
 
-@pytest.mark.slow
 def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_dir, tmp_path):
+    """lora-sft, then dpo from its adapter, on two CPU processes (gloo): one adapter each, and
+    the counts summed over both (the trainers' collectives at every log must not hang).
+    ~20 s: in the default run since the trainers gained collectives."""
     script = tmp_path / "train.py"
     out = tmp_path / "adapter"
     tests = str(Path(__file__).parent)
@@ -256,8 +266,20 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_
     ex = [SFTExample(f"t{i}", "<|im_start|>user\nWrite f{i}<|im_end|>\n<|im_start|>assistant\n",  # as the script's:
                      f"def f{i}():\n    return {i}\n") for i in range(8)]                       # a literal {i}
     one = LoRASFTTrainer(LoRASFTParams(r=4, alpha=8, lr=1e-2, batch_size=4, max_length=64), make_ctx(tiny_model_dir))
-    alone = one.train_sft(ex, None, tmp_path / "alone").metrics["train_tokens"]
+    first = one.train_sft(ex, None, tmp_path / "alone")
+    alone = first.metrics["train_tokens"]
     assert alone > 0 and {r["tokens"] for r in rows} == {alone}
+    # DPO: 4 pairs, one a step on each of the two ranks = 2 steps; the same tokens as one
+    # process taking two pairs a step (from its own SFT adapter: the count does not depend on it)
+    from srscode.core.types import DPOPair
+    from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
+
+    assert len({r["dpo_sha"] for r in rows}) == 1 and {r["dpo_steps"] for r in rows} == {2.0}
+    pairs = [DPOPair(e.task_id, e.prompt, e.completion, "def f():\n    return None\n") for e in ex[:4]]
+    dpo_alone = DPOTrainerStage(DPOParams(r=4, alpha=8, lr=1e-2, batch_size=2, max_length=64),
+                                make_ctx(tiny_model_dir, dpo={"beta": 0.1})).train_pairs(pairs, first.adapter, tmp_path / "d")
+    assert dpo_alone.metrics["dpo_tokens"] > 0
+    assert {r["dpo_tokens"] for r in rows} == {dpo_alone.metrics["dpo_tokens"]}
 
 
 def test_one_process_trains_on_one_device_even_with_several_visible():
