@@ -126,6 +126,7 @@ class DPOTrainerStage:
             "dpo_pairs": float(len(pairs)),
             "dpo_loss": float(output.training_loss),
             "dpo_first_loss": float(logs[0]["loss"]) if logs else float("nan"),
+            # TRL's averages over the last log interval (up to log_every steps, ending at the last)
             "dpo_reward_accuracy": float(logs[-1].get("rewards/accuracies", float("nan"))) if logs else float("nan"),
             "dpo_reward_margin": float(logs[-1].get("rewards/margins", float("nan"))) if logs else float("nan"),
             "dpo_steps": float(trainer.state.global_step),
