@@ -42,6 +42,32 @@ def host_waits(events: list[Any], steps: int) -> dict[str, Any]:
             "host_reads_per_step": {k: round(v / steps, 1) for k, v in sorted(reads.items())}}
 
 
+def host_top(events: list[Any], steps: int, wall_ms: float | None, top: int = 12) -> dict[str, Any]:
+    """Where the host's time went per step: its operators' and runtime calls' self times (time
+    less their children's), the top ones, and what is left of the wall (Python between the
+    operators: the trainer, peft's and liger's wrappers, the profiler's own cost)."""
+    import torch
+
+    per_name: dict[str, list[float]] = {}
+    for e in events:
+        if e.device_type != torch.autograd.DeviceType.CPU:
+            continue
+        slot = per_name.setdefault(e.name, [0, 0.0])
+        slot[0] += 1
+        slot[1] += e.self_cpu_time_total
+    steps = max(1, steps)
+    total_ms = sum(v[1] for v in per_name.values()) / steps / 1e3
+    ranked = sorted(per_name.items(), key=lambda kv: -kv[1][1])[:top]
+    r: dict[str, Any] = {
+        "host_ops_self_ms_per_step": round(total_ms, 3),
+        "host_top": [{"name": n[:120], "calls_per_step": round(c / steps, 1), "self_ms_per_step": round(t / steps / 1e3, 3)}
+                     for n, (c, t) in ranked],
+    }
+    if wall_ms:
+        r["host_outside_ops_ms_per_step"] = round(wall_ms - total_ms, 3)
+    return r
+
+
 def device_idle_ms(events: list[Any], wall_ms: float, steps: int) -> float | None:
     """Wall time per step with no kernel running (the union of kernel intervals, subtracted)."""
     import torch
@@ -113,6 +139,7 @@ def kernel_summary(prof: Any, steps: int, top: int = 20, wall_ms_per_step: float
         r["device_busy"] = round(total_us / steps / 1e3 / wall_ms_per_step, 3)
         if what == "device kernels":
             r["device_idle_ms_per_step"] = device_idle_ms(events, wall_ms_per_step, steps)
+            r.update(host_top(events, steps, wall_ms_per_step))
     return r
 
 
@@ -127,6 +154,11 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         lines.append(f"host waited {r['host_wait_ms_per_step']} ms per step ({r['host_waits_over_100us_per_step']} waits "
                      f"over 100 us); reads per step {r['host_reads_per_step']}; device idle "
                      f"{r.get('device_idle_ms_per_step')} ms per step")
+    if "host_top" in r:
+        lines.append(f"host: operators' self time {r['host_ops_self_ms_per_step']} ms per step, outside them "
+                     f"{r.get('host_outside_ops_ms_per_step')} ms; top:")
+        lines += [f"  {row['self_ms_per_step']:>10.3f} ms  {row['calls_per_step']:>6.1f}x  {row['name'][:100]}"
+                  for row in r["host_top"]]
     lines.append(f"top {len(r['top'])}:")
     lines += [f"  {row['us_per_step']:>10.1f} us  {row['calls_per_step']:>6.1f}x  {row['kind']:<9} {row['name'][:100]}"
               for row in r["top"]]

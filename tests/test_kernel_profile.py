@@ -76,3 +76,21 @@ def test_device_idle_is_the_wall_less_the_union_of_kernel_spans():
     events = [kernel(0, 400), kernel(300, 500), kernel(800, 1000)]
     assert device_idle_ms(events, wall_ms=1.0, steps=1) == pytest.approx(0.3)
     assert device_idle_ms([], wall_ms=1.0, steps=1) is None
+
+
+def test_host_top_ranks_cpu_self_times():
+    from types import SimpleNamespace
+
+    import torch
+
+    from kernel_profile import host_top
+
+    def cpu(name, self_us):
+        return SimpleNamespace(device_type=torch.autograd.DeviceType.CPU, name=name, self_cpu_time_total=self_us)
+
+    gpu = SimpleNamespace(device_type=torch.autograd.DeviceType.CUDA, name="kernel", self_cpu_time_total=10_000)
+    events = [cpu("cudaLaunchKernel", 300), cpu("cudaLaunchKernel", 300), cpu("aten::mm", 200), gpu]
+    r = host_top(events, steps=2, wall_ms=1.0, top=1)
+    assert r["host_ops_self_ms_per_step"] == pytest.approx(0.4)  # (300 + 300 + 200) us / 2 steps
+    assert r["host_top"] == [{"name": "cudaLaunchKernel", "calls_per_step": 1.0, "self_ms_per_step": 0.3}]
+    assert r["host_outside_ops_ms_per_step"] == pytest.approx(0.6)
