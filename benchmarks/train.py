@@ -269,7 +269,6 @@ def step_timer(backend: Any, trainer: Any, warmup: int, tail: int = 0) -> Any:
         def __init__(self) -> None:
             self.marks: list[tuple[int, float, int]] = []  # (step, time, tokens)
             self.first = self.last = 0
-            self.per_step = 0.0
 
         def mark(self, state: Any) -> None:
             sync(backend)
