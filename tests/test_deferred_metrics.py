@@ -33,10 +33,16 @@ def _sft_trainer(model_dir, scratch, ctx=None, batch_size=1, **overrides):
     return stage, trainer
 
 
-# the libraries as they ship: the loss logged every step, the NaN filter and the Trainer's token
-# count (a read each micro-batch), TRL's metrics and transformers' packed-mask check
-AS_SHIPPED = dict(logging_steps=1, logging_first_step=False, logging_nan_inf_filter=True,
-                  include_num_input_tokens_seen="non_padding")
+def _bench():
+    """benchmarks/train.py: its `syncs` arm is the baseline these tests hold reads against."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    return importlib.import_module("train")
 
 
 class ReadCounter:
@@ -83,16 +89,8 @@ def _reads_per_step(stage, trainer, as_shipped: bool):
     trainer.add_callback(Steps())
     lora_sft.quiet_logs(trainer)
 
-    @contextlib.contextmanager
-    def as_libraries_ship():
-        swapped = lora_sft.packed_mask_without_sync
-        lora_sft.packed_mask_without_sync = lambda: contextlib.nullcontext(False)
-        try:
-            yield
-        finally:
-            lora_sft.packed_mask_without_sync = swapped
-
-    with as_libraries_ship() if as_shipped else contextlib.nullcontext(), \
+    # the libraries as they ship (the benchmark's `syncs` arm): transformers' packed-mask check
+    with _bench().packed_mask_as_shipped() if as_shipped else contextlib.nullcontext(), \
             lora_sft.sft_speedups(stage, trainer, trainer.model), counter.mode:
         trainer.train()
     return per_step, logged
@@ -113,7 +111,9 @@ def test_steps_between_logs_read_nothing(tiny_model_dir, tmp_path):
     assert quiet == [0] * (steps - 2), per_step
 
     # the counter sees the libraries' reads: as shipped, every step reads several times
-    stage, trainer = _sft_trainer(tiny_model_dir, tmp_path / "b", **AS_SHIPPED)
+    # the benchmark's `syncs` arm: the loss logged every step, the NaN filter and the Trainer's
+    # token count (a read each micro-batch), TRL's metrics and transformers' packed-mask check
+    stage, trainer = _sft_trainer(tiny_model_dir, tmp_path / "b", **_bench().READ_EACH_STEP)
     trainer.defer_metrics = False
     shipped, _ = _reads_per_step(stage, trainer, as_shipped=True)
     restore_base(stage.ctx, trainer.model)

@@ -190,6 +190,7 @@ def use_liger(setting: Literal["auto"] | bool, backend: Any, where: str = "train
 
 def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
     """Arguments SFTConfig and DPOConfig share (both are transformers TrainingArguments)."""
+    pinned = not ctx.backend.use_cpu
     return dict(
         output_dir=scratch,
         learning_rate=p.lr,
@@ -202,16 +203,15 @@ def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
         warmup_steps=p.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the steps
         # a log reads the loss (and the deferred metrics, lib/deferred_metrics.py) from the
         # device: every log_every steps, not every step; the first (a DPO sanity check: log 2)
-        # and the last (StageProgress) too
+        # and the last (log_last_step) too
         logging_steps=p.log_every,
         logging_first_step=True,
         logging_nan_inf_filter=False,  # it reads every micro-batch's loss; a NaN is logged as NaN instead
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,  # progress goes through ctx.progress (StageProgress)
-        dataloader_pin_memory=not ctx.backend.use_cpu,
-        # batches copied to the device without waiting for it (from pinned memory)
-        accelerator_config={"non_blocking": not ctx.backend.use_cpu},
+        dataloader_pin_memory=pinned,
+        accelerator_config={"non_blocking": pinned},  # batches copied without waiting for the device
         include_num_input_tokens_seen="no",  # counted on the device (DeviceTokenCount), read per log
         # every LoRA weight gets a gradient each step; left unset, Trainer asks DDP to search
         # the autograd graph for unused parameters every step (it does so for any model that
