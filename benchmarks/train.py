@@ -83,7 +83,7 @@ SHAPES: dict[str, dict[str, Any]] = {
 LORA = dict(r=16, alpha=32.0, dropout=0.05, target_modules="all-linear")
 # --arms (issue 19's levers, each one arm beside the default ones)
 EXTRA_ARMS = ("flex", "compile", "compile_noliger", "flex_compile", "nodrop", "dpo_nodrop", "dpo_flex", "dpo_big",
-              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs", "syncs", "dpo_syncs",
+              "lora_peft", "dpo_lora_peft", "rows2x", "no_graphs", "syncs", "dpo_syncs", "dpo_unpacked",
               "full_head")
 # the `syncs` arms: the trainers read the device every micro-batch as before lib/deferred_metrics.py
 # (the loss logged each step, the NaN filter, transformers' token count; TRL's SFT metrics and
@@ -268,18 +268,20 @@ def step_timer(backend: Any, trainer: Any, warmup: int, tail: int = 0) -> Any:
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.marks: list[tuple[int, float, int]] = []  # (step, time, tokens)
+            self.pairs: list[int] = []
             self.first = self.last = 0
 
         def mark(self, state: Any) -> None:
             sync(backend)
             self.marks.append((state.global_step, time.perf_counter(), tokens_seen(state)))
+            self.pairs.append(int(getattr(trainer, "pairs_seen", 0)))  # packed DPO counts its pairs
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             total = int(state.max_steps)
             t = tail if total - tail - 1 >= min(warmup, 1) else 0  # too few steps: time the tail too
             self.last = total - t
             self.first = min(warmup, max(0, self.last - 1))
-            self.marks = []
+            self.marks, self.pairs = [], []
             if self.first == 0:
                 self.mark(state)
 
@@ -288,12 +290,17 @@ def step_timer(backend: Any, trainer: Any, warmup: int, tail: int = 0) -> Any:
                 self.mark(state)
 
         def rate(self, per_step: float = 0.0) -> dict[str, float]:
-            """tokens/s (and units/s for ``per_step`` units a step) between the two marks."""
+            """tokens/s (and units/s: the pairs a packed DPO trainer counted, else ``per_step``
+            units a step) between the two marks."""
             (s0, t0, k0), (s1, t1, k1) = self.marks[0], self.marks[-1]
             dt = max(t1 - t0, 1e-9)
             out = {"timed_steps": s1 - s0, "seconds": round(dt, 3),
                    "tokens": k1 - k0, "tokens_per_s": round((k1 - k0) / dt, 1)}
-            if per_step:
+            counted = self.pairs[-1] - self.pairs[0]
+            if counted > 0:
+                out["units"] = counted
+                out["units_per_s"] = round(counted / dt, 2)
+            elif per_step:
                 out["units_per_s"] = round((s1 - s0) * per_step / dt, 2)
             return out
 
@@ -392,13 +399,17 @@ def trl_dpo(model: Any, tokenizer: Any, backend: Any, pairs: list[Any], batch: i
 
 
 def our_dpo(ctx: Any, pairs: list[Any], batch: int, max_length: int, scratch: str, lora: dict[str, Any] | None = None, liger: Any = "auto",
-            attention: str = "auto", **overrides: Any) -> Any:
+            attention: str = "auto", packing: Any = "auto", **overrides: Any) -> Any:
     from srscode.plugins.train.dpo import DPOParams, DPOTrainerStage
     from srscode.plugins.train.lora_sft import peft_model_for
 
-    p = DPOParams(**{**LORA, **(lora or {})}, batch_size=batch, max_length=max_length, liger=liger, attention=attention)
+    p = DPOParams(**{**LORA, **(lora or {})}, batch_size=batch, max_length=max_length, liger=liger, attention=attention,
+                  packing=packing)
     model = peft_model_for(ctx, None, p)
-    return DPOTrainerStage(p, ctx).build_trainer(pairs, model, scratch, **overrides)
+    stage = DPOTrainerStage(p, ctx)
+    trainer = stage.build_trainer(pairs, model, scratch, **overrides)
+    trainer.srscode_stage = stage  # dpo_speedups needs it
+    return trainer
 
 
 @contextlib.contextmanager
@@ -695,28 +706,31 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
         return r
 
     def dpo_ours(attention: str = "auto", batch: int | None = None, lora: dict[str, Any] | None = None,
-                 peft_forward: bool = False, read_each_step: bool = False) -> dict[str, Any]:
-        from srscode.plugins.lib.compact_lm_head import compact_lm_head
+                 peft_forward: bool = False, read_each_step: bool = False, packing: Any = "auto") -> dict[str, Any]:
         from srscode.plugins.lib import lora_training
-        from srscode.plugins.lib.lora_training import mixed_precision_lora
-        from srscode.plugins.train.lora_sft import training_attention
+        from srscode.plugins.train.dpo import dpo_speedups
 
         batch = batch or args.dpo_batch
         with tempfile.TemporaryDirectory() as scratch:
             # liger off where it broke the SFT arm, so that DPO still gets a number
             liger = False if "sft_ours" in res["errors"] and "sft_ours_noliger" in res else "auto"
             trainer = our_dpo(ctx, pairs(), batch, args.max_length, scratch, lora=lora, liger=liger, attention=attention,
-                              **(READ_EACH_STEP if read_each_step else {}))
+                              packing=packing, **(READ_EACH_STEP if read_each_step else {}))
             try:
                 lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = not peft_forward
-                with training_attention(trainer.model, attention), compact_lm_head(backend), \
-                        mixed_precision_lora(trainer.model, trainer.args) as lean:  # as the stage trains
+                # as the stage trains (dpo_speedups: attention, compact head, lean LoRA layers and,
+                # packed, the packed mask and graphed decoder layers)
+                with packed_mask_as_shipped() if read_each_step else contextlib.nullcontext(), \
+                        dpo_speedups(trainer.srscode_stage, trainer, trainer.model) as on:
                     default_arm = (attention == "auto" and batch == args.dpo_batch and not lora and not peft_forward
-                                   and not read_each_step)
+                                   and not read_each_step and packing == "auto")
                     r = timed_train(trainer, backend, args.warmup, per_step=batch,
                                     profile_steps=args.profile_steps if default_arm else 0)
                 r.update(liger=bool(trainer.args.use_liger_kernel), attention=attention, batch=batch,
-                         lora_lean=lean, read_each_step=read_each_step, **({"lora": lora} if lora else {}))
+                         lora_lean=on["lean"], read_each_step=read_each_step, packed=bool(trainer.srscode_packed),
+                         graphs=dict(on["graphs"]), **({"lora": lora} if lora else {}))
+                if trainer.srscode_packed:
+                    r["packed_steps"] = len(trainer.train_dataset)
             finally:
                 lora_training.UNCAST_LORA_INPUTS = lora_training.FUSED_LORA_ADD = True
                 release(ctx, trainer)
@@ -770,6 +784,8 @@ def run(args: argparse.Namespace, tokenizer: Any = None, tiktoken_file: Path | N
             part("sft_ours_full_head", lambda: sft_ours(check="", full_head=True), need_s=15)
         elif arm == "dpo_syncs":
             part("dpo_ours_syncs", lambda: dpo_ours(read_each_step=True), need_s=15)
+        elif arm == "dpo_unpacked":
+            part("dpo_ours_unpacked", lambda: dpo_ours(packing=False), need_s=15)
         elif arm == "dpo_big":
             part("dpo_ours_b16", lambda: dpo_ours(batch=2 * args.dpo_batch), need_s=15)
         elif arm != "compile_noliger":  # (run above, before liger)
@@ -827,10 +843,11 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"{arm:<25} {g(arm, 'tokens_per_s'):>10} {g(arm, 'mfu_pct'):>6} {g(arm, 'peak_gib'):>9} "
                      f"{g(arm, 'steps'):>6} {g(arm, 'train_loss'):>8}")
     for arm in ("dpo_trl", "dpo_ours", "dpo_ours_flex", "dpo_ours_b16", "dpo_ours_nodrop", "dpo_ours_lora_peft",
-                "dpo_ours_syncs"):
+                "dpo_ours_syncs", "dpo_ours_unpacked"):
         if arm not in res:
             continue
-        lines.append(f"{arm:<17} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB")
+        lines.append(f"{arm:<17} {g(arm, 'pairs_per_s'):>10} pairs/s  peak {g(arm, 'peak_gib')} GiB  "
+                     f"{g(arm, 'timed_steps')} steps timed")
     for shape, mb in (res.get("max_batch") or {}).items():
         if mb:
             lines.append(f"max batch {shape}: {mb.get('largest_rows', '-')} rows = {mb.get('largest_tokens_per_step', '-')} "
@@ -863,6 +880,10 @@ def table(res: dict[str, Any]) -> str:
         lines.append("RATIO reads per log (default) / per micro-batch: "
                      f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_syncs', 'tokens_per_s'))}, "
                      f"dpo {ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_ours_syncs', 'pairs_per_s'))}")
+    if "dpo_ours_unpacked" in res:
+        lines.append("RATIO dpo packed steps, graphed (default) / TRL's padded batches: "
+                     f"{ratio(g('dpo_ours', 'pairs_per_s'), g('dpo_ours_unpacked', 'pairs_per_s'))}; unpacked/TRL "
+                     f"{ratio(g('dpo_ours_unpacked', 'pairs_per_s'), g('dpo_trl', 'pairs_per_s'))}")
     if "sft_ours_lora_peft" in res or "dpo_ours_lora_peft" in res:
         lines.append("RATIO lean LoRA layers (default) / peft's forward: "
                      f"sft {ratio(g('sft_ours', 'tokens_per_s'), g('sft_ours_lora_peft', 'tokens_per_s'))}, "
@@ -898,7 +919,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--arms", default="", help=f"extra arms, comma-separated: {', '.join(EXTRA_ARMS)} "
                     "(FlexAttention / torch.compile / torch.compile without liger / both; LoRA dropout 0 for SFT / DPO; "
                     "DPO with flex, DPO at twice the batch; peft's own LoRA forward for SFT / DPO, the baseline of "
-                    "mixed_precision_lora; SFT at twice the rows per step; SFT without graphed decoder layers)")
+                    "mixed_precision_lora; SFT at twice the rows per step; SFT without graphed decoder layers; the libraries' "
+                    "reads every micro-batch for SFT / DPO; DPO on TRL's padded batches (no packing, no graphs); SFT's "
+                    "LM head on every position)")
     ap.add_argument("--budget-s", type=float, default=200.0, help="parts that would start after this are skipped")
     args = ap.parse_args(argv)
     if args.smoke:

@@ -14,7 +14,8 @@ when the Trainer logs; the stages also log every ``log_every`` steps rather than
 (``lora_sft.common_args``).
 
 * :class:`DeviceTokenCount` (any transformers ``Trainer``): the non-padding input tokens by
-  transformers' own rule (the attention mask's sum, else the tokens that are not the pad id),
+  transformers' own rule (the attention mask's sum, else the tokens that are not the pad id;
+  a packing collator's ``token_count`` where it gives one),
   added to ``state.num_input_tokens_seen`` at each log and when training ends. Use with
   ``include_num_input_tokens_seen="no"``.
 * :class:`DeferredSFTMetrics` (TRL's ``SFTTrainer``): TRL's loss through its fused LM head,
@@ -55,7 +56,9 @@ class DeviceTokenCount:
 
         if getattr(self.args, "include_num_input_tokens_seen", "no") not in ("no", False):  # type: ignore[attr-defined]
             return  # the Trainer counts them itself (a read per micro-batch)
-        if "attention_mask" in inputs:
+        if "token_count" in inputs:  # a packing collator's own count (lib/packed_preference.py)
+            n = inputs["token_count"]
+        elif "attention_mask" in inputs:
             n = inputs["attention_mask"].sum()
         else:
             ids = inputs[getattr(self.model, "main_input_name", "input_ids")]  # type: ignore[attr-defined]

@@ -25,11 +25,12 @@ epochs, batch size, ...) from ``dpo.params``. Precision/device from the hardware
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Literal, Sequence
 
 from pydantic import Field
 
@@ -40,11 +41,13 @@ from srscode.core.types import AdapterRef, ComponentSpec, DPOPair, TrainResult
 from ..lib import hf_model
 from ..lib.compact_lm_head import compact_lm_head
 from ..lib.deferred_metrics import DeviceTokenCount
+from ..lib.graphed_layers import graphed_decoder_layers
 from ..lib.lora_training import mixed_precision_lora
+from ..lib.packed_mask import packed_mask_without_sync
+from ..lib.packed_preference import PackedDPOLoss, PackedPairsCollator, PackedPairSteps
 from .lora_sft import (
     LoRAParams, common_args, known_library_deprecations, log_last_step, lora_on_shared_base, one_device_per_process,
-    save_adapter,
-    train_with_progress, training_attention,
+    save_adapter, train_with_progress, training_attention, training_graph_maker,
 )
 
 log = logging.getLogger(__name__)
@@ -54,10 +57,25 @@ class DPOParams(LoRAParams):
     lr: float = Field(5.0e-5, gt=0.0, description="Learning rate (a LoRA takes more than full DPO fine-tuning).")
     loss_type: str = Field("sigmoid", description="TRL DPO loss type (sigmoid = the DPO paper's loss).")
     batch_size: int = Field(4, ge=1, description=(
-        "Preference pairs per device step. Fewer, larger steps keep an accelerator busier, at the cost of fewer "
-        "optimizer steps per epoch and more memory: DPO on a 1.5B model's LoRA on an H100 ran 2.3x TRL's defaults "
-        "with 8 pairs of up to 1,024 tokens a step (39 GB) and, in an earlier run, 3.5x with 16 at 74 GB "
-        "(docs/benchmarks.md)."))
+        "Preference pairs per device step; with packing, rows of max_length tokens per step (as many whole pairs "
+        "as fit). Fewer, larger steps keep an accelerator busier, at the cost of fewer optimizer steps per epoch "
+        "and more memory: unpacked DPO on a 1.5B model's LoRA on an H100 ran 2.3x TRL's defaults with 8 pairs of "
+        "up to 1,024 tokens a step (39 GB) and, in an earlier run, 3.5x with 16 at 74 GB (docs/benchmarks.md)."))
+    packing: Literal["auto"] | bool = Field(
+        "auto",
+        description="Pack each step's pairs into batch_size rows of max_length tokens (whole sequences, each "
+        "attending only to itself; a pair's chosen and rejected in the same step), so that every step has one "
+        "shape and the decoder layers replay as graphs, and no padding between sequences is computed; "
+        "batch_size then counts rows. Same loss as TRL's (sigmoid). auto: where the layers are graphed (see "
+        "graphs), loss_type is sigmoid and batch_size >= 2; false: TRL's batches, padded to their longest pair.",
+    )
+    graphs: Literal["auto"] | bool = Field(
+        "auto",
+        description="Replay the decoder layers' forward and backward as captured device graphs (CUDA graphs) "
+        "in the policy's pass (the reference's pass, without gradients, runs eagerly); needs packing (one shape "
+        "a step; a last, smaller step runs eagerly). auto: on where the backend captures graphs for training, "
+        "one process and no gradient checkpointing.",
+    )
 
 
 class DPOTrainerStage:
@@ -91,12 +109,43 @@ class DPOTrainerStage:
         )
         kw = {**common_args(p, self.ctx, scratch), **overrides}
         args = one_device_per_process(DPOConfig(beta=self.beta, loss_type=[p.loss_type], **kw))
+        packed = self.packs(args, model)
+        if packed:
+            args.per_device_train_batch_size = 1  # one planned step (batch_size rows) per item
+            args.remove_unused_columns = False  # the items are steps, not rows of named model inputs
 
-        class StageDPOTrainer(DeviceTokenCount, DPOTrainer):
+        class StageDPOTrainer(PackedDPOLoss, DeviceTokenCount, DPOTrainer):
             pass
 
         with known_library_deprecations():
-            return log_last_step(StageDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer))
+            trainer = StageDPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
+        if packed:
+            # TRL tokenised the pairs (prompt_ids, chosen_ids, rejected_ids); the steps are planned from those
+            trainer.train_dataset = PackedPairSteps(trainer.train_dataset, rows=p.batch_size, row_length=p.max_length)
+            trainer.data_collator = PackedPairsCollator(trainer.processing_class.pad_token_id, p.max_length)
+        trainer.srscode_packed = packed
+        return log_last_step(trainer)
+
+    def packs(self, args: Any, model: Any) -> bool:
+        """Whether this stage trains on packed steps (``params.packing``, lib/packed_preference.py)."""
+        p = self.params
+        if p.packing is False:
+            return False
+        why = PackedDPOLoss.packable(args, model)
+        if p.packing is True:
+            if why is not None:
+                raise StageError(f"dpo: params.packing is true but {why} (set packing: auto or false)")
+            if p.batch_size < 2:
+                raise StageError("dpo: params.packing is true but batch_size is 1: a packed step needs >= 2 rows "
+                                 "(a pair's two sequences may each fill a row)")
+            return True
+        return why is None and p.batch_size >= 2 and self.graph_maker(args, packed=True) is not None
+
+    def graph_maker(self, args: Any, packed: bool) -> Any:
+        """The backend's ``make_graphed_callables`` where the policy's pass replays as graphs, else None."""
+        p = self.params
+        return training_graph_maker(p.graphs, self.ctx, args, one_shape=packed, checkpointing=p.gradient_checkpointing,
+                                    where="dpo")
 
     def train_pairs(self, pairs: Sequence[DPOPair], init: AdapterRef | None, out_dir: Path) -> TrainResult:
         if not pairs:
@@ -115,9 +164,9 @@ class DPOTrainerStage:
                     "dpo: this TRL version did not add the frozen 'ref' adapter copy, so the reference "
                     "would be the bare base instead of the policy at the stage's start; use trl>=1.0."
                 )
-            with training_attention(model, self.params.attention), compact_lm_head(self.ctx.backend) as compact, \
-                    mixed_precision_lora(model, trainer.args) as lean:
+            with dpo_speedups(self, trainer, model) as on:
                 output = train_with_progress(trainer, self.ctx, "dpo")
+            compact, lean, graphed = on["compact"], on["lean"], on["graphs"]
             adapter = save_adapter(trainer, model, Path(out_dir), selected_adapters=["default"])
         seconds = time.perf_counter() - started
         logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -137,8 +186,30 @@ class DPOTrainerStage:
             "dpo_lora_inputs_uncast": float(lean["uncast"]),  # LoRA inputs stayed bf16/fp16 (mixed_precision_lora)
             "dpo_lora_fused_add": float(lean["fused_add"]),  # the adapter's product added by one addmm
             "dpo_patches_undone": float(undone["restored"]),  # attributes training patched, put back (model_patches)
+            "dpo_packed": float(trainer.srscode_packed),  # steps of packed rows (lib/packed_preference.py)
+            # the policy pass's decoder layers replayed as captured graphs: captures, and the share of
+            # layer calls (reference passes included) that replayed
+            "dpo_graph_captures": float(graphed["captures"]),
+            "dpo_graph_replayed": graphed["replays"] / max(1, graphed["replays"] + graphed["own_calls"]),
         }
         return TrainResult(adapter=adapter, metrics=metrics)
+
+
+@contextlib.contextmanager
+def dpo_speedups(stage: DPOTrainerStage, trainer: Any, model: Any) -> Iterator[dict[str, Any]]:
+    """What ``dpo`` trains under, entered and undone together: its attention, the compact LM head,
+    the lean LoRA layers and, with packing, packed masks without a host read and the graphed decoder
+    layers (innermost: they capture the lean layers). Yields what each switched on."""
+    import torch
+
+    packed = bool(getattr(trainer, "srscode_packed", False))
+    make = stage.graph_maker(trainer.args, packed=packed) if packed else None
+    device_type = torch.device(stage.ctx.backend.device).type
+    with training_attention(model, stage.params.attention), compact_lm_head(stage.ctx.backend) as compact, \
+            (packed_mask_without_sync() if packed else contextlib.nullcontext(False)) as packed_mask, \
+            mixed_precision_lora(model, trainer.args) as lean, \
+            graphed_decoder_layers(model, make, device_type) as graphs:
+        yield {"compact": compact, "packed_mask": packed_mask, "lean": lean, "graphs": graphs}
 
 
 @hookimpl

@@ -222,6 +222,30 @@ def common_args(p: LoRAParams, ctx: Any, scratch: str) -> dict[str, Any]:
     )
 
 
+def training_graph_maker(setting: Literal["auto"] | bool, ctx: Any, args: Any, one_shape: bool,
+                         checkpointing: bool, where: str = "trainer") -> Any:
+    """The backend's ``make_graphed_callables`` where a stage's decoder layers replay as graphs
+    (:mod:`~srscode.plugins.lib.graphed_layers`), else None. ``auto``: where the backend captures
+    graphs for training, every full batch has ``one_shape``, one process (DDP's reducer hooks into
+    the backward) and no gradient checkpointing (the layers would recompute); ``True`` insists."""
+    if setting is False:
+        return None
+    factory = getattr(ctx.backend, "graph_runner", None)
+    runner = factory() if factory is not None else None
+    make = getattr(runner, "make_graphed_callables", None) if runner is not None else None
+    if setting is True:
+        if make is None:
+            raise StageError(f"{where}: params.graphs is true but the {getattr(ctx.backend, 'name', '?')!r} backend "
+                             "captures no graphs for training (set graphs: auto or false)")
+        if args.world_size > 1:
+            raise StageError(f"{where}: params.graphs is true but training runs in several processes; graphed "
+                             "layers bypass DDP's gradient hooks (set graphs: auto or false)")
+        return make
+    if not one_shape or checkpointing or args.world_size > 1:
+        return None  # shapes that vary per batch, layers recomputed, or DDP's hooks
+    return make
+
+
 def one_device_per_process(args: Any) -> Any:
     """Train on this process's one device. Without a launcher, transformers' Trainer would
     wrap the model in ``nn.DataParallel`` over every visible GPU (which TRL's trainers
@@ -498,23 +522,8 @@ class LoRASFTTrainer:
     def graph_maker(self, args: Any) -> Any:
         """The backend's ``make_graphed_callables`` where this stage trains with graphed decoder
         layers (``params.graphs``, :mod:`~srscode.plugins.lib.graphed_layers`), else None."""
-        p = self.params
-        if p.graphs is False:
-            return None
-        factory = getattr(self.ctx.backend, "graph_runner", None)
-        runner = factory() if factory is not None else None
-        make = getattr(runner, "make_graphed_callables", None) if runner is not None else None
-        if p.graphs is True:
-            if make is None:
-                raise StageError(f"trainer: params.graphs is true but the {getattr(self.ctx.backend, 'name', '?')!r} backend captures "
-                                 "no graphs for training (set graphs: auto or false)")
-            if args.world_size > 1:
-                raise StageError("trainer: params.graphs is true but training runs in several processes; graphed "
-                                 "layers bypass DDP's gradient hooks (set graphs: auto or false)")
-            return make
-        if not p.packing or p.gradient_checkpointing or args.world_size > 1:
-            return None  # shapes that vary per batch, layers recomputed, or DDP's hooks
-        return make
+        return training_graph_maker(self.params.graphs, self.ctx, args, one_shape=self.params.packing,
+                                    checkpointing=self.params.gradient_checkpointing)
 
     def train_sft(self, examples: Sequence[SFTExample], init: AdapterRef | None, out_dir: Path) -> TrainResult:
         kept = [e for e in examples if e.weight > 0]
