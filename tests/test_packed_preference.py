@@ -224,3 +224,49 @@ def test_cuda_packed_dpo_through_real_graphs_trains_as_the_eager_layers(tiny_mod
     assert graphed["dpo_first_loss"] == pytest.approx(math.log(2), abs=1e-3)
     assert graphed["dpo_loss"] == pytest.approx(eager["dpo_loss"], rel=2e-2)
     assert graphed["dpo_tokens"] == eager["dpo_tokens"]
+
+
+def _dpo_reads_per_step(ctx, adapter, scratch, **params):
+    from transformers import TrainerCallback
+
+    from srscode.plugins.train import lora_sft
+    from srscode.plugins.train.dpo import dpo_speedups
+    from test_deferred_metrics import ReadCounter
+
+    stage, trainer = _trainer(ctx, adapter, scratch, **{"log_every": 100, "epochs": 3.0, **params})
+    counter = ReadCounter()
+    per_step, logged = [], []
+
+    class Steps(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            self.last = counter.reads
+
+        def on_step_end(self, args, state, control, **kw):
+            per_step.append(counter.reads - self.last)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                logged.append(state.global_step)
+
+    trainer.add_callback(Steps())
+    lora_sft.quiet_logs(trainer)
+    try:
+        with dpo_speedups(stage, trainer, trainer.model), counter.mode:
+            trainer.train()
+    finally:
+        lora_sft.restore_base(ctx, trainer.model)
+    return trainer, per_step, logged
+
+
+def test_packed_steps_between_logs_read_nothing(tiny_model_dir, sft_adapter, tmp_path):
+    """The attack: a per-step read (TRL's DPO metrics read ~19 scalars a step) shows up as
+    reads in the steps that do not log; packed DPO keeps its metrics on the device."""
+    ctx = _ctx_with_graphs(tiny_model_dir, emulated_make_graphed_callables)
+    trainer, per_step, logged = _dpo_reads_per_step(ctx, sft_adapter, tmp_path / "packed")
+    assert trainer.srscode_packed
+    assert len(per_step) >= 4 and logged == [1, len(per_step)], (per_step, logged)
+    quiet = [n for i, n in enumerate(per_step, start=1) if i not in logged]
+    assert quiet == [0] * len(quiet), per_step
+    # the counter sees TRL's own DPO loss reading every step
+    trainer, shipped, _ = _dpo_reads_per_step(ctx, sft_adapter, tmp_path / "padded", packing=False)
+    assert not trainer.srscode_packed and min(shipped) >= 10, shipped
