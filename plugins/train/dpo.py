@@ -11,14 +11,20 @@ Without ``init`` a fresh LoRA (B = 0) is trained and the reference is the base, 
 the same function. Only ``"default"`` is saved (``selected_adapters``).
 
 Speed: gradient checkpointing off, liger's layer kernels where available (``liger``) and
-leaner LoRA layers under mixed precision (``lib/lora_training.py``), as in ``lora-sft``;
-TRL 1.16 disables DPO's ``padding_free`` ("temporarily unavailable"), so DPO batches stay
-padded. Host reads as in ``lora-sft``: the loss logged every ``log_every`` steps (and the first,
-whose loss is log 2, and the last), no NaN filter, the token count kept on the device
-(``lib/deferred_metrics.DeviceTokenCount``); TRL's own DPO metrics (rewards, log-probs,
-logits, accuracies) still read the device ~19 times a step inside its 300-line loss, which is
-left as TRL wrote it. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared
-base is handed back as ``lora-sft`` hands it back (LoRA unloaded, liger's patches undone).
+leaner LoRA layers under mixed precision (``lib/lora_training.py``), as in ``lora-sft``.
+Packed steps (``packing``, ``lib/packed_preference.py``): TRL pads each batch to its longest
+pair (its ``padding_free`` is disabled in 1.16), so every batch has another shape and no
+captured graph fits; packed, a step is ``batch_size`` rows of ``max_length`` tokens holding
+whole pairs, one shape, and the policy's decoder layers replay as graphs (``graphs``,
+``lib/graphed_layers.py``) while the reference's pass (no gradients, another adapter) runs
+eagerly; the loss is TRL's sigmoid loss computed on the packed rows (a test holds it and the
+rewards equal to TRL's). On by default where the backend captures training graphs; elsewhere
+TRL's padded batches. Host reads as in ``lora-sft``: the loss logged every ``log_every`` steps
+(and the first, whose loss is log 2, and the last), no NaN filter, the token count kept on the
+device (``lib/deferred_metrics.DeviceTokenCount``); packed, the DPO metrics too (rewards,
+log-probs, logits, accuracies; read at the log); unpacked, TRL's own loss reads them ~19 times
+a step. Progress: one ``ctx.progress("dpo")`` bar with the loss. The shared base is handed back
+as ``lora-sft`` hands it back (LoRA unloaded, liger's patches undone).
 
 ``beta`` comes from ``config.dpo.beta``; the rest (LoRA shape for a fresh adapter, lr,
 epochs, batch size, ...) from ``dpo.params``. Precision/device from the hardware backend.
