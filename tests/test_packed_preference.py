@@ -198,6 +198,10 @@ def test_packing_stays_off_without_graphs_and_unsupported_settings_are_clear_err
         _stage_metrics(ctx, sft_adapter, tmp_path / "e1", packing=True, loss_type="hinge")
     with pytest.raises(StageError, match="packing is true but batch_size is 1"):
         _stage_metrics(ctx, sft_adapter, tmp_path / "e2", packing=True, batch_size=1)
+    with pytest.raises(StageError, match="graphs is true but packing is false"):
+        _stage_metrics(graphs, sft_adapter, tmp_path / "e3", packing=False, graphs=True)
+    with pytest.raises(StageError, match="graphs is true but the 'cpu' backend captures no graphs"):
+        _stage_metrics(ctx, sft_adapter, tmp_path / "e4", graphs=True)
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device: real graph capture")

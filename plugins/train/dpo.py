@@ -136,6 +136,9 @@ class DPOTrainerStage:
     def packs(self, args: Any, model: Any) -> bool:
         """Whether this stage trains on packed steps (``params.packing``, lib/packed_preference.py)."""
         p = self.params
+        if p.graphs is True and p.packing is False:
+            raise StageError("dpo: params.graphs is true but packing is false: TRL's padded batches change shape "
+                             "every step, so no captured graph fits (set packing: auto or graphs: auto)")
         if p.packing is False:
             return False
         why = PackedDPOLoss.packable(args, model)
