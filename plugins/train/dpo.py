@@ -65,9 +65,9 @@ class DPOParams(LoRAParams):
     batch_size: int = Field(4, ge=1, description=(
         "Preference pairs per device step; with packing, rows of max_length tokens per step (as many whole pairs "
         "as fit). Fewer, larger steps keep an accelerator busier, at the cost of fewer optimizer steps per epoch "
-        "and more memory: DPO on a 1.5B model's LoRA on an H100 ran 6.1x TRL's defaults (pairs/s) with 8 packed "
-        "rows of 1,024 tokens a step (graphed layers, 22 GB), and 2.5x unpacked with 8 pairs a step (39 GB) "
-        "(docs/benchmarks.md)."))
+        "and more memory: DPO on a 1.5B model's LoRA on an H100 ran 4.5x and 6.1x TRL's defaults (pairs/s, two "
+        "runs) with 8 packed rows of 1,024 tokens a step (graphed layers, 22 GB), 5.1x with 16 (40 GB), and "
+        "2.1-2.5x unpacked with 8 pairs a step (39 GB) (docs/benchmarks.md)."))
     packing: Literal["auto"] | bool = Field(
         "auto",
         description="Pack each step's pairs into batch_size rows of max_length tokens (whole sequences, each "
