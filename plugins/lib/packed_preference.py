@@ -117,9 +117,6 @@ class PackedPairSteps:
         return {"pairs": n, "rows": [[(*self.sequences[pair][which], which * n + local[pair]) for pair, which in row]
                                      for row in rows]}
 
-    def pair_count(self) -> int:
-        return len(self.sequences)
-
 
 class PackedPairsCollator:
     """The trainer's collator for :class:`PackedPairSteps` items (module docstring); each
