@@ -164,12 +164,12 @@ class PackedPairsCollator:
         }
 
 
-PACKED_KEYS = ("sequence_slot", "completion_tokens", "token_count")
-
-
 def _per_sequence(values: Any, slots: Any, n_seq: int) -> Any:
     """Per-token values (rows x positions - 1, aligned with the shifted labels) summed per
-    sequence: ``n_seq`` sums (the padding's slot dropped)."""
+    sequence: ``n_seq`` sums (the padding's slot dropped). One ``index_add`` for every
+    sequence of the step, no host read; on CUDA its float additions are atomics, so the last
+    bits may differ between runs unless torch's deterministic mode is on (TRL sums each padded
+    row in order)."""
     idx = slots[:, 1:].reshape(-1)
     flat = values.reshape(idx.numel(), -1)
     return flat.new_zeros(n_seq + 1, flat.size(1)).index_add(0, idx, flat)[:n_seq]
