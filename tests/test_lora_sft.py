@@ -222,12 +222,20 @@ DDP_SCRIPT = textwrap.dedent(
     dpo = DPOTrainerStage(DPOParams(r=4, alpha=8, lr=1e-2, batch_size=1, max_length=64),
                           make_ctx({model!r}, dpo={{"beta": 0.1}}))
     d = dpo.train_pairs(pairs, res.adapter, Path({out!r} + "-dpo"))
+    # and packed (lib/packed_preference.py): each rank its own planned steps, the metrics' sums
+    # gathered at every log
+    packed = DPOTrainerStage(DPOParams(r=4, alpha=8, lr=1e-2, batch_size=2, max_length=64, packing=True),
+                             make_ctx({model!r}, dpo={{"beta": 0.1}}))
+    dp = packed.train_pairs(pairs, res.adapter, Path({out!r} + "-dpo-packed"))
     import torch.distributed as dist
     print("RESULT", json.dumps({{"rank": state.process_index, "world": state.num_processes,
                                 "backend": dist.get_backend(),
                                 "sha": res.adapter.sha256, "steps": res.metrics["train_steps"],
                                 "tokens": res.metrics["train_tokens"], "dpo_sha": d.adapter.sha256,
-                                "dpo_steps": d.metrics["dpo_steps"], "dpo_tokens": d.metrics["dpo_tokens"]}}))
+                                "dpo_steps": d.metrics["dpo_steps"], "dpo_tokens": d.metrics["dpo_tokens"],
+                                "packed": dp.metrics["dpo_packed"], "packed_sha": dp.adapter.sha256,
+                                "packed_steps": dp.metrics["dpo_steps"], "packed_tokens": dp.metrics["dpo_tokens"],
+                                "packed_accuracy": dp.metrics["dpo_reward_accuracy"]}}))
     """
 )
 
@@ -280,6 +288,20 @@ def test_accelerate_launch_trains_data_parallel_on_two_cpu_processes(tiny_model_
                                 make_ctx(tiny_model_dir, dpo={"beta": 0.1})).train_pairs(pairs, first.adapter, tmp_path / "d")
     assert dpo_alone.metrics["dpo_tokens"] > 0
     assert {r["dpo_tokens"] for r in rows} == {dpo_alone.metrics["dpo_tokens"]}
+    # packed DPO under DDP: the planned steps split over the ranks (an even number here, so the
+    # sampler repeats none), one adapter, and every real token counted once over both ranks
+    from srscode.plugins.train.lora_sft import peft_model_for, restore_base
+
+    ctx = make_ctx(tiny_model_dir, dpo={"beta": 0.1})
+    p = DPOParams(r=4, alpha=8, lr=1e-2, batch_size=2, max_length=64, packing=True)
+    plan = DPOTrainerStage(p, ctx).build_trainer(pairs, peft_model_for(ctx, first.adapter, p), str(tmp_path / "plan"))
+    restore_base(ctx, plan.model)
+    planned = len(plan.train_dataset)
+    assert planned % 2 == 0, planned
+    assert {r["packed"] for r in rows} == {1.0} and len({r["packed_sha"] for r in rows}) == 1
+    assert {r["packed_steps"] for r in rows} == {planned / 2}
+    assert {r["packed_tokens"] for r in rows} == {dpo_alone.metrics["dpo_tokens"]}
+    assert len({r["packed_accuracy"] for r in rows}) == 1  # gathered: both ranks log the same
 
 
 def test_one_process_trains_on_one_device_even_with_several_visible():
