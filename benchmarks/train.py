@@ -428,18 +428,23 @@ def lm_head_on_every_position() -> Iterator[None]:
 
 @contextlib.contextmanager
 def packed_mask_as_shipped() -> Iterator[None]:
-    """The `syncs` arm: transformers' own packed-sequence check (a read per forward) in sft_speedups."""
-    from srscode.plugins.train import lora_sft
+    """The `syncs` arms: transformers' own packed-sequence check (a read per forward) in
+    sft_speedups and dpo_speedups (each module binds the name)."""
+    from srscode.plugins.train import dpo, lora_sft
 
     @contextlib.contextmanager
     def unchanged() -> Iterator[bool]:
         yield False
 
-    swapped, lora_sft.packed_mask_without_sync = lora_sft.packed_mask_without_sync, unchanged
+    modules = (lora_sft, dpo)
+    swapped = [m.packed_mask_without_sync for m in modules]
+    for m in modules:
+        m.packed_mask_without_sync = unchanged
     try:
         yield
     finally:
-        lora_sft.packed_mask_without_sync = swapped
+        for m, own in zip(modules, swapped):
+            m.packed_mask_without_sync = own
 
 
 def step_profiler(backend: Any, steps: int) -> Any:

@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 # open steps a pair may still go into; older ones are closed (a bound on planning time)
 _OPEN_STEPS = 16
-# the device sums kept per log interval, in this order
+# the device sums kept per log interval (their order in the one tensor read at the log)
 _SUMS = ("pairs", "chosen_rewards", "rejected_rewards", "accuracies", "margins", "chosen_logps", "rejected_logps",
          "entropy", "completion_tokens", "chosen_logits", "chosen_tokens", "rejected_logits", "rejected_tokens",
          "chosen_top1")
@@ -261,12 +261,16 @@ class PackedDPOLoss:
         per_seq = _per_sequence(torch.stack(fields, -1), slots, 2 * n)  # (2n, 3): entropy, logits, top-1 sums
         chosen_rewards, rejected_rewards = self.beta * chosen_ratio, self.beta * rejected_ratio  # type: ignore[attr-defined]
         tokens = completion.float()
-        sums = torch.stack([
-            torch.full((), float(n), device=logps.device), chosen_rewards.sum(), rejected_rewards.sum(),
-            (chosen_rewards > rejected_rewards).float().sum(), (chosen_rewards - rejected_rewards).sum(),
-            logps[:n].sum(), logps[n:].sum(), per_seq[:, 0].sum(), tokens.sum(),
-            per_seq[:n, 1].sum(), tokens[:n].sum(), per_seq[n:, 1].sum(), tokens[n:].sum(), per_seq[:n, 2].sum(),
-        ]).float()
+        values = {
+            "pairs": torch.full((), float(n), device=logps.device), "chosen_rewards": chosen_rewards.sum(),
+            "rejected_rewards": rejected_rewards.sum(), "accuracies": (chosen_rewards > rejected_rewards).float().sum(),
+            "margins": (chosen_rewards - rejected_rewards).sum(), "chosen_logps": logps[:n].sum(),
+            "rejected_logps": logps[n:].sum(), "entropy": per_seq[:, 0].sum(), "completion_tokens": tokens.sum(),
+            "chosen_logits": per_seq[:n, 1].sum(), "chosen_tokens": tokens[:n].sum(),
+            "rejected_logits": per_seq[n:, 1].sum(), "rejected_tokens": tokens[n:].sum(),
+            "chosen_top1": per_seq[:n, 2].sum(),
+        }
+        sums = torch.stack([values[k].float() for k in _SUMS])  # one tensor: one read at the log
         self._pref_sums = self._pref_sums or {}
         self._pref_sums[mode] = sums if mode not in self._pref_sums else self._pref_sums[mode] + sums
 
